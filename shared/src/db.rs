@@ -1,0 +1,383 @@
+//! SQLite storage plumbing shared by both services.
+//!
+//! * WAL mode, `synchronous=FULL`: a committed transaction survives a power
+//!   cut; database files are created 0600.
+//! * Migrations are SQL strings compiled into the binary, applied in order
+//!   and counted in `PRAGMA user_version`.
+//! * All writes go through one writer thread that runs each job inside its
+//!   own savepoint of a `BEGIN IMMEDIATE` transaction, batching the jobs that
+//!   are waiting into one commit (group commit: one fsync for many requests).
+//!   A job's answer is released only after its batch is durable; a job that
+//!   fails rolls back its savepoint and leaves the others untouched.
+//! * Reads run on the blocking pool with pooled read connections.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 512;
+/// Read connections kept open.
+const MAX_IDLE_READERS: usize = 16;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database writer has stopped")]
+    Closed,
+    #[error("a storage job panicked")]
+    Panicked,
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+/// Opens a connection with the pragmas every mailid connection uses.
+pub fn connect(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA temp_store=MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+/// Applies the migrations not yet applied; `migrations[i]` brings the schema
+/// to version `i + 1`.
+pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in migrations.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn create_private(path: &Path) -> Result<(), DbError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn tighten_side_files(path: &Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// A database: one writer thread with group commit plus pooled readers.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating 0600 if needed) and migrates the database, and starts
+    /// the writer thread.
+    pub fn open(path: &Path, migrations: &[&str]) -> Result<Db, DbError> {
+        create_private(path)?;
+        let mut conn = connect(path)?;
+        migrate(&mut conn, migrations)?;
+        tighten_side_files(path);
+        let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 8);
+        std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|source| DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                jobs: tx,
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn job<T, E, F>(f: F) -> (Job, oneshot::Receiver<Result<T, E>>)
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let res = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+                Ok(r) => r,
+                Err(_) => Err(E::from(DbError::Panicked)),
+            };
+            let keep = res.is_ok();
+            let finish: Finish = Box::new(move |commit: Result<(), String>| {
+                let out = match (res, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(msg)) => Err(E::from(DbError::Sqlite(
+                        rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                            Some(msg),
+                        ),
+                    ))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(out);
+            });
+            (keep, finish)
+        });
+        (job, rx)
+    }
+
+    /// Runs `f` in a write transaction; resolves after the commit is durable.
+    /// An `Err` from `f` rolls back everything `f` wrote.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (job, rx) = Self::job(f);
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| E::from(DbError::Closed))?;
+        rx.await.map_err(|_| E::from(DbError::Closed))?
+    }
+
+    /// [`Db::write`] for synchronous callers (operator commands); must not
+    /// be called from inside an async runtime.
+    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (job, rx) = Self::job(f);
+        self.inner
+            .jobs
+            .blocking_send(job)
+            .map_err(|_| E::from(DbError::Closed))?;
+        rx.blocking_recv().map_err(|_| E::from(DbError::Closed))?
+    }
+
+    fn take_reader(&self) -> Result<Connection, DbError> {
+        if let Some(c) = self.inner.readers.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        connect(&self.inner.path)
+    }
+
+    fn put_reader(&self, conn: Connection) {
+        if let Ok(mut v) = self.inner.readers.lock() {
+            if v.len() < MAX_IDLE_READERS {
+                v.push(conn);
+            }
+        }
+    }
+
+    /// Runs a read-only `f` synchronously on a pooled connection.
+    pub fn read_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
+        let conn = self.take_reader().map_err(E::from)?;
+        let res = f(&conn);
+        self.put_reader(conn);
+        res
+    }
+
+    /// Runs a read-only `f` on the blocking pool with a pooled connection.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let db = self.clone();
+        match tokio::task::spawn_blocking(move || db.read_blocking(f)).await {
+            Ok(r) => r,
+            Err(_) => Err(E::from(DbError::Panicked)),
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, &mut batch);
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "could not begin write transaction");
+        // Run nothing; every job in the batch fails.
+        for job in batch.drain(..) {
+            let (_, finish) = job(&FailingConn::conn());
+            finish(Err(msg.clone()));
+        }
+        return;
+    }
+    for job in batch.drain(..) {
+        if conn.execute_batch("SAVEPOINT job").is_err() {
+            let (_, finish) = job(&FailingConn::conn());
+            finishes.push(Box::new(move |_| finish(Err("savepoint failed".into()))));
+            continue;
+        }
+        let (keep, finish) = job(conn);
+        let sp = if keep {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = sp {
+            tracing::error!(error = %e, "savepoint end failed");
+        }
+        finishes.push(finish);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+        msg
+    });
+    for f in finishes {
+        f(commit.clone());
+    }
+}
+
+/// A closed in-memory connection handed to jobs that must not touch the
+/// real database (their batch could not start); their writes go nowhere.
+struct FailingConn;
+
+impl FailingConn {
+    fn conn() -> Connection {
+        Connection::open_in_memory().expect("in-memory sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIGRATIONS: &[&str] = &["CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);"];
+
+    #[derive(Debug, thiserror::Error)]
+    enum E {
+        #[error(transparent)]
+        Db(#[from] DbError),
+        #[error("refused")]
+        Refused,
+    }
+
+    impl From<rusqlite::Error> for E {
+        fn from(e: rusqlite::Error) -> Self {
+            E::Db(DbError::Sqlite(e))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_job_changes_nothing_and_others_commit() {
+        let dir = tempfile_dir();
+        let path = dir.join("t.sqlite");
+        let db = Db::open(&path, MIGRATIONS).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mut handles = Vec::new();
+        for i in 0..50i64 {
+            let db = db.clone();
+            handles.push(tokio::spawn(async move {
+                db.write(move |c| -> Result<(), E> {
+                    c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (format!("k{i}"), i))?;
+                    if i % 2 == 1 {
+                        return Err(E::Refused);
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 25);
+        let n: i64 = db
+            .read(|c| -> Result<i64, E> {
+                Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 25);
+        // Reopening applies no migration twice.
+        drop(db);
+        let db = Db::open(&path, MIGRATIONS).unwrap();
+        let v: i64 = db
+            .read_blocking(|c| -> Result<i64, E> {
+                Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(v, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "mailid-db-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

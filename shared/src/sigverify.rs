@@ -1,0 +1,280 @@
+//! Signature verification (never signing) for CSRs, certificates and CRLs:
+//! ECDSA P-256/P-384 and RSA PKCS#1 v1.5 / PSS with SHA-2, and key
+//! classification for key policy.
+
+use der::asn1::ObjectIdentifier as Oid;
+use der::{Decode, Encode};
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use rsa::traits::PublicKeyParts;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+
+/// OIDs used here and by the services.
+pub mod oids {
+    use der::asn1::ObjectIdentifier as Oid;
+    pub const EC_PUBLIC_KEY: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+    pub const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+    pub const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
+    pub const RSA_ENCRYPTION: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+    pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");
+    pub const MGF1: Oid = Oid::new_unwrap("1.2.840.113549.1.1.8");
+    pub const SHA256_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
+    pub const SHA384_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
+    pub const SHA512_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
+    pub const ECDSA_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
+    pub const ECDSA_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
+    pub const ECDSA_SHA512: Oid = Oid::new_unwrap("1.2.840.10045.4.3.4");
+    pub const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
+    pub const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
+    pub const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
+    pub const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+    pub const EMAIL_ADDRESS: Oid = Oid::new_unwrap("1.2.840.113549.1.9.1");
+    pub const COMMON_NAME: Oid = Oid::new_unwrap("2.5.4.3");
+    pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
+    pub const SUBJECT_ALT_NAME: Oid = Oid::new_unwrap("2.5.29.17");
+}
+
+/// What kind of public key an SPKI holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    P256,
+    P384,
+    /// RSA with the modulus size in bits and whether the public exponent is
+    /// odd and at least 65537.
+    Rsa { bits: usize, exponent_ok: bool },
+    /// Any other algorithm or curve, by OID text.
+    Other(String),
+}
+
+impl KeyKind {
+    /// A short name such as `P-256` or `RSA-2048`.
+    pub fn name(&self) -> String {
+        match self {
+            KeyKind::P256 => "P-256".into(),
+            KeyKind::P384 => "P-384".into(),
+            KeyKind::Rsa { bits, .. } => format!("RSA-{bits}"),
+            KeyKind::Other(oid) => format!("algorithm {oid}"),
+        }
+    }
+
+    /// Whether this is an elliptic-curve key.
+    pub fn is_ec(&self) -> bool {
+        matches!(self, KeyKind::P256 | KeyKind::P384)
+    }
+}
+
+/// Why a signature or key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("unsupported key algorithm {0}")]
+    UnsupportedKey(String),
+    #[error("malformed public key")]
+    BadKey,
+    #[error("unsupported signature algorithm {0}")]
+    UnsupportedAlgorithm(String),
+    #[error("signature algorithm does not fit the key")]
+    Mismatch,
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+fn rsa_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::RsaPublicKey, VerifyError> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    let bytes = spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?;
+    rsa::RsaPublicKey::from_pkcs1_der(bytes).map_err(|_| VerifyError::BadKey)
+}
+
+fn curve_of(spki: &SubjectPublicKeyInfoOwned) -> Option<Oid> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<Oid>().ok())
+}
+
+/// Classifies the key in an SPKI.
+pub fn classify(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, VerifyError> {
+    let alg = spki.algorithm.oid;
+    if alg == oids::EC_PUBLIC_KEY {
+        return match curve_of(spki) {
+            Some(c) if c == oids::P256 => {
+                p256::PublicKey::from_sec1_bytes(
+                    spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?,
+                )
+                .map_err(|_| VerifyError::BadKey)?;
+                Ok(KeyKind::P256)
+            }
+            Some(c) if c == oids::P384 => {
+                p384::PublicKey::from_sec1_bytes(
+                    spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?,
+                )
+                .map_err(|_| VerifyError::BadKey)?;
+                Ok(KeyKind::P384)
+            }
+            Some(c) => Ok(KeyKind::Other(format!("EC curve {c}"))),
+            None => Err(VerifyError::BadKey),
+        };
+    }
+    if alg == oids::RSA_ENCRYPTION {
+        let key = rsa_key(spki)?;
+        let e = key.e();
+        let exponent_ok = e >= &rsa::BigUint::from(65537u32) && (e % 2u32) == rsa::BigUint::from(1u32);
+        return Ok(KeyKind::Rsa {
+            bits: key.n().bits(),
+            exponent_ok,
+        });
+    }
+    if alg == oids::ED25519 {
+        return Ok(KeyKind::Other("Ed25519".into()));
+    }
+    Ok(KeyKind::Other(alg.to_string()))
+}
+
+#[derive(Clone, Copy)]
+enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+fn hash_of(oid: &Oid) -> Option<Hash> {
+    match *oid {
+        o if o == oids::SHA256 => Some(Hash::Sha256),
+        o if o == oids::SHA384 => Some(Hash::Sha384),
+        o if o == oids::SHA512 => Some(Hash::Sha512),
+        _ => None,
+    }
+}
+
+fn digest(h: Hash, msg: &[u8]) -> Vec<u8> {
+    match h {
+        Hash::Sha256 => Sha256::digest(msg).to_vec(),
+        Hash::Sha384 => Sha384::digest(msg).to_vec(),
+        Hash::Sha512 => Sha512::digest(msg).to_vec(),
+    }
+}
+
+/// RSASSA-PSS-params (RFC 4055), just what verification needs.
+#[derive(der::Sequence)]
+struct PssParams {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    hash: Option<AlgorithmIdentifierOwned>,
+    #[asn1(context_specific = "1", tag_mode = "EXPLICIT", optional = "true")]
+    mgf: Option<AlgorithmIdentifierOwned>,
+    #[asn1(context_specific = "2", tag_mode = "EXPLICIT", optional = "true")]
+    salt_len: Option<u32>,
+    #[asn1(context_specific = "3", tag_mode = "EXPLICIT", optional = "true")]
+    trailer: Option<u32>,
+}
+
+fn verify_pss(
+    key: &rsa::RsaPublicKey,
+    alg: &AlgorithmIdentifierOwned,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), VerifyError> {
+    let unsupported = || VerifyError::UnsupportedAlgorithm("RSASSA-PSS parameters".into());
+    let params = match &alg.parameters {
+        Some(p) => PssParams::from_der(&p.to_der().map_err(|_| unsupported())?)
+            .map_err(|_| unsupported())?,
+        None => return Err(unsupported()),
+    };
+    let hash_oid = params.hash.as_ref().map(|h| h.oid).ok_or_else(unsupported)?;
+    let hash = hash_of(&hash_oid).ok_or_else(unsupported)?;
+    // MGF1 must use the same hash (the rsa crate uses one digest for both).
+    if let Some(mgf) = &params.mgf {
+        let inner = mgf
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<AlgorithmIdentifierOwned>().ok())
+            .ok_or_else(unsupported)?;
+        if mgf.oid != oids::MGF1 || inner.oid != hash_oid {
+            return Err(unsupported());
+        }
+    } else {
+        return Err(unsupported());
+    }
+    if params.trailer.unwrap_or(1) != 1 {
+        return Err(unsupported());
+    }
+    let salt = params.salt_len.unwrap_or(20) as usize;
+    let hashed = digest(hash, msg);
+    let scheme = match hash {
+        Hash::Sha256 => rsa::Pss::new_with_salt::<Sha256>(salt),
+        Hash::Sha384 => rsa::Pss::new_with_salt::<Sha384>(salt),
+        Hash::Sha512 => rsa::Pss::new_with_salt::<Sha512>(salt),
+    };
+    key.verify(scheme, &hashed, sig)
+        .map_err(|_| VerifyError::BadSignature)
+}
+
+/// Verifies `sig` over `msg` with the key in `spki` under signature
+/// algorithm `alg`.
+pub fn verify(
+    spki: &SubjectPublicKeyInfoOwned,
+    alg: &AlgorithmIdentifierOwned,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), VerifyError> {
+    let a = alg.oid;
+    let ecdsa_hash = match a {
+        o if o == oids::ECDSA_SHA256 => Some(Hash::Sha256),
+        o if o == oids::ECDSA_SHA384 => Some(Hash::Sha384),
+        o if o == oids::ECDSA_SHA512 => Some(Hash::Sha512),
+        _ => None,
+    };
+    if let Some(h) = ecdsa_hash {
+        let point = spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?;
+        let prehash = digest(h, msg);
+        return match classify(spki)? {
+            KeyKind::P256 => {
+                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                    .map_err(|_| VerifyError::BadKey)?;
+                let s = p256::ecdsa::Signature::from_der(sig)
+                    .map_err(|_| VerifyError::BadSignature)?;
+                vk.verify_prehash(&prehash, &s)
+                    .map_err(|_| VerifyError::BadSignature)
+            }
+            KeyKind::P384 => {
+                let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                    .map_err(|_| VerifyError::BadKey)?;
+                let s = p384::ecdsa::Signature::from_der(sig)
+                    .map_err(|_| VerifyError::BadSignature)?;
+                vk.verify_prehash(&prehash, &s)
+                    .map_err(|_| VerifyError::BadSignature)
+            }
+            KeyKind::Other(o) => Err(VerifyError::UnsupportedKey(o)),
+            KeyKind::Rsa { .. } => Err(VerifyError::Mismatch),
+        };
+    }
+    let rsa_hash = match a {
+        o if o == oids::SHA256_WITH_RSA => Some(Hash::Sha256),
+        o if o == oids::SHA384_WITH_RSA => Some(Hash::Sha384),
+        o if o == oids::SHA512_WITH_RSA => Some(Hash::Sha512),
+        _ => None,
+    };
+    if rsa_hash.is_some() || a == oids::RSASSA_PSS {
+        if spki.algorithm.oid != oids::RSA_ENCRYPTION && spki.algorithm.oid != oids::RSASSA_PSS {
+            return Err(VerifyError::Mismatch);
+        }
+        let key = rsa_key(spki)?;
+        return match rsa_hash {
+            Some(h) => {
+                let hashed = digest(h, msg);
+                let scheme = match h {
+                    Hash::Sha256 => rsa::Pkcs1v15Sign::new::<Sha256>(),
+                    Hash::Sha384 => rsa::Pkcs1v15Sign::new::<Sha384>(),
+                    Hash::Sha512 => rsa::Pkcs1v15Sign::new::<Sha512>(),
+                };
+                key.verify(scheme, &hashed, sig)
+                    .map_err(|_| VerifyError::BadSignature)
+            }
+            None => verify_pss(&key, alg, msg, sig),
+        };
+    }
+    Err(VerifyError::UnsupportedAlgorithm(a.to_string()))
+}
+
+/// Parses a DER SubjectPublicKeyInfo.
+pub fn parse_spki(der: &[u8]) -> Result<SubjectPublicKeyInfoOwned, VerifyError> {
+    SubjectPublicKeyInfoOwned::from_der(der).map_err(|_| VerifyError::BadKey)
+}
