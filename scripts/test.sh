@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, the Rust test suites
+# (unit, integration and end-to-end over the real binaries) and the scripted
+# end-to-end run. Installs the system tools it needs when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+  fi
+fi
+
+if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo build (binaries for the end-to-end tests)"
+cargo build --workspace --bins
+
+log "cargo test"
+cargo test --workspace
+
+if [ -x scripts/e2e.sh ]; then
+  log "scripts/e2e.sh"
+  scripts/e2e.sh
+fi
+
+log "all checks passed"
