@@ -416,3 +416,112 @@ impl CaFixture {
         self.dir.join("ca.pem")
     }
 }
+
+/// Client-side steps of the flow, done the way a third-party client would:
+/// a fresh key and CSR, a code from the MTA, an enrollment at the CA.
+pub mod flow {
+    use std::time::Duration;
+
+    use mailid_shared::protocol::{EnrollResponse, TotpResponse};
+    use mailid_shared::{KeyId, ProblemDocument};
+
+    /// A blocking HTTP client with a generous timeout.
+    pub fn http() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client")
+    }
+
+    /// Key types the CA accepts.
+    #[derive(Clone, Copy, Debug)]
+    pub enum KeyType {
+        P256,
+        P384,
+        Rsa2048,
+        Rsa3072,
+    }
+
+    /// A key pair with a CSR for one address.
+    pub struct Csr {
+        pub key: rcgen::KeyPair,
+        pub pem: String,
+        pub key_id: KeyId,
+    }
+
+    /// Generates a key and a CSR with CN and rfc822Name SAN = `address`.
+    pub fn csr(address: &str, kt: KeyType) -> Csr {
+        let key = match kt {
+            KeyType::P256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyType::P384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyType::Rsa2048 => {
+                rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+            KeyType::Rsa3072 => {
+                rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
+            }
+        }
+        .expect("generate key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, address);
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(
+            address.try_into().expect("ia5 address"),
+        )];
+        let pem = params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("csr pem");
+        let key_id = KeyId::of_spki(&rcgen::PublicKeyData::subject_public_key_info(&key));
+        Csr { key, pem, key_id }
+    }
+
+    /// Asks the MTA for a code bound to `key_id` with HTTP Basic.
+    pub fn totp(mta_url: &str, address: &str, password: &str, key_id: &KeyId) -> TotpResponse {
+        let resp = http()
+            .post(format!("{mta_url}/v1/totp"))
+            .basic_auth(address, Some(password))
+            .json(&serde_json::json!({ "key_id": key_id }))
+            .send()
+            .expect("POST /v1/totp");
+        assert_eq!(resp.status(), 200, "POST /v1/totp: {:?}", resp.text());
+        resp.json().expect("TOTP answer")
+    }
+
+    /// Posts `{csr, totp}` to the CA: the answer, or the status and problem.
+    pub fn enroll(
+        ca_url: &str,
+        csr_pem: &str,
+        code: &str,
+    ) -> Result<EnrollResponse, (u16, ProblemDocument)> {
+        let resp = http()
+            .post(format!("{ca_url}/v1/certificates"))
+            .json(&serde_json::json!({ "csr": csr_pem, "totp": code }))
+            .send()
+            .expect("POST /v1/certificates");
+        let status = resp.status().as_u16();
+        if status == 201 {
+            Ok(resp.json().expect("enrollment answer"))
+        } else {
+            Err((status, resp.json().expect("problem document")))
+        }
+    }
+
+    /// The whole flow for one new key; panics unless the CA answers 201.
+    pub fn enroll_new_key(
+        mta_url: &str,
+        ca_url: &str,
+        address: &str,
+        password: &str,
+        kt: KeyType,
+    ) -> (Csr, EnrollResponse) {
+        let c = csr(address, kt);
+        let code = totp(mta_url, address, password, &c.key_id);
+        match enroll(ca_url, &c.pem, &code.totp) {
+            Ok(r) => (c, r),
+            Err((s, p)) => panic!("enrollment failed: {s} {p:?}"),
+        }
+    }
+}
