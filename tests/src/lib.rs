@@ -316,9 +316,11 @@ impl MtaFixture {
         run_ok(&bin(MTA_BIN), &args, None).trim().to_string()
     }
 
-    /// Starts `serve` on a free loopback port with extra arguments.
+    /// Starts `serve` on a free loopback port with extra arguments; a
+    /// restart of the returned server keeps the port.
     pub fn start(&mut self, args: &[&str]) -> &Server {
-        let mut all = vec!["--listen", "127.0.0.1:0"];
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut all = vec!["--listen", listen.as_str()];
         all.extend_from_slice(args);
         self.server = Some(Server::start(&bin(MTA_BIN), &self.dir, &all));
         self.server.as_ref().expect("started")
