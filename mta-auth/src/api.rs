@@ -1,0 +1,190 @@
+//! The HTTP API of SPEC §4: routing, decoding, problem documents.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use mailid_shared::http::{harden, PeerCertificate};
+use mailid_shared::protocol::{
+    IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse, ValidateRequest,
+    ValidateResponse,
+};
+use mailid_shared::timefmt::{now_unix, rfc3339};
+use mailid_shared::{ApiJson, KeyId, Problem, Serial};
+use zeroize::Zeroizing;
+
+use crate::authz::Authenticator;
+use crate::config::Config;
+use crate::identity::{self, crl::CrlChecker};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, Validation};
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub store: Store,
+    pub config: Config,
+    pub auth: Authenticator,
+    pub crls: CrlChecker,
+    pub metrics: Arc<Metrics>,
+}
+
+type St = State<Arc<AppState>>;
+
+/// The service's router with every hardening layer.
+pub fn router(state: Arc<AppState>) -> Router {
+    let hist = state.metrics.latency.clone();
+    let routes = Router::new()
+        .route("/v1/totp", post(issue_totp))
+        .route("/v1/validate", post(validate))
+        .route("/v1/identity", put(upload_identity))
+        .route("/v1/identity/{address}", get(lookup_identity))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .route_layer(axum::middleware::from_fn(move |req, next| {
+            mailid_shared::metrics::track_latency(hist.clone(), req, next)
+        }));
+    harden(routes)
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn issue_totp(
+    State(st): St,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<TotpRequest>,
+) -> Result<Response, Problem> {
+    let account = st.auth.holder(&headers, peer.as_deref()).await?;
+    let params = st.config.totp;
+    let issued = match st.store.issue_code(&account, &req.key_id, params, now_unix()).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound(_)) => return Err(Problem::unauthorized("authentication required")),
+        Err(e) => return Err(Problem::internal(e)),
+    };
+    st.metrics.codes_issued.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%account, key_id = %req.key_id, "code issued");
+    let body = TotpResponse {
+        account,
+        totp: issued.code.to_string(),
+        digits: params.digits,
+        period: params.period,
+        expires_at: rfc3339(issued.expires_at),
+        key_id: req.key_id,
+    };
+    Ok(no_store(Json(body).into_response()))
+}
+
+async fn validate(
+    State(st): St,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let now = now_unix();
+    let (ca, secret) = st
+        .auth
+        .ca(method.as_str(), uri.path(), &headers, &body, now)
+        .await?;
+    let req: ValidateRequest = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
+    let code = Zeroizing::new(req.totp.clone());
+    let result = st
+        .store
+        .validate_code(
+            &ca,
+            secret,
+            &req.account,
+            &req.key_id,
+            code,
+            st.config.totp,
+            st.config.lockout,
+            now,
+        )
+        .await
+        .map_err(Problem::internal)?;
+    let resp = match result {
+        Validation::CaGone => {
+            tracing::info!(%ca, "validation from a removed CA refused");
+            return Err(Problem::unauthorized("unknown CA or bad signature"));
+        }
+        Validation::Valid => {
+            st.metrics.validations.inc("valid");
+            tracing::info!(%ca, account = %req.account, key_id = %req.key_id, "code valid");
+            ValidateResponse::ok(req.account, req.key_id)
+        }
+        Validation::Rejected {
+            reason,
+            retry_after,
+            lockout_started,
+        } => {
+            st.metrics.validations.inc(reason.as_str());
+            if lockout_started {
+                st.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(account = %req.account, "account locked after repeated failures");
+            }
+            tracing::info!(%ca, account = %req.account, key_id = %req.key_id, %reason, "code refused");
+            ValidateResponse::rejected(reason, retry_after)
+        }
+    };
+    Ok(no_store(Json(resp).into_response()))
+}
+
+async fn upload_identity(
+    State(st): St,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<IdentityUpload>,
+) -> Result<Json<IdentityUploaded>, Problem> {
+    let account = st.auth.holder(&headers, peer.as_deref()).await?;
+    let row = match identity::check_upload(&st.store, &st.crls, &account, &req, now_unix()).await {
+        Ok(r) => r,
+        Err(p) => {
+            st.metrics.identity_uploads.inc(p.code.as_str());
+            tracing::info!(%account, problem = %p.code, "identity upload refused");
+            return Err(p);
+        }
+    };
+    let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
+    let serial: Serial = row.serial.parse().map_err(Problem::internal)?;
+    let not_after = rfc3339(row.not_after);
+    st.store.put_identity(row).await.map_err(Problem::internal)?;
+    st.metrics.identity_uploads.inc("accepted");
+    tracing::info!(%account, %serial, %key_id, "identity published");
+    Ok(Json(IdentityUploaded {
+        account,
+        serial,
+        key_id,
+        not_after,
+    }))
+}
+
+async fn lookup_identity(
+    State(st): St,
+    Path(address): Path<String>,
+) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
+    identity::lookup(&st.store, &address, now_unix()).await.map(Json)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(st): St) -> Response {
+    let mut resp = st.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

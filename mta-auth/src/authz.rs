@@ -1,0 +1,248 @@
+//! Who is calling: account holders (HTTP Basic with Argon2id passwords, or
+//! a TLS client certificate naming the account) and CAs (HMAC-signed
+//! requests with their credential).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::http::{header, HeaderMap};
+use mailid_shared::authsig::{self, Credential};
+use mailid_shared::http::PeerCertificate;
+use mailid_shared::{Address, Problem};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::identity::x509;
+use crate::store::Store;
+
+/// Argon2id memory cost in KiB (OWASP minimum).
+pub const ARGON2_M_KIB: u32 = 19_456;
+/// Argon2id passes.
+pub const ARGON2_T: u32 = 2;
+/// Argon2id lanes.
+pub const ARGON2_P: u32 = 1;
+/// How long a CA's secret is cached; a removal is also checked inside every
+/// validation, so it takes effect at once.
+const CA_CACHE_TTL: Duration = Duration::from_secs(1);
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("valid parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password with Argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+}
+
+/// Checks a password against a PHC string (parameters from the string).
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Authenticates callers.
+pub struct Authenticator {
+    store: Store,
+    /// Bounds concurrent Argon2 runs (each takes 19 MiB and a core).
+    argon_permits: Semaphore,
+    ca_cache: Mutex<HashMap<String, (Instant, Arc<Zeroizing<Vec<u8>>>)>>,
+}
+
+fn unauthorized() -> Problem {
+    Problem::unauthorized("authentication required")
+}
+
+/// Splits an HTTP Basic `Authorization` header into (user, password).
+pub fn parse_basic(headers: &HeaderMap) -> Option<(String, Zeroizing<String>)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = Zeroizing::new(
+        data_encoding::BASE64
+            .decode(rest.trim().as_bytes())
+            .ok()?,
+    );
+    let text = std::str::from_utf8(&raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), Zeroizing::new(pass.to_string())))
+}
+
+impl Authenticator {
+    /// A new authenticator over `store`.
+    pub fn new(store: Store) -> Self {
+        let permits = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2);
+        Authenticator {
+            store,
+            argon_permits: Semaphore::new(permits),
+            ca_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A hash checked for unknown accounts so they cost the same time
+    /// (made on first need).
+    fn dummy_hash() -> String {
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        DUMMY
+            .get_or_init(|| {
+                let mut filler = [0u8; 16];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut filler);
+                hash_password(&data_encoding::HEXLOWER.encode(&filler)).unwrap_or_default()
+            })
+            .clone()
+    }
+
+    /// The account holder: a valid client certificate naming an enabled
+    /// account wins; otherwise HTTP Basic. Anything else is 401.
+    pub async fn holder(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&PeerCertificate>,
+    ) -> Result<Address, Problem> {
+        if let Some(der) = peer.and_then(|p| p.0.as_ref()) {
+            if let Some(addr) = x509::single_rfc822_name_der(der) {
+                match self.store.is_enabled(&addr).await {
+                    Ok(true) => return Ok(addr),
+                    Ok(false) => {
+                        tracing::debug!(account = %addr, "client certificate names no enabled account")
+                    }
+                    Err(e) => return Err(Problem::internal(e)),
+                }
+            }
+        }
+        let Some((user, password)) = parse_basic(headers) else {
+            return Err(unauthorized());
+        };
+        let address = Address::parse(&user).ok();
+        let info = match &address {
+            Some(a) => self.store.login_info(a).await.map_err(Problem::internal)?,
+            None => None,
+        };
+        let permit = self
+            .argon_permits
+            .acquire()
+            .await
+            .map_err(Problem::internal)?;
+        let ok = tokio::task::spawn_blocking(move || {
+            let (hash, enabled) = match info {
+                Some((h, e)) => (h, e),
+                None => (Self::dummy_hash(), false),
+            };
+            verify_password(&hash, &password) && enabled
+        })
+        .await
+        .map_err(Problem::internal)?;
+        drop(permit);
+        match address {
+            Some(a) if ok => Ok(a),
+            _ => {
+                tracing::info!("account login refused");
+                Err(unauthorized())
+            }
+        }
+    }
+
+    async fn ca_secret(&self, name: &str) -> Result<Option<Arc<Zeroizing<Vec<u8>>>>, Problem> {
+        if let Ok(cache) = self.ca_cache.lock() {
+            if let Some((at, secret)) = cache.get(name) {
+                if at.elapsed() < CA_CACHE_TTL {
+                    return Ok(Some(secret.clone()));
+                }
+            }
+        }
+        let found = self.store.ca_secret(name).await.map_err(Problem::internal)?;
+        let Ok(mut cache) = self.ca_cache.lock() else {
+            return Ok(found.map(Arc::new));
+        };
+        match found {
+            Some(secret) => {
+                let secret = Arc::new(secret);
+                cache.insert(name.to_string(), (Instant::now(), secret.clone()));
+                Ok(Some(secret))
+            }
+            None => {
+                cache.remove(name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks a CA-signed request; returns the CA's name and secret.
+    pub async fn ca(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(String, Zeroizing<Vec<u8>>), Problem> {
+        let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+        let (Some(name), Some(ts), Some(sig)) = (
+            get(authsig::HEADER_CA),
+            get(authsig::HEADER_TIMESTAMP),
+            get(authsig::HEADER_SIGNATURE),
+        ) else {
+            return Err(Problem::unauthorized("CA signature headers are missing"));
+        };
+        let Some(secret) = self.ca_secret(name).await? else {
+            tracing::info!(ca = %name, "validation from an unknown CA refused");
+            return Err(Problem::unauthorized("unknown CA or bad signature"));
+        };
+        let cred = Credential::from_bytes(&secret);
+        if let Err(e) = cred.verify(method, path, ts, body, sig, now) {
+            tracing::info!(ca = %name, error = %e, "CA request signature refused");
+            return Err(Problem::unauthorized(match e {
+                authsig::SigError::Skew | authsig::SigError::BadTimestamp => {
+                    "request timestamp is missing or more than 60 s off"
+                }
+                _ => "unknown CA or bad signature",
+            }));
+        }
+        Ok((name.to_string(), Zeroizing::new(secret.to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2id_round_trip_with_owasp_params() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password(&h, "correct horse"));
+        assert!(!verify_password(&h, "correct horse "));
+        assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn basic_header_parsing() {
+        let mut h = HeaderMap::new();
+        assert!(parse_basic(&h).is_none());
+        let v = data_encoding::BASE64.encode(b"a@example.org:pa:ss");
+        h.insert(header::AUTHORIZATION, format!("basic {v}").parse().unwrap());
+        let (u, p) = parse_basic(&h).unwrap();
+        assert_eq!(u, "a@example.org");
+        assert_eq!(p.as_str(), "pa:ss");
+        h.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert!(parse_basic(&h).is_none());
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert!(parse_basic(&h).is_none());
+    }
+}

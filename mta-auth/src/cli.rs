@@ -1,0 +1,393 @@
+//! The operator command line of SPEC §4.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mailid_shared::authsig::Credential;
+use mailid_shared::Address;
+use zeroize::Zeroizing;
+
+use crate::authz::hash_password;
+use crate::config::Config;
+use crate::identity::x509;
+use crate::server::{self, ServeOptions, TlsFiles};
+use crate::store::{Store, StoreError};
+
+/// mailid MTA auth service: accounts, TOTP codes bound to keys, validation
+/// for CAs, identity publication.
+#[derive(Parser, Debug)]
+#[command(name = "mailid-mta-auth", version)]
+pub struct Cli {
+    /// Data directory (SQLite database and config.json).
+    #[arg(long, global = true, env = "MAILID_MTA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Creates the data directory, database and config.json.
+    Init,
+    /// Manages accounts.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Manages the CAs allowed to validate codes.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Runs the HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCmd {
+    /// Adds an account (password from stdin or MAILID_PASSWORD).
+    Add(PasswordArgs),
+    /// Lists accounts and their state.
+    List,
+    /// Disables an account: no codes, no validations, no uploads.
+    Disable { address: String },
+    /// Enables an account again.
+    Enable { address: String },
+    /// Sets a new password.
+    Passwd(PasswordArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PasswordArgs {
+    pub address: String,
+    /// Reads the password as one line from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Registers a CA; prints its credential (one line).
+    Add {
+        name: String,
+        /// The CA certificate (PEM) that identities uploaded here must chain to.
+        #[arg(long)]
+        trust_cert: Option<PathBuf>,
+    },
+    /// Lists registered CAs.
+    List,
+    /// Removes a CA; its credential stops working at once.
+    Remove { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (default from config.json, 127.0.0.1:7701).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// TLS certificate chain (PEM); serves HTTPS with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for TLS client-certificate login.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Allows plain HTTP on a non-loopback address.
+    #[arg(long)]
+    pub insecure_http: bool,
+    #[arg(long)]
+    pub totp_digits: Option<u32>,
+    #[arg(long)]
+    pub totp_period: Option<u64>,
+    #[arg(long)]
+    pub totp_skew: Option<u64>,
+    #[arg(long)]
+    pub lockout_threshold: Option<u32>,
+    #[arg(long)]
+    pub lockout_base_secs: Option<u64>,
+}
+
+/// Entry point of the binary: parses, runs, maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let Some(data_dir) = cli.data_dir.clone() else {
+        eprintln!("error: --data-dir is required (or set MAILID_MTA_DATA_DIR)");
+        return ExitCode::from(2);
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli, data_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    let mut pw = Zeroizing::new(String::new());
+    if from_stdin {
+        std::io::stdin()
+            .lock()
+            .read_line(&mut pw)
+            .context("reading the password from stdin")?;
+        if pw.ends_with('\n') {
+            pw.pop();
+            if pw.ends_with('\r') {
+                pw.pop();
+            }
+        }
+    } else {
+        match std::env::var("MAILID_PASSWORD") {
+            Ok(v) => pw.push_str(&v),
+            Err(_) => anyhow::bail!("no password: give --password-stdin or set MAILID_PASSWORD"),
+        }
+    }
+    if pw.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    Ok(pw)
+}
+
+fn parse_address(s: &str) -> anyhow::Result<Address> {
+    Address::parse(s).map_err(|e| anyhow::anyhow!("bad address '{s}': {e}"))
+}
+
+fn open(data_dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
+    let cfg = Config::load(data_dir)?;
+    Ok((cfg, server::open_store(data_dir)?))
+}
+
+fn valid_ca_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+async fn run(cli: Cli, data_dir: PathBuf) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Init => init(&data_dir, json),
+        Command::Account(cmd) => account(cmd, &data_dir, json).await,
+        Command::Ca(cmd) => ca(cmd, &data_dir, json).await,
+        Command::Serve(args) => serve(args, data_dir).await,
+    }
+}
+
+fn init(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !data_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+    }
+    let fresh = !Config::path(data_dir).exists();
+    if fresh {
+        Config::default().create(data_dir)?;
+    }
+    Config::load(data_dir)?;
+    drop(server::open_store(data_dir)?);
+    if json {
+        print_json(&serde_json::json!({"data_dir": data_dir, "created": fresh}))
+    } else {
+        match fresh {
+            true => println!("initialised {}", data_dir.display()),
+            false => println!("{} was already initialised", data_dir.display()),
+        }
+        Ok(())
+    }
+}
+
+fn not_found(e: StoreError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir)?;
+    let (verb, address) = match cmd {
+        AccountCmd::Add(a) => {
+            let address = parse_address(&a.address)?;
+            let pw = read_password(a.password_stdin)?;
+            let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
+            let mut secret = Zeroizing::new(vec![0u8; 32]);
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+            store.add_account(&address, hash, secret).await.map_err(not_found)?;
+            ("added", address)
+        }
+        AccountCmd::List => {
+            let rows = store.list_accounts().await?;
+            if json {
+                return print_json(&rows);
+            }
+            let mut out = std::io::stdout().lock();
+            for r in rows {
+                let state = match (r.enabled, r.locked_until) {
+                    (false, _) => "disabled".to_string(),
+                    (true, Some(t)) => format!("locked until {}", mailid_shared::timefmt::rfc3339(t)),
+                    (true, None) => "enabled".to_string(),
+                };
+                writeln!(out, "{}\t{state}", r.address)?;
+            }
+            return Ok(());
+        }
+        AccountCmd::Disable { address } => {
+            let address = parse_address(&address)?;
+            store.set_enabled(&address, false).await.map_err(not_found)?;
+            ("disabled", address)
+        }
+        AccountCmd::Enable { address } => {
+            let address = parse_address(&address)?;
+            store.set_enabled(&address, true).await.map_err(not_found)?;
+            ("enabled", address)
+        }
+        AccountCmd::Passwd(a) => {
+            let address = parse_address(&a.address)?;
+            let pw = read_password(a.password_stdin)?;
+            let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
+            store.set_password(&address, hash).await.map_err(not_found)?;
+            ("password changed", address)
+        }
+    };
+    if json {
+        print_json(&serde_json::json!({"account": address, "result": verb}))
+    } else {
+        println!("{verb} {address}");
+        Ok(())
+    }
+}
+
+async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir)?;
+    match cmd {
+        CaCmd::Add { name, trust_cert } => {
+            if !valid_ca_name(&name) {
+                anyhow::bail!("bad CA name '{name}': use 1-64 of A-Z a-z 0-9 . _ -");
+            }
+            let trust = match trust_cert {
+                Some(path) => Some(read_trust_cert(&path)?),
+                None => None,
+            };
+            let cred = Credential::generate();
+            store
+                .add_ca(&name, Zeroizing::new(cred.as_bytes().to_vec()), trust)
+                .await
+                .map_err(not_found)?;
+            if json {
+                print_json(&serde_json::json!({"name": name, "credential": cred.to_text()}))
+            } else {
+                println!("{}", cred.to_text());
+                Ok(())
+            }
+        }
+        CaCmd::List => {
+            let rows = store.list_cas().await?;
+            if json {
+                return print_json(&rows);
+            }
+            for r in rows {
+                let trust = if r.trusts_certificate { "trusted-cert" } else { "-" };
+                println!("{}\t{trust}\t{}", r.name, r.created_at);
+            }
+            Ok(())
+        }
+        CaCmd::Remove { name } => {
+            store.remove_ca(&name).await.map_err(not_found)?;
+            if json {
+                print_json(&serde_json::json!({"name": name, "result": "removed"}))
+            } else {
+                println!("removed {name}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn read_trust_cert(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use der::Decode;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ders = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
+        .with_context(|| format!("reading {}", path.display()))?;
+    // A bundle (as served by a CA) ends with the root; trust its first
+    // certificate, the issuing CA.
+    let der = ders.into_iter().next().context("no certificate")?;
+    let cert = x509_cert::Certificate::from_der(&der)
+        .with_context(|| format!("{} is not a certificate", path.display()))?;
+    if !x509::is_ca(&cert) {
+        anyhow::bail!("{} is not a CA certificate (basicConstraints cA is not set)", path.display());
+    }
+    Ok(der)
+}
+
+async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut config = Config::load(&data_dir)?;
+    if let Some(v) = args.totp_digits {
+        config.totp.digits = v;
+    }
+    if let Some(v) = args.totp_period {
+        config.totp.period = v;
+    }
+    if let Some(v) = args.totp_skew {
+        config.totp.skew = v;
+    }
+    if let Some(v) = args.lockout_threshold {
+        config.lockout.threshold = v;
+    }
+    if let Some(v) = args.lockout_base_secs {
+        config.lockout.base_secs = v;
+    }
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca: args.client_ca,
+        }),
+        _ => None,
+    };
+    let running = server::start(ServeOptions {
+        data_dir,
+        config,
+        listen: args.listen,
+        tls,
+        insecure_http: args.insecure_http,
+    })
+    .await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", running.url())?;
+        out.flush()?;
+    }
+    tracing::info!(url = %running.url(), "serving");
+    running.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

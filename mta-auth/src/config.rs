@@ -1,0 +1,115 @@
+//! The service configuration: `config.json` in the data directory, written
+//! by `init`, overridable by `serve` flags.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::lockout::LockoutPolicy;
+use crate::totp::TotpParams;
+
+/// Name of the configuration file in the data directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// Name of the SQLite database in the data directory.
+pub const DB_FILE: &str = "mta-auth.sqlite";
+/// Default listen address (SPEC §4).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7701";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+
+/// Settings kept in `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// TOTP code parameters.
+    #[serde(default)]
+    pub totp: TotpParams,
+    /// Lockout threshold and back-off.
+    #[serde(default)]
+    pub lockout: LockoutPolicy,
+    /// Listen address used when `serve` has no `--listen`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            totp: TotpParams::default(),
+            lockout: LockoutPolicy::default(),
+            listen: default_listen(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every value.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.totp.check().map_err(anyhow::Error::msg)?;
+        self.lockout.check().map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    /// Path of the configuration file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(CONFIG_FILE)
+    }
+
+    /// Loads and checks `dir/config.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Config> {
+        let path = Self::path(dir);
+        if !path.exists() {
+            anyhow::bail!(
+                "{} is not initialised (no {CONFIG_FILE}); run `mailid-mta-auth init --data-dir {}` first",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Config = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        cfg.check()
+            .with_context(|| format!("checking {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Writes `dir/config.json` with mode 0600 (never overwrites).
+    pub fn create(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = Self::path(dir);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_partial_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::default();
+        cfg.create(dir.path()).unwrap();
+        assert_eq!(Config::load(dir.path()).unwrap(), cfg);
+        assert!(cfg.create(dir.path()).is_err(), "never overwrites");
+        let partial: Config = serde_json::from_str(r#"{"lockout":{"threshold":3,"base_secs":2}}"#).unwrap();
+        assert_eq!(partial.totp, TotpParams::default());
+        assert_eq!(partial.lockout.threshold, 3);
+        assert!(Config::load(&dir.path().join("nope")).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! mailid-mta-auth: the MTA auth service of SPEC §4.
+//!
+//! A request flows through [`api`] (HTTP, problem documents), [`authz`]
+//! (who is calling), [`identity`] (upload checks, CRLs) and the pure
+//! [`totp`] / [`lockout`] logic, down to [`store`] (SQLite). [`cli`] is the
+//! operator command line, [`server`] starts the service.
+
+pub mod api;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod lockout;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod totp;
+
+pub use config::Config;
+pub use server::{start, Running, ServeOptions, TlsFiles};

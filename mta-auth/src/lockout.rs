@@ -1,0 +1,105 @@
+//! Lockout after consecutive failed validations, with a back-off that
+//! doubles with every lockout since the last success. Pure logic; the
+//! store persists [`LockState`].
+
+use serde::{Deserialize, Serialize};
+
+/// Largest exponent of the doubling (the back-off stops growing there).
+const MAX_DOUBLINGS: u32 = 16;
+
+/// When to lock and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockoutPolicy {
+    /// Consecutive failures that lock the account.
+    pub threshold: u32,
+    /// Length of the first lockout in seconds.
+    pub base_secs: u64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            threshold: 5,
+            base_secs: 60,
+        }
+    }
+}
+
+impl LockoutPolicy {
+    /// Checks the ranges this service supports.
+    pub fn check(&self) -> Result<(), String> {
+        if self.threshold == 0 {
+            return Err("lockout threshold must be at least 1".into());
+        }
+        if !(1..=86_400).contains(&self.base_secs) {
+            return Err("lockout base must be between 1 and 86400 seconds".into());
+        }
+        Ok(())
+    }
+
+    /// Length of a lockout after `previous` lockouts since the last success.
+    pub fn backoff(&self, previous: u32) -> u64 {
+        self.base_secs << previous.min(MAX_DOUBLINGS)
+    }
+}
+
+/// The persisted lockout state of one account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockState {
+    /// Consecutive failures since the last success or lockout.
+    pub failures: u32,
+    /// Lockouts since the last success.
+    pub lockouts: u32,
+    /// Unix time the current lockout ends (0: none).
+    pub locked_until: i64,
+}
+
+impl LockState {
+    /// Seconds the account stays locked, if it is locked at `now`.
+    pub fn locked_for(&self, now: i64) -> Option<u64> {
+        (self.locked_until > now).then(|| (self.locked_until - now) as u64)
+    }
+
+    /// Records a failure; returns true when it starts a lockout.
+    pub fn fail(&mut self, policy: &LockoutPolicy, now: i64) -> bool {
+        self.failures += 1;
+        if self.failures < policy.threshold {
+            return false;
+        }
+        self.locked_until = now + policy.backoff(self.lockouts) as i64;
+        self.lockouts = self.lockouts.saturating_add(1);
+        self.failures = 0;
+        true
+    }
+
+    /// Records a success: everything resets.
+    pub fn succeed(&mut self) {
+        *self = LockState::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_after_threshold_and_doubles() {
+        let p = LockoutPolicy::default();
+        let mut s = LockState::default();
+        for _ in 0..4 {
+            assert!(!s.fail(&p, 100));
+        }
+        assert_eq!(s.locked_for(100), None);
+        assert!(s.fail(&p, 100));
+        assert_eq!(s.locked_for(100), Some(60));
+        assert_eq!(s.locked_for(160), None);
+        for _ in 0..4 {
+            assert!(!s.fail(&p, 200));
+        }
+        assert!(s.fail(&p, 200));
+        assert_eq!(s.locked_for(200), Some(120));
+        s.succeed();
+        assert_eq!(s, LockState::default());
+        assert_eq!(p.backoff(100), 60 << 16);
+    }
+}

@@ -1,0 +1,127 @@
+//! Starting the service: open storage, bind, serve until told to stop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::authz::Authenticator;
+use crate::config::{Config, DB_FILE};
+use crate::identity::crl::CrlChecker;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// TLS files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    /// The configuration (from `config.json`, with flags applied).
+    pub config: Config,
+    /// Address to bind; `config.listen` when `None`.
+    pub listen: Option<String>,
+    pub tls: Option<TlsFiles>,
+    /// Allow plain HTTP on a non-loopback address.
+    pub insecure_http: bool,
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub https: bool,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting connections and waits for the server task.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await?
+    }
+
+    /// Waits until the server task ends (on its own or after `stop`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Opens the data directory's database.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    let path = data_dir.join(DB_FILE);
+    Store::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Binds and starts serving in the background; returns once the socket is
+/// bound.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
+    opts.config.check()?;
+    let store = open_store(&opts.data_dir)?;
+    let tls = match &opts.tls {
+        Some(t) => Some(mailid_shared::http::tls_config(
+            &t.cert,
+            &t.key,
+            t.client_ca.as_deref(),
+        )?),
+        None => None,
+    };
+    let listen = opts.listen.clone().unwrap_or_else(|| opts.config.listen.clone());
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    if tls.is_none() && !addr.ip().is_loopback() && !opts.insecure_http {
+        anyhow::bail!(
+            "refusing plain HTTP on non-loopback address {addr}: give --tls-cert and --tls-key (or --insecure-http)"
+        );
+    }
+    let auth = Authenticator::new(store.clone());
+    let state = Arc::new(AppState {
+        crls: CrlChecker::new(store.clone())?,
+        store,
+        config: opts.config.clone(),
+        auth,
+        metrics: Arc::new(Metrics::default()),
+    });
+    let router = api::router(state);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let https = tls.is_some();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            tokio::select! {
+                _ = stop_rx => {},
+                _ = mailid_shared::http::shutdown_signal() => {},
+            }
+        };
+        mailid_shared::http::serve(listener, router, tls, shutdown).await
+    });
+    Ok(Running {
+        addr,
+        https,
+        stop: Some(stop_tx),
+        task,
+    })
+}

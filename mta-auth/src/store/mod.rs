@@ -1,0 +1,96 @@
+//! Storage behind a narrow API: SQLite through `shared::db::Db`.
+//!
+//! Every read-modify-write (issuing and validating codes, lockout counters,
+//! publishing identities) runs as one `Db::write` job: serialised on the
+//! one writer and durable before it answers, hence race-free. Callers see
+//! only the domain methods of [`Store`], so another backend (PostgreSQL for
+//! several instances) can offer the same methods.
+
+mod accounts;
+mod cas;
+mod codes;
+mod identities;
+
+use std::path::Path;
+
+use mailid_shared::db::{Db, DbError};
+
+pub use accounts::AccountRow;
+pub use cas::CaRow;
+pub use codes::{Issued, Validation};
+pub use identities::{CrlRow, IdentityRow};
+
+/// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE accounts (
+    address       TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    totp_secret   BLOB NOT NULL,
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    lockouts      INTEGER NOT NULL DEFAULT 0,
+    locked_until  INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE totp_keys (
+    address    TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
+    key_id     BLOB NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    issued_at  INTEGER,
+    PRIMARY KEY (address, key_id)
+) WITHOUT ROWID;
+CREATE TABLE cas (
+    name       TEXT PRIMARY KEY,
+    secret     BLOB NOT NULL,
+    trust_cert BLOB,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE identities (
+    address     TEXT PRIMARY KEY REFERENCES accounts(address) ON DELETE CASCADE,
+    certificate BLOB NOT NULL,
+    chain       TEXT NOT NULL,
+    key_id      BLOB NOT NULL,
+    serial      TEXT NOT NULL,
+    not_after   INTEGER NOT NULL,
+    uploaded_at INTEGER NOT NULL
+);
+CREATE TABLE crls (
+    url         TEXT PRIMARY KEY,
+    der         BLOB NOT NULL,
+    this_update INTEGER NOT NULL,
+    next_update INTEGER,
+    fetched_at  INTEGER NOT NULL
+);
+"];
+
+/// A storage failure or a refused change.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(DbError::Sqlite(e))
+    }
+}
+
+/// The MTA auth service's storage.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Opens (creating 0600 and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            db: Db::open(path, MIGRATIONS)?,
+        })
+    }
+}
