@@ -1,1 +1,5 @@
-fn main(){}
+//! The `mailid-ca` binary: see [`mailid_ca::cli`].
+
+fn main() {
+    std::process::exit(mailid_ca::cli::main());
+}

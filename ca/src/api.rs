@@ -1,0 +1,187 @@
+//! HTTP front end: routing, lookups, the CA certificate, the CRL, health
+//! and metrics. Enrollment and holder revocation are in [`crate::enroll`].
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use mailid_shared::problem::Problem;
+use mailid_shared::protocol::{AccountInfo, CertStatus, CertificateInfo};
+use mailid_shared::timefmt::{now_unix, rfc3339};
+use mailid_shared::{Address, Serial};
+
+use crate::config::Config;
+use crate::crl::Publisher;
+use crate::issuer::CaIssuer;
+use crate::metrics::Metrics;
+use crate::mta_client::MtaClient;
+use crate::ratelimit::Limiter;
+use crate::store::{CertRow, Store, StoreError};
+
+/// Most certificates listed for one account.
+pub const ACCOUNT_LIST_LIMIT: u32 = 1000;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub issuer: Arc<CaIssuer>,
+    pub crl: Arc<Publisher>,
+    pub mta: MtaClient,
+    pub metrics: Arc<Metrics>,
+    pub ip_limit: Limiter,
+    pub account_limit: Limiter,
+}
+
+/// Shared state handle.
+pub type Shared = Arc<AppState>;
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        Problem::internal(e)
+    }
+}
+
+/// The CA's router with every route of SPEC §5, hardened.
+pub fn router(state: Shared) -> Router {
+    let hist = state.metrics.requests.clone();
+    let r = Router::new()
+        .route("/v1/certificates", post(crate::enroll::enroll))
+        .route("/v1/revocations", post(crate::enroll::revoke))
+        .route("/v1/certificates/{serial}", get(certificate))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/crl.der", get(crl_der))
+        .route("/v1/crl.pem", get(crl_pem))
+        .route("/v1/ca.der", get(ca_der))
+        .route("/v1/ca.pem", get(ca_pem))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    mailid_shared::http::harden(r).layer(axum::middleware::from_fn(move |req, next| {
+        mailid_shared::metrics::track_latency(hist.clone(), req, next)
+    }))
+}
+
+/// The public view of a stored certificate.
+pub fn info(row: &CertRow, now: i64) -> CertificateInfo {
+    CertificateInfo {
+        serial: row.serial.clone(),
+        account: row.account.clone(),
+        key_id: row.key_id.clone(),
+        status: row.status(now),
+        not_before: rfc3339(row.not_before),
+        not_after: rfc3339(row.not_after),
+        revoked_at: row.revoked_at.map(rfc3339),
+        reason: row.reason,
+        certificate: mailid_shared::pem::encode("CERTIFICATE", &row.der),
+    }
+}
+
+async fn certificate(
+    State(st): State<Shared>,
+    Path(serial): Path<String>,
+) -> Result<Json<CertificateInfo>, Problem> {
+    let serial: Serial = serial
+        .parse()
+        .map_err(|e| Problem::bad_request(format!("bad serial: {e}")))?;
+    let row = st
+        .store
+        .get(&serial)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no certificate with serial {serial}")))?;
+    Ok(Json(info(&row, now_unix())))
+}
+
+async fn account(
+    State(st): State<Shared>,
+    Path(address): Path<String>,
+) -> Result<Json<AccountInfo>, Problem> {
+    let account =
+        Address::parse(&address).map_err(|e| Problem::bad_request(format!("bad address: {e}")))?;
+    let rows = st.store.by_account(&account, ACCOUNT_LIST_LIMIT).await?;
+    let now = now_unix();
+    let certificates: Vec<CertificateInfo> = rows.iter().map(|r| info(r, now)).collect();
+    let current = certificates
+        .iter()
+        .find(|c| c.status == CertStatus::Valid)
+        .map(|c| c.serial.clone());
+    Ok(Json(AccountInfo {
+        account,
+        current,
+        certificates,
+    }))
+}
+
+fn crl_response(st: &AppState, headers: &HeaderMap, pem: bool) -> Response {
+    let snap = st.crl.current();
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&snap.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&snap.last_modified) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, no-cache"),
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == snap.etag || t.trim() == "*")
+        });
+    if matches {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    if pem {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-pem-file"),
+        );
+        (h, snap.pem.as_str().to_owned()).into_response()
+    } else {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/pkix-crl"),
+        );
+        (h, snap.der.as_slice().to_vec()).into_response()
+    }
+}
+
+async fn crl_der(State(st): State<Shared>, headers: HeaderMap) -> Response {
+    crl_response(&st, &headers, false)
+}
+
+async fn crl_pem(State(st): State<Shared>, headers: HeaderMap) -> Response {
+    crl_response(&st, &headers, true)
+}
+
+async fn ca_der(State(st): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/pkix-cert")],
+        st.issuer.ca_der.clone(),
+    )
+        .into_response()
+}
+
+async fn ca_pem(State(st): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        st.issuer.chain_pem.clone(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,140 @@
+//! The CA's configuration, `DIR/config.json`, written by `init`.
+//!
+//! MTA routes are not here but in SQLite ([`crate::store`]), so `mta add`
+//! takes effect at once on a running server.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyType;
+
+/// Longest certificate validity the contract allows.
+pub const MAX_VALIDITY_DAYS: u32 = 825;
+/// Longest CRL nextUpdate interval the contract allows (7 days).
+pub const MAX_CRL_HOURS: u32 = 7 * 24;
+/// The CA/B Forum S/MIME mailbox-validated strict policy.
+pub const DEFAULT_POLICY_OID: &str = "2.23.140.1.5.1.3";
+/// Base URL used when `init` is not given one.
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:7700";
+
+/// Rate limits: a token bucket per client IP (POST requests) and one per
+/// account (enrollments and revocations). A rate of 0 disables the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub ip_per_second: f64,
+    pub ip_burst: u32,
+    pub account_per_second: f64,
+    pub account_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            ip_per_second: 200.0,
+            ip_burst: 2000,
+            account_per_second: 1.0,
+            account_burst: 60,
+        }
+    }
+}
+
+/// Everything `init` decides and `serve` uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The CA's name (the CN of a self-signed root).
+    pub name: String,
+    /// Base of the CRL and caIssuers URLs put into certificates.
+    pub base_url: String,
+    /// Identity certificate validity in days (≤ 825).
+    pub validity_days: u32,
+    /// The CA key's type.
+    pub key_type: KeyType,
+    /// certificatePolicies OID put into identity certificates.
+    pub policy_oid: String,
+    /// CRL nextUpdate − thisUpdate in hours (≤ 168).
+    pub crl_next_update_hours: u32,
+    /// Whether the CA certificate was imported (an intermediate).
+    #[serde(default)]
+    pub imported: bool,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+}
+
+impl Config {
+    /// Checks the ranges of SPEC §5.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.validity_days == 0 || self.validity_days > MAX_VALIDITY_DAYS {
+            anyhow::bail!("validity must be 1 to {MAX_VALIDITY_DAYS} days");
+        }
+        if self.crl_next_update_hours == 0 || self.crl_next_update_hours > MAX_CRL_HOURS {
+            anyhow::bail!("CRL next update must be 1 to {MAX_CRL_HOURS} hours");
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            anyhow::bail!("base URL must be an http:// or https:// URL");
+        }
+        self.policy_oid
+            .parse::<der::asn1::ObjectIdentifier>()
+            .map_err(|_| anyhow::anyhow!("policy OID '{}' is not an OID", self.policy_oid))?;
+        Ok(())
+    }
+
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+
+    /// URL of the DER CRL.
+    pub fn crl_url(&self) -> String {
+        format!("{}/v1/crl.der", self.base())
+    }
+
+    /// URL of the DER CA certificate.
+    pub fn ca_url(&self) -> String {
+        format!("{}/v1/ca.der", self.base())
+    }
+
+    /// Reads `DIR/config.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Config> {
+        let path = Paths::new(dir).config;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (run 'mailid-ca init' first)", path.display()))?;
+        let cfg: Config =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Writes `DIR/config.json`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = Paths::new(dir).config;
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The files in a CA data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config: PathBuf,
+    /// The CA certificate, or the chain (the CA first, the root last).
+    pub ca_pem: PathBuf,
+    /// The CA key, PKCS#8 PEM, possibly encrypted.
+    pub key: PathBuf,
+    pub db: PathBuf,
+    /// The latest signed CRL (DER).
+    pub crl: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: &Path) -> Paths {
+        Paths {
+            config: dir.join("config.json"),
+            ca_pem: dir.join("ca.pem"),
+            key: dir.join("ca-key.pem"),
+            db: dir.join("ca.sqlite"),
+            crl: dir.join("crl.der"),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The CRL publisher.
+//!
+//! The signed CRL lives in memory (served as a copy with ETag,
+//! Last-Modified and Cache-Control — serving never signs) and on disk
+//! (`DIR/crl.der`). A background task re-signs it
+//!
+//! * after revocations: in-process ones wake it at once; revocations by the
+//!   CLI in another process are seen by polling the revocation counter in
+//!   SQLite every second; a burst costs one signing per ~1 s window;
+//! * before half of its lifetime (thisUpdate … nextUpdate) has passed;
+//! * at start-up when the stored CRL is missing, stale or incomplete.
+//!
+//! The CRL number is allocated durably in SQLite before signing, so it is
+//! strictly increasing across restarts and across processes. A revoked
+//! certificate stays listed until one CRL has listed it past its expiry:
+//! entries are the revoked certificates expiring after the previous CRL's
+//! thisUpdate.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use der::Decode;
+use tokio::sync::Notify;
+
+use crate::issuer::{CaIssuer, BACKDATE_SECS};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Shortest time between two signings (the coalescing window).
+pub const MIN_SIGN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the revocation counter is polled.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A signed CRL ready to serve.
+#[derive(Debug, Clone)]
+pub struct CrlSnapshot {
+    pub der: Arc<Vec<u8>>,
+    pub pem: Arc<String>,
+    pub number: i64,
+    pub this_update: i64,
+    pub next_update: i64,
+    pub entries: usize,
+    /// Quoted entity tag.
+    pub etag: String,
+    /// HTTP date of thisUpdate.
+    pub last_modified: String,
+}
+
+impl CrlSnapshot {
+    /// Parses a DER CRL (from disk) into a snapshot.
+    pub fn from_der(der: Vec<u8>) -> anyhow::Result<CrlSnapshot> {
+        let crl = x509_cert::crl::CertificateList::from_der(&der)?;
+        let tbs = &crl.tbs_cert_list;
+        let number_oid: der::asn1::ObjectIdentifier = "2.5.29.20".parse()?;
+        let number = tbs
+            .crl_extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == number_oid)
+            .ok_or_else(|| anyhow::anyhow!("CRL has no number"))?;
+        let n = der::asn1::Uint::from_der(number.extn_value.as_bytes())?;
+        let number = n
+            .as_bytes()
+            .iter()
+            .fold(0i64, |acc, b| (acc << 8) | i64::from(*b));
+        let this_update = tbs.this_update.to_unix_duration().as_secs() as i64;
+        let next_update = tbs
+            .next_update
+            .map(|t| t.to_unix_duration().as_secs() as i64)
+            .ok_or_else(|| anyhow::anyhow!("CRL has no nextUpdate"))?;
+        let entries = tbs.revoked_certificates.as_ref().map_or(0, Vec::len);
+        Ok(Self::new(der, number, this_update, next_update, entries))
+    }
+
+    fn new(
+        der: Vec<u8>,
+        number: i64,
+        this_update: i64,
+        next_update: i64,
+        entries: usize,
+    ) -> CrlSnapshot {
+        let pem = mailid_shared::pem::encode("X509 CRL", &der);
+        CrlSnapshot {
+            der: Arc::new(der),
+            pem: Arc::new(pem),
+            number,
+            this_update,
+            next_update,
+            entries,
+            etag: format!("\"crl-{number}\""),
+            last_modified: http_date(this_update),
+        }
+    }
+
+    /// When this CRL should be replaced: half-way to nextUpdate.
+    pub fn refresh_at(&self) -> i64 {
+        self.this_update + (self.next_update - self.this_update) / 2
+    }
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate).
+pub fn http_date(unix: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+/// Signs a fresh CRL: allocates the number, lists the entries, signs.
+/// Blocking (call from a blocking thread or the CLI).
+pub fn sign_now(
+    store: &Store,
+    issuer: &CaIssuer,
+    next_update_hours: u32,
+    now: i64,
+) -> anyhow::Result<(CrlSnapshot, i64)> {
+    let state = store.crl_state_blocking()?;
+    let covered = state.revocations;
+    let this_update = now - BACKDATE_SECS;
+    let next_update = this_update + i64::from(next_update_hours) * 3600;
+    let (number, prev_this) = store.next_crl_blocking(this_update, next_update, covered)?;
+    let entries = store.crl_entries_blocking(prev_this)?;
+    let der = issuer.sign_crl(number, this_update, next_update, &entries)?;
+    Ok((
+        CrlSnapshot::new(der, number, this_update, next_update, entries.len()),
+        covered,
+    ))
+}
+
+/// Writes a CRL file atomically (temporary file, fsync, rename).
+pub fn write_file(path: &std::path::Path, der: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(der)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The publisher: the current CRL plus what is needed to make the next.
+pub struct Publisher {
+    current: RwLock<Arc<CrlSnapshot>>,
+    wake: Notify,
+    store: Store,
+    issuer: Arc<CaIssuer>,
+    metrics: Arc<Metrics>,
+    path: PathBuf,
+    next_update_hours: u32,
+}
+
+impl Publisher {
+    /// Loads the stored CRL and signs a new one when it is missing, stale,
+    /// or does not cover every revocation made so far.
+    pub fn start(
+        store: Store,
+        issuer: Arc<CaIssuer>,
+        metrics: Arc<Metrics>,
+        path: PathBuf,
+        next_update_hours: u32,
+    ) -> anyhow::Result<Arc<Publisher>> {
+        let now = mailid_shared::timefmt::now_unix();
+        let state = store.crl_state_blocking()?;
+        let stored = std::fs::read(&path)
+            .ok()
+            .and_then(|d| CrlSnapshot::from_der(d).ok())
+            .filter(|s| {
+                s.number == state.number
+                    && state.covered == state.revocations
+                    && now < s.refresh_at()
+            });
+        let snap = match stored {
+            Some(s) => s,
+            None => {
+                let (s, _) = sign_now(&store, &issuer, next_update_hours, now)?;
+                write_file(&path, &s.der)?;
+                metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+        };
+        let p = Arc::new(Publisher {
+            current: RwLock::new(Arc::new(snap.clone())),
+            wake: Notify::new(),
+            store,
+            issuer,
+            metrics,
+            path,
+            next_update_hours,
+        });
+        p.record(&snap);
+        Ok(p)
+    }
+
+    fn record(&self, s: &CrlSnapshot) {
+        self.metrics
+            .crl_number
+            .store(s.number as u64, Ordering::Relaxed);
+        self.metrics
+            .crl_bytes
+            .store(s.der.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .crl_entries
+            .store(s.entries as u64, Ordering::Relaxed);
+    }
+
+    /// The CRL being served.
+    pub fn current(&self) -> Arc<CrlSnapshot> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Asks for a re-signing soon (after a revocation).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn resign(self: &Arc<Self>) -> anyhow::Result<()> {
+        let me = self.clone();
+        let snap = tokio::task::spawn_blocking(move || -> anyhow::Result<CrlSnapshot> {
+            let now = mailid_shared::timefmt::now_unix();
+            let (s, _) = sign_now(&me.store, &me.issuer, me.next_update_hours, now)?;
+            write_file(&me.path, &s.der)?;
+            Ok(s)
+        })
+        .await??;
+        self.metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
+        self.record(&snap);
+        tracing::info!(number = snap.number, entries = snap.entries, "CRL signed");
+        if let Ok(mut g) = self.current.write() {
+            *g = Arc::new(snap);
+        }
+        Ok(())
+    }
+
+    /// Runs until the process ends: polls and re-signs as described above.
+    pub async fn run(self: Arc<Self>) {
+        let mut last_sign = Instant::now() - MIN_SIGN_INTERVAL;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {},
+                _ = tokio::time::sleep(POLL_INTERVAL) => {},
+            }
+            let due = match self.store.crl_state().await {
+                Ok(state) => {
+                    let cur = self.current();
+                    state.covered != state.revocations
+                        || state.number != cur.number
+                        || mailid_shared::timefmt::now_unix() >= cur.refresh_at()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the CRL state");
+                    false
+                }
+            };
+            if !due {
+                continue;
+            }
+            // Coalesce a burst: at most one signing per window.
+            let since = last_sign.elapsed();
+            if since < MIN_SIGN_INTERVAL {
+                tokio::time::sleep(MIN_SIGN_INTERVAL - since).await;
+            }
+            last_sign = Instant::now();
+            if let Err(e) = self.resign().await {
+                tracing::error!(error = %e, "signing the CRL failed; retrying");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+}

@@ -1,0 +1,351 @@
+//! The signer: the CA certificate (self-signed root or imported
+//! intermediate), identity certificates and CRLs, all signed with rcgen
+//! on aws-lc-rs.
+//!
+//! Identity certificates are built from the CA's policy plus the CSR's
+//! SubjectPublicKeyInfo only — never from rcgen's CSR parameters, which
+//! would copy requested extensions such as `CA:TRUE`.
+
+use der::{Decode, Encode};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    CustomExtension, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
+    SignatureAlgorithm,
+};
+use time::OffsetDateTime;
+use x509_cert::ext::pkix::certpolicy::PolicyInformation;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, BasicConstraints as X509Bc, CertificatePolicies,
+    SubjectKeyIdentifier,
+};
+use x509_cert::Certificate;
+
+use mailid_shared::problem::{ErrorCode, Problem};
+use mailid_shared::protocol::RevocationReason;
+use mailid_shared::sigverify::KeyKind;
+use mailid_shared::{KeyId, Serial};
+
+use crate::config::Config;
+use crate::policy::CheckedCsr;
+use crate::store::CrlEntry;
+
+/// How far notBefore and thisUpdate are backdated, in seconds.
+pub const BACKDATE_SECS: i64 = 60;
+/// Validity of a self-signed root made by `init`, in days.
+pub const ROOT_VALIDITY_DAYS: i64 = 3650;
+
+const OID_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+const OID_CERT_POLICIES: &[u64] = &[2, 5, 29, 32];
+const OID_SKI: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.14");
+const OID_BC: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19");
+const ID_AD_CA_ISSUERS: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+
+/// The subject key of a CSR, handed to rcgen as-is.
+pub struct CsrPublicKey {
+    alg: &'static SignatureAlgorithm,
+    raw: Vec<u8>,
+}
+
+impl PublicKeyData for CsrPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.alg
+    }
+}
+
+impl CsrPublicKey {
+    /// The key of a checked CSR; refused (`bad-csr`) when rcgen would not
+    /// write back exactly the CSR's SubjectPublicKeyInfo, so the key ID the
+    /// holder computed is the one in the certificate.
+    pub fn from_csr(csr: &CheckedCsr) -> Result<CsrPublicKey, Problem> {
+        let alg: &'static SignatureAlgorithm = match csr.key {
+            KeyKind::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyKind::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyKind::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+            KeyKind::Other(_) => {
+                return Err(Problem::new(ErrorCode::UnsupportedKey, "unsupported key"))
+            }
+        };
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(&csr.spki_der)
+            .map_err(|_| Problem::new(ErrorCode::BadCsr, "CSR public key is malformed"))?;
+        let raw = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| Problem::new(ErrorCode::BadCsr, "CSR public key is malformed"))?
+            .to_vec();
+        let key = CsrPublicKey { alg, raw };
+        if key.subject_public_key_info() != csr.spki_der {
+            return Err(Problem::new(
+                ErrorCode::BadCsr,
+                "CSR public key is not in its canonical DER form",
+            ));
+        }
+        Ok(key)
+    }
+}
+
+fn oid_arcs(oid: &der::asn1::ObjectIdentifier) -> Vec<u64> {
+    oid.arcs().map(u64::from).collect()
+}
+
+fn at(unix: i64) -> anyhow::Result<OffsetDateTime> {
+    Ok(OffsetDateTime::from_unix_timestamp(unix)?)
+}
+
+/// An issued identity certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub serial: Serial,
+    pub der: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The CA's signing identity.
+pub struct CaIssuer {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA's own certificate (DER).
+    pub ca_der: Vec<u8>,
+    /// The chain, the CA first and the root last (DER).
+    pub chain: Vec<Vec<u8>>,
+    /// The chain as one PEM bundle.
+    pub chain_pem: String,
+    /// The CA's subject key identifier (the AKI of what it signs).
+    pub ski: Vec<u8>,
+    validity_days: u32,
+    crl_url: String,
+    ca_url: String,
+    policy_oid: der::asn1::ObjectIdentifier,
+}
+
+/// Makes a self-signed root: CA:TRUE pathLen 0, keyCertSign + cRLSign,
+/// SKI = the strong key ID of its key.
+pub fn self_signed_root(name: &str, key: &KeyPair, now: i64) -> anyhow::Result<Vec<u8>> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.serial_number = Some(SerialNumber::from_slice(&Serial::random().to_bytes()));
+    p.not_before = at(now - BACKDATE_SECS)?;
+    p.not_after = at(now + ROOT_VALIDITY_DAYS * 86_400)?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.key_identifier_method = KeyIdMethod::PreSpecified(
+        KeyId::of_spki(&key.subject_public_key_info())
+            .as_bytes()
+            .to_vec(),
+    );
+    let cert = p
+        .self_signed(key)
+        .map_err(|e| anyhow::anyhow!("signing the root: {e}"))?;
+    Ok(cert.der().to_vec())
+}
+
+/// Copies a certificate's subject into an rcgen name, keeping string types.
+fn rcgen_name(name: &x509_cert::name::Name) -> anyhow::Result<DistinguishedName> {
+    use der::{Tag, Tagged};
+    let mut dn = DistinguishedName::new();
+    for rdn in name.0.iter() {
+        for atv in rdn.0.iter() {
+            let text = std::str::from_utf8(atv.value.value())
+                .map_err(|_| anyhow::anyhow!("CA subject holds a non-text attribute"))?
+                .to_string();
+            let value = match atv.value.tag() {
+                Tag::PrintableString => DnValue::PrintableString(
+                    text.try_into()
+                        .map_err(|_| anyhow::anyhow!("bad PrintableString in CA subject"))?,
+                ),
+                Tag::Ia5String => DnValue::Ia5String(
+                    text.try_into()
+                        .map_err(|_| anyhow::anyhow!("bad IA5String in CA subject"))?,
+                ),
+                Tag::Utf8String => DnValue::Utf8String(text),
+                other => anyhow::bail!("CA subject uses unsupported string type {other}"),
+            };
+            let ty = DnType::from_oid(&oid_arcs(&atv.oid));
+            if dn.get(&ty).is_some() {
+                anyhow::bail!("CA subject repeats attribute {}", atv.oid);
+            }
+            dn.push(ty, value);
+        }
+    }
+    Ok(dn)
+}
+
+/// Checks an imported or stored CA certificate and extracts its SKI.
+pub fn check_ca_cert(cert: &Certificate, key: &KeyPair) -> anyhow::Result<Vec<u8>> {
+    let spki = cert.tbs_certificate.subject_public_key_info.to_der()?;
+    if spki != key.subject_public_key_info() {
+        anyhow::bail!("the CA key does not belong to the CA certificate");
+    }
+    let mut ski = None;
+    let mut is_ca = false;
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id == OID_SKI {
+            ski = Some(
+                SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes())?
+                    .0
+                    .as_bytes()
+                    .to_vec(),
+            );
+        } else if ext.extn_id == OID_BC {
+            is_ca = X509Bc::from_der(ext.extn_value.as_bytes())?.ca;
+        }
+    }
+    if !is_ca {
+        anyhow::bail!("the CA certificate lacks basicConstraints CA:TRUE");
+    }
+    Ok(ski.unwrap_or_else(|| KeyId::of_spki(&spki).as_bytes().to_vec()))
+}
+
+impl CaIssuer {
+    /// Builds the signer from the chain (CA first) and its key.
+    pub fn new(chain: Vec<Vec<u8>>, key: KeyPair, cfg: &Config) -> anyhow::Result<CaIssuer> {
+        let ca_der = chain
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
+        let cert = Certificate::from_der(&ca_der)?;
+        let ski = check_ca_cert(&cert, &key)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen_name(&cert.tbs_certificate.subject)?;
+        params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let chain_pem = mailid_shared::pem::encode_chain(&chain);
+        Ok(CaIssuer {
+            issuer: Issuer::new(params, key),
+            ca_der,
+            chain,
+            chain_pem,
+            ski,
+            validity_days: cfg.validity_days,
+            crl_url: cfg.crl_url(),
+            ca_url: cfg.ca_url(),
+            policy_oid: cfg.policy_oid.parse()?,
+        })
+    }
+
+    fn profile(
+        &self,
+        csr: &CheckedCsr,
+        serial: &Serial,
+        nb: i64,
+        na: i64,
+    ) -> anyhow::Result<CertificateParams> {
+        let mut p = CertificateParams::default();
+        p.serial_number = Some(SerialNumber::from_slice(&serial.to_bytes()));
+        p.not_before = at(nb)?;
+        p.not_after = at(na)?;
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, csr.account.as_str());
+        p.subject_alt_names = vec![SanType::Rfc822Name(csr.account.as_str().try_into()?)];
+        p.key_usages = if csr.key.is_ec() {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyAgreement,
+            ]
+        } else {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
+        };
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.use_authority_key_identifier_extension = true;
+        p.key_identifier_method = KeyIdMethod::PreSpecified(csr.key_id.as_bytes().to_vec());
+        p.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![self.crl_url.clone()],
+        }];
+        let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+            access_method: ID_AD_CA_ISSUERS,
+            access_location: GeneralName::UniformResourceIdentifier(der::asn1::Ia5String::new(
+                &self.ca_url,
+            )?),
+        }]);
+        let policies = CertificatePolicies(vec![PolicyInformation {
+            policy_identifier: self.policy_oid,
+            policy_qualifiers: None,
+        }]);
+        p.custom_extensions = vec![
+            CustomExtension::from_oid_content(OID_AIA, aia.to_der()?),
+            CustomExtension::from_oid_content(OID_CERT_POLICIES, policies.to_der()?),
+        ];
+        Ok(p)
+    }
+
+    /// Signs an identity certificate for a checked CSR at time `now`.
+    pub fn issue(&self, csr: &CheckedCsr, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
+        let serial = Serial::random();
+        let not_before = now - BACKDATE_SECS;
+        let not_after = not_before + i64::from(self.validity_days) * 86_400;
+        let params = self.profile(csr, &serial, not_before, not_after)?;
+        let cert = params
+            .signed_by(key, &self.issuer)
+            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+        Ok(Issued {
+            serial,
+            der: cert.der().to_vec(),
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Signs a CRL: number, thisUpdate and nextUpdate as given, AKI, and a
+    /// reasonCode on every entry except unspecified ones.
+    pub fn sign_crl(
+        &self,
+        number: i64,
+        this_update: i64,
+        next_update: i64,
+        entries: &[CrlEntry],
+    ) -> anyhow::Result<Vec<u8>> {
+        let number_bytes = number.to_be_bytes();
+        let start = number_bytes.iter().position(|b| *b != 0).unwrap_or(7);
+        let revoked_certs = entries
+            .iter()
+            .map(|e| {
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&e.serial.to_bytes()),
+                    revocation_time: at(e.revoked_at)?,
+                    reason_code: reason_code(e.reason),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let params = CertificateRevocationListParams {
+            this_update: at(this_update)?,
+            next_update: at(next_update)?,
+            crl_number: SerialNumber::from_slice(&number_bytes[start..]),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::PreSpecified(self.ski.clone()),
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))?;
+        Ok(crl.der().to_vec())
+    }
+}
+
+fn reason_code(r: RevocationReason) -> Option<rcgen::RevocationReason> {
+    use rcgen::RevocationReason as R;
+    match r {
+        RevocationReason::Unspecified => None,
+        RevocationReason::KeyCompromise => Some(R::KeyCompromise),
+        RevocationReason::AffiliationChanged => Some(R::AffiliationChanged),
+        RevocationReason::Superseded => Some(R::Superseded),
+        RevocationReason::CessationOfOperation => Some(R::CessationOfOperation),
+        RevocationReason::PrivilegeWithdrawn => Some(R::PrivilegeWithdrawn),
+    }
+}
+
+#[cfg(test)]
+#[path = "issuer_tests.rs"]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+use crate::keys::KeyType;
+
+fn config() -> Config {
+    Config {
+        name: "Test CA".into(),
+        base_url: "http://ca.example:7700/".into(),
+        validity_days: 365,
+        key_type: KeyType::P256,
+        policy_oid: crate::config::DEFAULT_POLICY_OID.into(),
+        crl_next_update_hours: 24,
+        imported: false,
+        rate_limits: Default::default(),
+    }
+}
+
+fn issuer(kt: KeyType) -> CaIssuer {
+    let key = kt.generate().unwrap();
+    let root = self_signed_root("Test CA", &key, 1_800_000_000).unwrap();
+    CaIssuer::new(vec![root], key, &config()).unwrap()
+}
+
+fn ext<'a>(cert: &'a Certificate, oid: &str) -> Option<&'a x509_cert::ext::Extension> {
+    let oid: der::asn1::ObjectIdentifier = oid.parse().unwrap();
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == oid)
+}
+
+#[test]
+fn csr_extensions_are_ignored_and_the_profile_is_ours() {
+    let ca = issuer(KeyType::P256);
+    let subject = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    // A CSR asking for CA:TRUE, keyCertSign and serverAuth.
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.subject_alt_names = vec![SanType::Rfc822Name("alice@example.org".try_into().unwrap())];
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let pem = p.serialize_request(&subject).unwrap().pem().unwrap();
+    let csr = crate::policy::check_csr(&pem).unwrap();
+    let key = CsrPublicKey::from_csr(&csr).unwrap();
+    let now = 1_800_000_100;
+    let issued = ca.issue(&csr, &key, now).unwrap();
+    assert_eq!(issued.not_before, now - 60);
+    assert_eq!(issued.not_after - issued.not_before, 365 * 86_400);
+    let cert = Certificate::from_der(&issued.der).unwrap();
+    let tbs = &cert.tbs_certificate;
+    assert_eq!(tbs.version, x509_cert::certificate::Version::V3);
+    assert_eq!(
+        Serial::from_bytes(tbs.serial_number.as_bytes()),
+        issued.serial
+    );
+    assert_eq!(issued.serial.to_bytes().len(), 16);
+    assert_eq!(tbs.subject.to_string(), "CN=alice@example.org");
+    assert_eq!(tbs.subject_public_key_info.to_der().unwrap(), csr.spki_der);
+    let bc = X509Bc::from_der(ext(&cert, "2.5.29.19").unwrap().extn_value.as_bytes()).unwrap();
+    assert!(!bc.ca);
+    let ku_ext = ext(&cert, "2.5.29.15").unwrap();
+    assert!(ku_ext.critical);
+    let ku = x509_cert::ext::pkix::KeyUsage::from_der(ku_ext.extn_value.as_bytes()).unwrap();
+    assert!(ku.digital_signature() && ku.key_agreement());
+    assert!(!ku.key_cert_sign() && !ku.key_encipherment());
+    let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(
+        ext(&cert, "2.5.29.37").unwrap().extn_value.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(eku.0, vec!["1.3.6.1.5.5.7.3.4".parse().unwrap()]);
+    let ski =
+        SubjectKeyIdentifier::from_der(ext(&cert, "2.5.29.14").unwrap().extn_value.as_bytes())
+            .unwrap();
+    assert_eq!(ski.0.as_bytes(), csr.key_id.as_bytes());
+    assert_eq!(ski.0.as_bytes().len(), 33);
+    let aki = x509_cert::ext::pkix::AuthorityKeyIdentifier::from_der(
+        ext(&cert, "2.5.29.35").unwrap().extn_value.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(aki.key_identifier.unwrap().as_bytes(), &ca.ski[..]);
+    let pol = CertificatePolicies::from_der(ext(&cert, "2.5.29.32").unwrap().extn_value.as_bytes())
+        .unwrap();
+    assert_eq!(pol.0[0].policy_identifier.to_string(), "2.23.140.1.5.1.3");
+    let aia = AuthorityInfoAccessSyntax::from_der(
+        ext(&cert, "1.3.6.1.5.5.7.1.1")
+            .unwrap()
+            .extn_value
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        aia.0[0].access_location,
+        GeneralName::UniformResourceIdentifier(
+            der::asn1::Ia5String::new("http://ca.example:7700/v1/ca.der").unwrap()
+        )
+    );
+    assert!(ext(&cert, "2.5.29.31").is_some());
+    assert_eq!(tbs.extensions.as_ref().unwrap().len(), 9);
+}
+
+#[test]
+fn rsa_identities_get_key_encipherment_and_crls_carry_reasons() {
+    let ca = issuer(KeyType::Rsa2048);
+    let subject =
+        KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, "bob@example.org");
+    let csr =
+        crate::policy::check_csr(&p.serialize_request(&subject).unwrap().pem().unwrap()).unwrap();
+    let key = CsrPublicKey::from_csr(&csr).unwrap();
+    let issued = ca.issue(&csr, &key, 1_800_000_100).unwrap();
+    let cert = Certificate::from_der(&issued.der).unwrap();
+    let ku = x509_cert::ext::pkix::KeyUsage::from_der(
+        ext(&cert, "2.5.29.15").unwrap().extn_value.as_bytes(),
+    )
+    .unwrap();
+    assert!(ku.digital_signature() && ku.key_encipherment() && !ku.key_agreement());
+    let entries = vec![
+        CrlEntry {
+            serial: issued.serial.clone(),
+            revoked_at: 1_800_000_200,
+            reason: RevocationReason::Superseded,
+        },
+        CrlEntry {
+            serial: Serial::random(),
+            revoked_at: 1_800_000_300,
+            reason: RevocationReason::Unspecified,
+        },
+    ];
+    let der = ca
+        .sign_crl(300, 1_800_000_240, 1_800_086_640, &entries)
+        .unwrap();
+    let crl = x509_cert::crl::CertificateList::from_der(&der).unwrap();
+    let list = crl.tbs_cert_list.revoked_certificates.unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list[0].crl_entry_extensions.is_some());
+    assert!(list[1].crl_entry_extensions.is_none());
+    let exts = crl.tbs_cert_list.crl_extensions.unwrap();
+    let number = exts
+        .iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.20")
+        .unwrap();
+    let n = der::asn1::Uint::from_der(number.extn_value.as_bytes()).unwrap();
+    assert_eq!(n.as_bytes(), &[1, 44]);
+}

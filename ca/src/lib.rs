@@ -1,0 +1,27 @@
+//! mailid-ca: the certificate authority of the mailid contract (SPEC §5).
+//!
+//! A request flows top to bottom through modules with one job each:
+//!
+//! * [`api`], [`enroll`]: HTTP routing, decoding and problem documents;
+//! * [`policy`]: CSR checks (parse, proof of possession, key policy, address);
+//! * [`mta_client`]: the HMAC-signed TOTP check with the account's MTA;
+//! * [`issuer`]: certificate building and signing; [`crl`]: the CRL publisher;
+//! * [`store`]: SQLite (certificates, the one-identity rule, MTA routes, CRL state).
+//!
+//! [`config`], [`keys`], [`ratelimit`], [`metrics`] hold what they are named
+//! for; [`cli`], [`ops`] and [`serve`] are the operator side.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crl;
+pub mod enroll;
+pub mod issuer;
+pub mod keys;
+pub mod metrics;
+pub mod mta_client;
+pub mod ops;
+pub mod policy;
+pub mod ratelimit;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,170 @@
+//! The TOTP check with an account's MTA auth service: `POST /v1/validate`,
+//! HMAC-signed with the CA's credential ([`mailid_shared::authsig`]), 5 s
+//! timeout, pooled connections.
+
+use std::time::{Duration, Instant};
+
+use mailid_shared::authsig::{Credential, HEADER_CA, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use mailid_shared::protocol::{ValidateReason, ValidateRequest, ValidateResponse};
+use mailid_shared::{Address, KeyId};
+
+use crate::store::MtaRoute;
+
+/// Time allowed for one validation, connect to answer.
+pub const MTA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The MTA's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The code is good for this account and key (and now used up).
+    Valid,
+    /// The MTA refused the code.
+    Rejected {
+        reason: ValidateReason,
+        retry_after: Option<u64>,
+    },
+    /// The MTA could not be asked (down, slow, or refused our credential).
+    Unavailable(String),
+}
+
+/// A pooled HTTP client for MTA calls.
+#[derive(Clone)]
+pub struct MtaClient {
+    http: reqwest::Client,
+}
+
+impl MtaClient {
+    pub fn new() -> anyhow::Result<MtaClient> {
+        let http = reqwest::Client::builder()
+            .timeout(MTA_TIMEOUT)
+            .connect_timeout(MTA_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(MtaClient { http })
+    }
+
+    /// Asks `route`'s MTA whether `totp` is good for `account` and `key_id`.
+    /// Returns the verdict and how long the call took.
+    pub async fn validate(
+        &self,
+        route: &MtaRoute,
+        account: &Address,
+        totp: &str,
+        key_id: &KeyId,
+    ) -> (Verdict, Duration) {
+        let start = Instant::now();
+        let v = self.call(route, account, totp, key_id).await;
+        (v, start.elapsed())
+    }
+
+    async fn call(
+        &self,
+        route: &MtaRoute,
+        account: &Address,
+        totp: &str,
+        key_id: &KeyId,
+    ) -> Verdict {
+        let url = match reqwest::Url::parse(&format!(
+            "{}/v1/validate",
+            route.url.trim_end_matches('/')
+        )) {
+            Ok(u) => u,
+            Err(_) => return Verdict::Unavailable(format!("bad MTA URL for {}", route.domain)),
+        };
+        let cred = match Credential::parse(&route.credential) {
+            Ok(c) => c,
+            Err(_) => return Verdict::Unavailable(format!("bad credential for {}", route.domain)),
+        };
+        let body = match serde_json::to_vec(&ValidateRequest {
+            account: account.clone(),
+            totp: totp.to_string(),
+            key_id: key_id.clone(),
+        }) {
+            Ok(b) => b,
+            Err(e) => return Verdict::Unavailable(e.to_string()),
+        };
+        let ts = mailid_shared::timefmt::now_unix();
+        let sig = cred.sign("POST", url.path(), ts, &body);
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header(HEADER_CA, &route.ca_name)
+            .header(HEADER_TIMESTAMP, ts.to_string())
+            .header(HEADER_SIGNATURE, sig)
+            .body(body)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Verdict::Unavailable("MTA timed out".into()),
+            Err(_) => return Verdict::Unavailable("MTA unreachable".into()),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            return Verdict::Unavailable(format!("MTA answered {status}"));
+        }
+        let answer: ValidateResponse = match resp.json().await {
+            Ok(a) => a,
+            Err(_) => return Verdict::Unavailable("MTA answer is not a validation result".into()),
+        };
+        interpret(answer, account, key_id)
+    }
+}
+
+/// Turns the MTA's answer into a verdict; a "valid" for another account or
+/// key counts as a rejection.
+pub fn interpret(answer: ValidateResponse, account: &Address, key_id: &KeyId) -> Verdict {
+    if answer.valid {
+        let same_account = answer.account.as_ref().is_none_or(|a| a == account);
+        let same_key = answer.key_id.as_ref().is_none_or(|k| k == key_id);
+        if same_account && same_key {
+            return Verdict::Valid;
+        }
+        return Verdict::Rejected {
+            reason: ValidateReason::KeyMismatch,
+            retry_after: None,
+        };
+    }
+    Verdict::Rejected {
+        reason: answer.reason.unwrap_or(ValidateReason::Invalid),
+        retry_after: answer.retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_for_other_accounts_or_keys_are_rejections() {
+        let a = Address::parse("a@x.org").unwrap();
+        let b = Address::parse("b@x.org").unwrap();
+        let k = KeyId::of_spki(b"k");
+        let other = KeyId::of_spki(b"other");
+        assert_eq!(
+            interpret(ValidateResponse::ok(a.clone(), k.clone()), &a, &k),
+            Verdict::Valid
+        );
+        assert!(matches!(
+            interpret(ValidateResponse::ok(b, k.clone()), &a, &k),
+            Verdict::Rejected { .. }
+        ));
+        assert!(matches!(
+            interpret(ValidateResponse::ok(a.clone(), other), &a, &k),
+            Verdict::Rejected { .. }
+        ));
+        assert_eq!(
+            interpret(
+                ValidateResponse::rejected(ValidateReason::Locked, Some(60)),
+                &a,
+                &k
+            ),
+            Verdict::Rejected {
+                reason: ValidateReason::Locked,
+                retry_after: Some(60)
+            }
+        );
+    }
+}

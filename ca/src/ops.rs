@@ -1,0 +1,277 @@
+//! Operator commands other than `serve`. They open the same SQLite
+//! database as a running server, so they take effect at once.
+
+use std::path::Path;
+
+use anyhow::Context;
+use der::Decode;
+
+use mailid_shared::authsig::Credential;
+use mailid_shared::protocol::{CertStatus, CertificateInfo};
+use mailid_shared::timefmt::now_unix;
+use mailid_shared::{Address, Serial};
+
+use crate::cli::{Cli, Command, InitArgs, MtaCommand};
+use crate::config::{Config, Paths};
+use crate::issuer::{self, CaIssuer};
+use crate::keys;
+use crate::store::{MtaRoute, RevokeOutcome, Store};
+
+/// Runs an operator command.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    let dir = &cli.data_dir;
+    match &cli.command {
+        Command::Init(args) => init(cli, args),
+        Command::Mta { command } => mta(dir, command, cli.json),
+        Command::Revoke { serial, reason } => {
+            let serial: Serial = serial.parse().context("bad serial")?;
+            let store = open_store(dir)?;
+            match store.revoke_blocking(serial.clone(), *reason, now_unix())? {
+                RevokeOutcome::Revoked { at } => {
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"serial": serial, "revoked_at": mailid_shared::timefmt::rfc3339(at), "reason": reason})
+                        );
+                    } else {
+                        println!("revoked {serial} ({reason})");
+                    }
+                    Ok(())
+                }
+                RevokeOutcome::NotFound => anyhow::bail!("no certificate with serial {serial}"),
+                RevokeOutcome::AlreadyRevoked => anyhow::bail!("{serial} is already revoked"),
+                RevokeOutcome::Expired => anyhow::bail!("{serial} has expired"),
+            }
+        }
+        Command::List { account, status } => list(dir, account.as_deref(), *status, cli.json),
+        Command::Show { serial } => show(dir, serial, cli.json),
+        Command::Crl { out, der } => crl(cli, out.as_deref(), *der),
+        Command::Serve(_) => unreachable!("serve is run by crate::serve"),
+    }
+}
+
+/// Opens the database of an initialised data directory.
+pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
+    let paths = Paths::new(dir);
+    if !paths.config.exists() {
+        anyhow::bail!(
+            "{} is not a CA data directory (run 'mailid-ca init')",
+            dir.display()
+        );
+    }
+    Store::open(&paths.db).with_context(|| format!("opening {}", paths.db.display()))
+}
+
+/// Loads the signer (asks for the passphrase when the key is encrypted).
+pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow::Result<CaIssuer> {
+    let paths = Paths::new(dir);
+    let pass = keys::passphrase(pass_file)?;
+    let key = keys::load_key(
+        &paths.key,
+        cfg.key_type,
+        pass.as_deref().map(String::as_str),
+    )?;
+    let text = std::fs::read_to_string(&paths.ca_pem)
+        .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
+    let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
+        .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
+    CaIssuer::new(chain, key, cfg)
+}
+
+fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
+    let dir = &cli.data_dir;
+    let paths = Paths::new(dir);
+    if paths.config.exists() || paths.key.exists() || paths.ca_pem.exists() {
+        anyhow::bail!("{} already holds a CA", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pass = keys::passphrase(cli.passphrase_file.as_deref())?;
+    let pass = pass.as_deref().map(String::as_str);
+    let now = now_unix();
+    let (key_type, pkcs8, chain) = match (&a.import_cert, &a.import_key) {
+        (Some(cert_path), Some(key_path)) => {
+            let key_text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(key_path)
+                    .with_context(|| format!("reading {}", key_path.display()))?,
+            );
+            let der = keys::decode_key(&key_text, pass)?;
+            let kt = keys::key_type_of(&der)?;
+            let text = std::fs::read_to_string(cert_path)
+                .with_context(|| format!("reading {}", cert_path.display()))?;
+            let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
+                .with_context(|| format!("reading {}", cert_path.display()))?;
+            (kt, der.to_vec(), chain)
+        }
+        _ => {
+            let key = a.key_type.generate()?;
+            let root = issuer::self_signed_root(&a.name, &key, now)?;
+            (a.key_type, key.serialize_der(), vec![root])
+        }
+    };
+    let cfg = Config {
+        name: a.name.clone(),
+        base_url: a.base_url.trim_end_matches('/').to_string(),
+        validity_days: a.validity_days,
+        key_type,
+        policy_oid: a.policy_oid.clone(),
+        crl_next_update_hours: a.crl_next_update_hours,
+        imported: a.import_cert.is_some(),
+        rate_limits: Default::default(),
+    };
+    cfg.validate()?;
+    // Check the whole set-up before writing anything.
+    let key =
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.clone().into(), key_type.algorithm())
+            .map_err(|e| anyhow::anyhow!("CA key: {e}"))?;
+    let first = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
+    let ca_cert =
+        x509_cert::Certificate::from_der(first).context("CA certificate does not parse")?;
+    issuer::check_ca_cert(&ca_cert, &key)?;
+    let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
+
+    keys::save_key(&paths.key, &pkcs8, pass)?;
+    std::fs::write(&paths.ca_pem, mailid_shared::pem::encode_chain(&chain))?;
+    let store = Store::open(&paths.db)?;
+    cfg.save(dir)?;
+    let (snap, _) = crate::crl::sign_now(&store, &ca_issuer, cfg.crl_next_update_hours, now)?;
+    crate::crl::write_file(&paths.crl, &snap.der)?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"name": cfg.name, "key_type": key_type, "ca_pem": paths.ca_pem, "encrypted": pass.is_some()})
+        );
+    } else {
+        println!(
+            "CA '{}' ({key_type}) initialised; certificate in {}",
+            cfg.name,
+            paths.ca_pem.display()
+        );
+    }
+    Ok(())
+}
+
+fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
+    let store = open_store(dir)?;
+    match cmd {
+        MtaCommand::Add {
+            domain,
+            url,
+            ca_name,
+            credential_file,
+        } => {
+            let domain = Address::parse(&format!("x@{domain}"))
+                .map_err(|_| anyhow::anyhow!("'{domain}' is not a domain name"))?
+                .domain()
+                .to_string();
+            let u = reqwest::Url::parse(url).context("bad --url")?;
+            if !matches!(u.scheme(), "http" | "https") {
+                anyhow::bail!("--url must be http:// or https://");
+            }
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(credential_file)
+                    .with_context(|| format!("reading {}", credential_file.display()))?,
+            );
+            let cred = Credential::parse(&text)
+                .map_err(|_| anyhow::anyhow!("the credential file holds no valid credential"))?;
+            store.put_route_blocking(MtaRoute {
+                domain: domain.clone(),
+                url: url.trim_end_matches('/').to_string(),
+                ca_name: ca_name.clone(),
+                credential: cred.to_text(),
+            })?;
+            println!("MTA for {domain}: {url} (as CA '{ca_name}')");
+        }
+        MtaCommand::List => {
+            let routes = store.routes_blocking()?;
+            if json {
+                let v: Vec<_> = routes
+                    .iter()
+                    .map(|r| serde_json::json!({"domain": r.domain, "url": r.url, "ca_name": r.ca_name}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for r in routes {
+                    println!("{}\t{}\t{}", r.domain, r.url, r.ca_name);
+                }
+            }
+        }
+        MtaCommand::Remove { domain } => {
+            if !store.remove_route_blocking(domain)? {
+                anyhow::bail!("no MTA for {domain}");
+            }
+            println!("removed the MTA for {domain}");
+        }
+    }
+    Ok(())
+}
+
+fn list(
+    dir: &Path,
+    account: Option<&str>,
+    status: Option<CertStatus>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_store(dir)?;
+    let account = account
+        .map(Address::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("bad --account: {e}"))?;
+    let now = now_unix();
+    let rows = store.list_blocking(account.as_ref(), status, now)?;
+    let infos: Vec<CertificateInfo> = rows.iter().map(|r| crate::api::info(r, now)).collect();
+    if json {
+        println!("{}", serde_json::to_string(&infos)?);
+        return Ok(());
+    }
+    for i in infos {
+        println!(
+            "{}\t{}\t{}\t{}",
+            i.serial,
+            i.account,
+            i.status.as_str(),
+            i.not_after
+        );
+    }
+    Ok(())
+}
+
+fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
+    let serial: Serial = serial.parse().context("bad serial")?;
+    let store = open_store(dir)?;
+    let row = store
+        .get_blocking(&serial)?
+        .ok_or_else(|| anyhow::anyhow!("no certificate with serial {serial}"))?;
+    let i = crate::api::info(&row, now_unix());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    println!("serial:     {}", i.serial);
+    println!("account:    {}", i.account);
+    println!("key ID:     {}", i.key_id);
+    println!("status:     {}", i.status.as_str());
+    println!("not before: {}", i.not_before);
+    println!("not after:  {}", i.not_after);
+    if let (Some(at), Some(r)) = (&i.revoked_at, i.reason) {
+        println!("revoked:    {at} ({r})");
+    }
+    print!("{}", i.certificate);
+    Ok(())
+}
+
+fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
+    let dir = &cli.data_dir;
+    let cfg = Config::load(dir)?;
+    let store = open_store(dir)?;
+    let issuer = load_issuer(dir, &cfg, cli.passphrase_file.as_deref())?;
+    let (snap, _) = crate::crl::sign_now(&store, &issuer, cfg.crl_next_update_hours, now_unix())?;
+    crate::crl::write_file(&Paths::new(dir).crl, &snap.der)?;
+    match out {
+        Some(path) if der => std::fs::write(path, snap.der.as_slice())?,
+        Some(path) => std::fs::write(path, snap.pem.as_bytes())?,
+        None => print!("{}", snap.pem),
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Token-bucket rate limits keyed by client IP or account.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Buckets kept before full (idle) ones are dropped.
+const PRUNE_AT: usize = 50_000;
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// One limit: `rate` tokens per second up to `burst`; a rate of 0 disables it.
+pub struct Limiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Limiter {
+    pub fn new(rate: f64, burst: u32) -> Limiter {
+        Limiter {
+            rate,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`; `Err(seconds)` says when to retry.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let Ok(mut map) = self.buckets.lock() else {
+            return Ok(());
+        };
+        if map.len() >= PRUNE_AT {
+            let (rate, burst) = (self.rate, self.burst);
+            map.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+            });
+        }
+        let b = map.entry(key.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn burst_then_refill() {
+        let l = Limiter::new(2.0, 3);
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert!(l.check_at("a", t).is_ok());
+        }
+        assert_eq!(l.check_at("a", t), Err(1));
+        assert!(l.check_at("b", t).is_ok());
+        assert!(l.check_at("a", t + Duration::from_millis(600)).is_ok());
+        assert!(l.check_at("a", t + Duration::from_millis(600)).is_err());
+        let off = Limiter::new(0.0, 1);
+        for _ in 0..100 {
+            assert!(off.check_at("a", t).is_ok());
+        }
+    }
+}

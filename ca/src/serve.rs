@@ -1,0 +1,86 @@
+//! `mailid-ca serve`: loads the CA, starts the CRL publisher and serves.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::api::AppState;
+use crate::cli::{Cli, ServeArgs};
+use crate::config::{Config, Paths};
+use crate::crl::Publisher;
+use crate::metrics::Metrics;
+use crate::mta_client::MtaClient;
+use crate::ratelimit::Limiter;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let dir = &cli.data_dir;
+    let cfg = Config::load(dir)?;
+    // Refuses to start without the right passphrase for an encrypted key.
+    let issuer = Arc::new(crate::ops::load_issuer(
+        dir,
+        &cfg,
+        cli.passphrase_file.as_deref(),
+    )?);
+    let store = crate::ops::open_store(dir)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(mailid_shared::http::tls_config(c, k, None)?),
+        _ => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let metrics = Arc::new(Metrics::default());
+        let paths = Paths::new(dir);
+        let s2 = store.clone();
+        let (i2, m2, hours) = (issuer.clone(), metrics.clone(), cfg.crl_next_update_hours);
+        let crl =
+            tokio::task::spawn_blocking(move || Publisher::start(s2, i2, m2, paths.crl, hours))
+                .await??;
+        tokio::spawn(crl.clone().run());
+        let limits = cfg.rate_limits;
+        let state = Arc::new(AppState {
+            store,
+            issuer,
+            crl,
+            mta: MtaClient::new()?,
+            metrics,
+            ip_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
+            account_limit: Limiter::new(limits.account_per_second, limits.account_burst),
+            config: cfg,
+        });
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {scheme}://{addr}")?;
+            out.flush()?;
+        }
+        tracing::info!(%addr, "mailid-ca serving");
+        mailid_shared::http::serve(
+            listener,
+            crate::api::router(state),
+            tls,
+            mailid_shared::http::shutdown_signal(),
+        )
+        .await?;
+        tracing::info!("shut down");
+        Ok(())
+    })
+}

@@ -1,0 +1,651 @@
+//! SQLite storage: certificates, the one-identity rule, MTA routes and the
+//! CRL state.
+//!
+//! The partial unique index `one_valid_identity` makes two active
+//! certificates for one account impossible in the database itself; every
+//! write goes through the single writer of [`Db`], so the revoke-then-insert
+//! of an enrollment is one serialised transaction.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use mailid_shared::db::{Db, DbError};
+use mailid_shared::protocol::{CertStatus, RevocationReason};
+use mailid_shared::{Address, KeyId, Serial};
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE certificates (
+    serial      TEXT PRIMARY KEY,
+    account     TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    not_before  INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    der         BLOB NOT NULL,
+    revoked_at  INTEGER,
+    reason      INTEGER,
+    active      INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    CHECK (revoked_at IS NULL OR active = 0)
+);
+CREATE UNIQUE INDEX one_valid_identity ON certificates(account) WHERE active = 1;
+CREATE INDEX certificates_by_account ON certificates(account, issued_at);
+CREATE INDEX certificates_revoked ON certificates(not_after) WHERE revoked_at IS NOT NULL;
+CREATE INDEX certificates_by_issued ON certificates(issued_at);
+CREATE TABLE mta_routes (
+    domain      TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    ca_name     TEXT NOT NULL,
+    credential  TEXT NOT NULL
+);
+CREATE TABLE crl_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    number       INTEGER NOT NULL,
+    this_update  INTEGER,
+    next_update  INTEGER,
+    covered      INTEGER NOT NULL,
+    revocations  INTEGER NOT NULL
+);
+INSERT INTO crl_state (id, number, covered, revocations) VALUES (1, 0, -1, 0);
+"];
+
+/// A storage failure or a refused write.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(DbError::Sqlite(e))
+    }
+}
+
+/// A stored certificate.
+#[derive(Debug, Clone)]
+pub struct CertRow {
+    pub serial: Serial,
+    pub account: Address,
+    pub key_id: KeyId,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    pub der: Vec<u8>,
+    pub revoked_at: Option<i64>,
+    pub reason: Option<RevocationReason>,
+}
+
+impl CertRow {
+    /// Status at time `now`.
+    pub fn status(&self, now: i64) -> CertStatus {
+        if self.revoked_at.is_some() {
+            CertStatus::Revoked
+        } else if now > self.not_after {
+            CertStatus::Expired
+        } else {
+            CertStatus::Valid
+        }
+    }
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked { at: i64 },
+    NotFound,
+    AlreadyRevoked,
+    Expired,
+}
+
+/// A domain's MTA auth service.
+#[derive(Debug, Clone)]
+pub struct MtaRoute {
+    pub domain: String,
+    pub url: String,
+    pub ca_name: String,
+    /// The credential text (a secret; never logged).
+    pub credential: String,
+}
+
+/// One CRL entry.
+#[derive(Debug, Clone)]
+pub struct CrlEntry {
+    pub serial: Serial,
+    pub revoked_at: i64,
+    pub reason: RevocationReason,
+}
+
+/// The persistent CRL state.
+#[derive(Debug, Clone, Copy)]
+pub struct CrlState {
+    pub number: i64,
+    pub this_update: Option<i64>,
+    pub next_update: Option<i64>,
+    /// The revocation counter the latest CRL covered.
+    pub covered: i64,
+    /// Revocations made so far (a counter other processes' writes bump too).
+    pub revocations: i64,
+}
+
+const CERT_COLUMNS: &str =
+    "serial, account, key_id, not_before, not_after, issued_at, der, revoked_at, reason";
+
+fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CertRowRaw, Vec<u8>)> {
+    Ok((
+        CertRowRaw {
+            serial: r.get(0)?,
+            account: r.get(1)?,
+            key_id: r.get(2)?,
+            not_before: r.get(3)?,
+            not_after: r.get(4)?,
+            issued_at: r.get(5)?,
+            revoked_at: r.get(7)?,
+            reason: r.get(8)?,
+        },
+        r.get(6)?,
+    ))
+}
+
+struct CertRowRaw {
+    serial: String,
+    account: String,
+    key_id: String,
+    not_before: i64,
+    not_after: i64,
+    issued_at: i64,
+    revoked_at: Option<i64>,
+    reason: Option<i64>,
+}
+
+fn finish(raw: CertRowRaw, der: Vec<u8>) -> Result<CertRow, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("{what} of {}", raw.serial));
+    Ok(CertRow {
+        serial: raw.serial.parse().map_err(|_| bad("serial"))?,
+        account: Address::parse(&raw.account).map_err(|_| bad("account"))?,
+        key_id: raw.key_id.parse().map_err(|_| bad("key ID"))?,
+        not_before: raw.not_before,
+        not_after: raw.not_after,
+        issued_at: raw.issued_at,
+        der,
+        revoked_at: raw.revoked_at,
+        reason: match raw.reason {
+            None => None,
+            Some(c) => Some(
+                u8::try_from(c)
+                    .ok()
+                    .and_then(RevocationReason::from_code)
+                    .ok_or_else(|| bad("reason"))?,
+            ),
+        },
+    })
+}
+
+fn query_certs(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<CertRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, cert_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (raw, der) = r?;
+        out.push(finish(raw, der)?);
+    }
+    Ok(out)
+}
+
+fn revoke_in(
+    conn: &Connection,
+    serial: &str,
+    reason: RevocationReason,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let n = conn.execute(
+        "UPDATE certificates SET revoked_at = ?2, reason = ?3, active = 0
+         WHERE serial = ?1 AND revoked_at IS NULL",
+        params![serial, now, reason.code()],
+    )?;
+    if n > 0 {
+        conn.execute(
+            "UPDATE crl_state SET revocations = revocations + ?1 WHERE id = 1",
+            [n as i64],
+        )?;
+    }
+    Ok(n)
+}
+
+/// A certificate about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewCert {
+    pub serial: Serial,
+    pub account: Address,
+    pub key_id: KeyId,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub der: Vec<u8>,
+}
+
+/// The CA database.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Opens (creating and migrating) `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            db: Db::open(path, MIGRATIONS)?,
+        })
+    }
+
+    /// Revokes every valid identity of the account (reason `superseded`),
+    /// retires expired ones, and stores `cert` as the account's identity, in
+    /// one transaction that is durable when this returns. Returns the
+    /// serials it revoked.
+    pub async fn insert_superseding(
+        &self,
+        cert: NewCert,
+        now: i64,
+    ) -> Result<Vec<Serial>, StoreError> {
+        self.db
+            .write(move |conn| insert_superseding_in(conn, &cert, now))
+            .await
+    }
+
+    /// [`Store::insert_superseding`] for synchronous callers.
+    pub fn insert_superseding_blocking(
+        &self,
+        cert: NewCert,
+        now: i64,
+    ) -> Result<Vec<Serial>, StoreError> {
+        self.db
+            .write_blocking(move |conn| insert_superseding_in(conn, &cert, now))
+    }
+
+    /// Revokes one certificate if it is valid.
+    pub async fn revoke(
+        &self,
+        serial: Serial,
+        reason: RevocationReason,
+        now: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.db
+            .write(move |c| revoke_one(c, &serial, reason, now))
+            .await
+    }
+
+    /// [`Store::revoke`] for synchronous callers (the operator CLI).
+    pub fn revoke_blocking(
+        &self,
+        serial: Serial,
+        reason: RevocationReason,
+        now: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.db
+            .write_blocking(move |c| revoke_one(c, &serial, reason, now))
+    }
+
+    /// One certificate by serial.
+    pub fn get_blocking(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError> {
+        let s = serial.as_str().to_string();
+        self.db.read_blocking(move |c| {
+            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1");
+            Ok(query_certs(c, &sql, &[&s])?.into_iter().next())
+        })
+    }
+
+    /// One certificate by serial.
+    pub async fn get(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError> {
+        let store = self.clone();
+        let serial = serial.clone();
+        run_blocking(move || store.get_blocking(&serial)).await
+    }
+
+    /// The newest `limit` certificates of an account, newest first.
+    pub async fn by_account(
+        &self,
+        account: &Address,
+        limit: u32,
+    ) -> Result<Vec<CertRow>, StoreError> {
+        let a = account.as_str().to_string();
+        self.db
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {CERT_COLUMNS} FROM certificates WHERE account = ?1
+                     ORDER BY issued_at DESC, rowid DESC LIMIT ?2"
+                );
+                query_certs(c, &sql, &[&a, &limit])
+            })
+            .await
+    }
+
+    /// Certificates for `list`, newest first, filtered by account and status.
+    pub fn list_blocking(
+        &self,
+        account: Option<&Address>,
+        status: Option<CertStatus>,
+        now: i64,
+    ) -> Result<Vec<CertRow>, StoreError> {
+        let a = account.map(|a| a.as_str().to_string());
+        self.db.read_blocking(move |c| {
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE (?1 IS NULL OR account = ?1)
+                 ORDER BY issued_at DESC, rowid DESC"
+            );
+            let rows = query_certs(c, &sql, &[&a])?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| status.is_none_or(|s| r.status(now) == s))
+                .collect())
+        })
+    }
+
+    /// Adds or replaces the route of a domain.
+    pub fn put_route_blocking(&self, route: MtaRoute) -> Result<(), StoreError> {
+        self.db.write_blocking(move |c| {
+            c.execute(
+                "INSERT INTO mta_routes (domain, url, ca_name, credential) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(domain) DO UPDATE SET url = ?2, ca_name = ?3, credential = ?4",
+                params![route.domain, route.url, route.ca_name, route.credential],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Removes a domain's route; whether there was one.
+    pub fn remove_route_blocking(&self, domain: &str) -> Result<bool, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        self.db.write_blocking(move |c| {
+            Ok(c.execute("DELETE FROM mta_routes WHERE domain = ?1", [d])? > 0)
+        })
+    }
+
+    /// Every route, by domain.
+    pub fn routes_blocking(&self) -> Result<Vec<MtaRoute>, StoreError> {
+        self.db.read_blocking(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT domain, url, ca_name, credential FROM mta_routes ORDER BY domain",
+            )?;
+            let rows = stmt.query_map([], route_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The route of a domain.
+    pub async fn route(&self, domain: &str) -> Result<Option<MtaRoute>, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",
+                )?;
+                Ok(stmt.query_row([d], route_row).optional()?)
+            })
+            .await
+    }
+
+    /// The CRL state.
+    pub fn crl_state_blocking(&self) -> Result<CrlState, StoreError> {
+        self.db.read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT number, this_update, next_update, covered, revocations FROM crl_state WHERE id = 1",
+                [],
+                |r| {
+                    Ok(CrlState {
+                        number: r.get(0)?,
+                        this_update: r.get(1)?,
+                        next_update: r.get(2)?,
+                        covered: r.get(3)?,
+                        revocations: r.get(4)?,
+                    })
+                },
+            )?)
+        })
+    }
+
+    /// The CRL state.
+    pub async fn crl_state(&self) -> Result<CrlState, StoreError> {
+        let store = self.clone();
+        run_blocking(move || store.crl_state_blocking()).await
+    }
+
+    /// Allocates the next CRL number for a CRL covering revocation counter
+    /// `covered`; durable before it returns. Gives the number and the
+    /// previous CRL's thisUpdate.
+    pub fn next_crl_blocking(
+        &self,
+        this_update: i64,
+        next_update: i64,
+        covered: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        self.db
+            .write_blocking(move |c| next_crl_in(c, this_update, next_update, covered))
+    }
+
+    /// [`Store::next_crl_blocking`] for async callers.
+    pub async fn next_crl(
+        &self,
+        this_update: i64,
+        next_update: i64,
+        covered: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        self.db
+            .write(move |c| next_crl_in(c, this_update, next_update, covered))
+            .await
+    }
+
+    /// Revoked certificates that expire after `after` (all when `None`).
+    pub fn crl_entries_blocking(&self, after: Option<i64>) -> Result<Vec<CrlEntry>, StoreError> {
+        let after = after.unwrap_or(i64::MIN);
+        self.db.read_blocking(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT serial, revoked_at, reason FROM certificates
+                 WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at, serial",
+            )?;
+            let rows = stmt.query_map([after], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (s, at, code) = row?;
+                out.push(CrlEntry {
+                    serial: s
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("serial {s}")))?,
+                    revoked_at: at,
+                    reason: u8::try_from(code)
+                        .ok()
+                        .and_then(RevocationReason::from_code)
+                        .unwrap_or(RevocationReason::Unspecified),
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn route_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MtaRoute> {
+    Ok(MtaRoute {
+        domain: r.get(0)?,
+        url: r.get(1)?,
+        ca_name: r.get(2)?,
+        credential: r.get(3)?,
+    })
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| StoreError::Db(DbError::Panicked))?
+}
+
+fn insert_superseding_in(
+    conn: &Connection,
+    cert: &NewCert,
+    now: i64,
+) -> Result<Vec<Serial>, StoreError> {
+    let account = cert.account.as_str();
+    let mut stmt = conn.prepare_cached(
+        "SELECT serial, not_after FROM certificates WHERE account = ?1 AND active = 1",
+    )?;
+    let current: Vec<(String, i64)> = stmt
+        .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut revoked = Vec::new();
+    for (serial, not_after) in current {
+        if not_after < now {
+            // Expired: no longer valid, so nothing to revoke; just retire it.
+            conn.execute(
+                "UPDATE certificates SET active = 0 WHERE serial = ?1",
+                [&serial],
+            )?;
+        } else if revoke_in(conn, &serial, RevocationReason::Superseded, now)? > 0 {
+            revoked.push(
+                serial
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("serial {serial}")))?,
+            );
+        }
+    }
+    conn.execute(
+        "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, active)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+        params![
+            cert.serial.as_str(),
+            account,
+            cert.key_id.to_string(),
+            cert.not_before,
+            cert.not_after,
+            now,
+            cert.der
+        ],
+    )?;
+    Ok(revoked)
+}
+
+fn revoke_one(
+    conn: &Connection,
+    serial: &Serial,
+    reason: RevocationReason,
+    now: i64,
+) -> Result<RevokeOutcome, StoreError> {
+    let row: Option<(Option<i64>, i64)> = conn
+        .query_row(
+            "SELECT revoked_at, not_after FROM certificates WHERE serial = ?1",
+            [serial.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok(RevokeOutcome::NotFound),
+        Some((Some(_), _)) => Ok(RevokeOutcome::AlreadyRevoked),
+        Some((None, not_after)) if not_after < now => Ok(RevokeOutcome::Expired),
+        Some((None, _)) => {
+            revoke_in(conn, serial.as_str(), reason, now)?;
+            Ok(RevokeOutcome::Revoked { at: now })
+        }
+    }
+}
+
+fn next_crl_in(
+    conn: &Connection,
+    this_update: i64,
+    next_update: i64,
+    covered: i64,
+) -> Result<(i64, Option<i64>), StoreError> {
+    let prev: Option<i64> =
+        conn.query_row("SELECT this_update FROM crl_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+    let number: i64 = conn.query_row(
+        "UPDATE crl_state SET number = number + 1, this_update = ?1, next_update = ?2, covered = ?3
+         WHERE id = 1 RETURNING number",
+        params![this_update, next_update, covered],
+        |r| r.get(0),
+    )?;
+    Ok((number, prev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(account: &str, not_after: i64) -> NewCert {
+        NewCert {
+            serial: Serial::random(),
+            account: Address::parse(account).unwrap(),
+            key_id: KeyId::of_spki(Serial::random().as_str().as_bytes()),
+            not_before: 0,
+            not_after,
+            der: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn the_database_forbids_two_valid_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+        let a = cert("a@example.org", 1000);
+        let b = cert("a@example.org", 1000);
+        assert!(store
+            .insert_superseding_blocking(a.clone(), 10)
+            .unwrap()
+            .is_empty());
+        let revoked = store.insert_superseding_blocking(b.clone(), 20).unwrap();
+        assert_eq!(revoked, vec![a.serial.clone()]);
+        // A raw insert that bypasses the superseding logic is refused.
+        let c = cert("a@example.org", 1000);
+        let err = store.db.write_blocking(move |conn| -> Result<(), StoreError> {
+            conn.execute(
+                "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, active)
+                 VALUES (?1, 'a@example.org', 'k', 0, 1000, 30, x'00', 1)",
+                [c.serial.as_str()],
+            )?;
+            Ok(())
+        });
+        assert!(err.is_err());
+        let rows = store
+            .list_blocking(Some(&Address::parse("a@example.org").unwrap()), None, 30)
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].serial, b.serial);
+        assert_eq!(rows[0].status(30), CertStatus::Valid);
+        assert_eq!(rows[1].reason, Some(RevocationReason::Superseded));
+        assert_eq!(store.crl_state_blocking().unwrap().revocations, 1);
+        // Revoking twice: the second says so.
+        let out = store
+            .revoke_blocking(b.serial.clone(), RevocationReason::KeyCompromise, 40)
+            .unwrap();
+        assert_eq!(out, RevokeOutcome::Revoked { at: 40 });
+        let out = store
+            .revoke_blocking(b.serial.clone(), RevocationReason::KeyCompromise, 41)
+            .unwrap();
+        assert_eq!(out, RevokeOutcome::AlreadyRevoked);
+        assert_eq!(store.crl_entries_blocking(None).unwrap().len(), 2);
+        assert_eq!(store.crl_entries_blocking(Some(1000)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn crl_numbers_strictly_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+        let (n1, prev1) = store.next_crl_blocking(100, 200, 0).unwrap();
+        let (n2, prev2) = store.next_crl_blocking(150, 250, 0).unwrap();
+        assert_eq!((n1, prev1), (1, None));
+        assert_eq!((n2, prev2), (2, Some(100)));
+        drop(store);
+        let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+        assert_eq!(store.next_crl_blocking(160, 260, 0).unwrap().0, 3);
+    }
+}
