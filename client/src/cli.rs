@@ -1,0 +1,148 @@
+//! The command line of `mailid` (SPEC §6).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use mailid_client::KeyType;
+use mailid_shared::protocol::RevocationReason;
+
+/// mailid: get, revoke and look up mail identities (X.509 certificates for
+/// mail addresses) through your MTA and a CA.
+#[derive(Debug, Parser)]
+#[command(name = "mailid", version, max_term_width = 100)]
+pub struct Cli {
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Key store directory (default: $XDG_DATA_HOME/mailid or
+    /// ~/.local/share/mailid).
+    #[arg(long, global = true, env = "MAILID_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Trust only the CA certificates in this PEM bundle for HTTPS.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// File whose first line is the passphrase of the stored key
+    /// (or set MAILID_PASSPHRASE).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Get a new identity: key, CSR, TOTP, enrollment, store, publication
+    /// (steps 2-10).
+    Enroll(EnrollArgs),
+    /// Revoke one of your certificates at the CA.
+    Revoke(RevokeArgs),
+    /// Publish the current stored identity at the MTA again.
+    Upload(UploadArgs),
+    /// Show the stored current identity and the earlier ones.
+    Show(ShowArgs),
+    /// Fetch the identity an MTA publishes for an address.
+    Lookup(LookupArgs),
+    /// Print the strong key ID of a certificate, CSR, public or private key
+    /// (PEM or DER).
+    KeyId(KeyIdArgs),
+}
+
+/// How the holder signs in to the MTA.
+#[derive(Debug, Args)]
+pub struct Login {
+    /// Read the account password from one line of stdin (or set
+    /// MAILID_PASSWORD).
+    #[arg(long)]
+    pub password_stdin: bool,
+
+    /// TLS client certificate (PEM) naming the account, instead of a
+    /// password.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// Key of the TLS client certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// Base URL of the MTA auth service.
+    #[arg(long, value_name = "URL")]
+    pub mta: String,
+    /// Base URL of the CA.
+    #[arg(long, value_name = "URL")]
+    pub ca: String,
+    /// Key type to generate: p256, p384 or rsa3072.
+    #[arg(long, default_value = "p256", value_name = "TYPE")]
+    pub key_type: KeyType,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// Base URL of the MTA auth service.
+    #[arg(long, value_name = "URL")]
+    pub mta: String,
+    /// Base URL of the CA that issued the certificate.
+    #[arg(long, value_name = "URL")]
+    pub ca: String,
+    /// Serial number of the certificate (hex).
+    #[arg(long, value_name = "SERIAL")]
+    pub serial: String,
+    /// keyCompromise, superseded, affiliationChanged, cessationOfOperation,
+    /// privilegeWithdrawn or unspecified.
+    #[arg(long, value_name = "R")]
+    pub reason: Option<RevocationReason>,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// Base URL of the MTA auth service.
+    #[arg(long, value_name = "URL")]
+    pub mta: String,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// Address to look up: local@domain or a strong address
+    /// KEYID?local@domain.
+    pub address: String,
+    /// Base URL of the MTA auth service.
+    #[arg(long, value_name = "URL")]
+    pub mta: String,
+    /// Write the certificate (PEM) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyIdArgs {
+    /// Certificate, CSR, public key or private key file.
+    pub file: PathBuf,
+}

@@ -1,0 +1,305 @@
+//! What each `mailid` command does and prints, over the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use mailid_client::{
+    enroll, key_id_of_file, lookup, parse_address, publish, revoke, ClientCert, Credentials,
+    EnrollOptions, Error, Http, Result, RevokeOptions, Service, Step, Store, StoredIdentity,
+    TlsOptions,
+};
+use mailid_client::{secret, store, Endpoint};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cli::{Cli, Command, Login};
+
+/// Writes one line to stdout; a closed pipe is not an error worth a panic.
+pub fn out(line: impl std::fmt::Display) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn print_json(v: &serde_json::Value) {
+    out(serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// The resolved global settings.
+struct Ctx {
+    json: bool,
+    store: Option<PathBuf>,
+    tls: TlsOptions,
+    passphrase: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Ctx {
+    fn store_dir(&self) -> Result<PathBuf> {
+        match &self.store {
+            Some(d) => Ok(d.clone()),
+            None => store::default_dir(),
+        }
+    }
+
+    fn tls_with(&self, login: &Login) -> TlsOptions {
+        let mut tls = self.tls.clone();
+        if let (Some(cert), Some(key)) = (&login.client_cert, &login.client_key) {
+            tls.client_cert = Some(ClientCert {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        tls
+    }
+}
+
+/// How the holder signs in: password from stdin or MAILID_PASSWORD, else
+/// the client certificate. `None` when neither was given (a usage error).
+pub fn credentials(login: &Login) -> Result<Option<Credentials>> {
+    if login.password_stdin {
+        let pw = secret::read_line(std::io::stdin().lock(), "password")?;
+        return Ok(Some(Credentials::Password(pw)));
+    }
+    if let Some(pw) = std::env::var_os("MAILID_PASSWORD") {
+        let pw = pw
+            .into_string()
+            .map_err(|_| Error::Invalid("MAILID_PASSWORD is not valid UTF-8".into()))?;
+        if !pw.is_empty() {
+            return Ok(Some(Credentials::Password(Zeroizing::new(pw))));
+        }
+    }
+    if login.client_cert.is_some() {
+        return Ok(Some(Credentials::ClientCertificate));
+    }
+    Ok(None)
+}
+
+fn passphrase(cli: &Cli) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    if let Some(path) = &cli.passphrase_file {
+        return secret::read_passphrase_file(path).map(Some);
+    }
+    Ok(std::env::var_os("MAILID_PASSPHRASE")
+        .filter(|p| !p.is_empty())
+        .map(|p| Zeroizing::new(p.into_encoded_bytes())))
+}
+
+/// Runs the parsed command line. `creds` are the holder's credentials for
+/// commands that sign in.
+pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
+    let ctx = Ctx {
+        json: cli.json,
+        store: cli.store.clone(),
+        tls: TlsOptions {
+            ca_bundle: cli.ca_bundle.clone(),
+            client_cert: None,
+        },
+        passphrase: passphrase(&cli)?,
+    };
+    let need = || Error::Invalid("no MTA credentials".into());
+    match &cli.command {
+        Command::Enroll(a) => {
+            let mut opts = EnrollOptions::new(
+                &a.email,
+                &a.mta,
+                &a.ca,
+                creds.ok_or_else(need)?,
+                ctx.store_dir()?,
+            );
+            opts.key_type = a.key_type;
+            opts.passphrase = ctx.passphrase.clone();
+            opts.tls = ctx.tls_with(&a.login);
+            run_enroll(&ctx, &opts).await
+        }
+        Command::Revoke(a) => {
+            let opts = RevokeOptions {
+                address: a.email.clone(),
+                mta_url: a.mta.clone(),
+                ca_url: a.ca.clone(),
+                serial: a.serial.clone(),
+                reason: a.reason,
+                credentials: creds.ok_or_else(need)?,
+                store_dir: Some(ctx.store_dir()?),
+                tls: ctx.tls_with(&a.login),
+            };
+            let r = revoke(&opts).await?;
+            if ctx.json {
+                print_json(&json!(r));
+            } else {
+                out(format!(
+                    "revoked serial {} (key ID {}) of {} at {}, reason {}{}",
+                    r.serial,
+                    r.key_id,
+                    r.account,
+                    r.revoked_at,
+                    r.reason,
+                    if r.in_store {
+                        "; the store marks it revoked"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Ok(())
+        }
+        Command::Upload(a) => {
+            let account = parse_address(&a.email)?;
+            let mta = Endpoint::parse(Service::Mta, &a.mta)?;
+            let store = Store::open(&ctx.store_dir()?)?;
+            let entry = store.account(&account)?;
+            let id = entry.current().cloned().ok_or_else(|| {
+                Error::Invalid(format!("the store holds no current identity for {account}"))
+            })?;
+            let http = Http::new(&ctx.tls_with(&a.login))?;
+            let creds = creds.ok_or_else(need)?;
+            let json = ctx.json;
+            publish(
+                &http,
+                &store,
+                &mta,
+                &account,
+                &creds,
+                &id,
+                &mut |s: &Step| {
+                    if !json {
+                        out(s)
+                    }
+                },
+            )
+            .await?;
+            if json {
+                print_json(
+                    &json!({"account": account, "serial": id.serial, "key_id": id.key_id, "mta": mta.base()}),
+                );
+            }
+            Ok(())
+        }
+        Command::Show(a) => show(&ctx, &a.email),
+        Command::Lookup(a) => {
+            let found = lookup(&a.mta, &a.address, &ctx.tls).await?;
+            if let Some(path) = &a.out {
+                std::fs::write(path, &found.identity.certificate)
+                    .map_err(|e| Error::io(path, &e))?;
+            }
+            let s = &found.summary;
+            if ctx.json {
+                print_json(&json!({
+                    "account": found.identity.account,
+                    "serial": s.serial,
+                    "key_id": s.key_id,
+                    "key_type": s.key_type,
+                    "subject": s.subject,
+                    "issuer": s.issuer,
+                    "not_before": s.not_before,
+                    "not_after": s.not_after,
+                    "certificate": found.identity.certificate,
+                    "chain": found.identity.chain,
+                }));
+            } else {
+                out(format!("account:  {}", found.identity.account));
+                out(format!("serial:   {}", s.serial));
+                out(format!("key ID:   {} ({})", s.key_id, s.key_type));
+                out(format!("subject:  {}", s.subject));
+                out(format!("issuer:   {}", s.issuer));
+                out(format!("valid:    {} to {}", s.not_before, s.not_after));
+                if let Some(path) = &a.out {
+                    out(format!("wrote the certificate to {}", path.display()));
+                }
+            }
+            Ok(())
+        }
+        Command::KeyId(a) => {
+            let pass = ctx.passphrase.as_deref().map(|p| p.as_slice());
+            let k = key_id_of_file(&a.file, pass)?;
+            if ctx.json {
+                print_json(&json!({
+                    "key_id": k.key_id,
+                    "kind": k.kind.to_string(),
+                    "key_type": k.key_type,
+                }));
+            } else {
+                out(&k.key_id);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_enroll(ctx: &Ctx, opts: &EnrollOptions) -> Result<()> {
+    let json = ctx.json;
+    let mut steps = Vec::new();
+    let outcome = enroll(opts, &mut |s: &Step| {
+        if json {
+            steps.push(s.to_string());
+        } else {
+            out(s);
+        }
+    })
+    .await?;
+    if json {
+        let mut v = json!(outcome);
+        v["steps"] = json!(steps);
+        print_json(&v);
+    } else {
+        out(format!(
+            "enrolled {}: serial {}, key ID {}, {}, valid until {}",
+            outcome.account, outcome.serial, outcome.key_id, outcome.key_type, outcome.not_after
+        ));
+    }
+    Ok(())
+}
+
+fn describe(id: &StoredIdentity) -> String {
+    let mut line = format!(
+        "serial {}, key ID {}, {}, valid {} to {}, from the CA at {}",
+        id.serial, id.key_id, id.key_type, id.not_before, id.not_after, id.ca_url
+    );
+    if let Some(at) = &id.revoked_at {
+        line.push_str(&format!(", revoked {at}"));
+        if let Some(r) = id.reason {
+            line.push_str(&format!(" ({r})"));
+        }
+    }
+    if let Some(m) = &id.published_at {
+        line.push_str(&format!(", published at {m}"));
+    }
+    line
+}
+
+fn show(ctx: &Ctx, email: &str) -> Result<()> {
+    let account = parse_address(email)?;
+    let dir = ctx.store_dir()?;
+    let store = Store::open(&dir)?;
+    let entry = store.account(&account)?;
+    if ctx.json {
+        print_json(&json!({
+            "account": account,
+            "store": dir,
+            "current": entry.current(),
+            "identities": entry.identities,
+        }));
+        return Ok(());
+    }
+    if entry.identities.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the store {} holds no identity for {account}",
+            dir.display()
+        )));
+    }
+    out(format!("{account} (store {})", dir.display()));
+    match entry.current() {
+        Some(c) => {
+            out(format!("current: {}", describe(c)));
+            out(format!("  files: {}", store.path_of(c).display()));
+        }
+        None => out("current: none"),
+    }
+    for id in entry
+        .identities
+        .iter()
+        .rev()
+        .filter(|i| Some(*i) != entry.current())
+    {
+        out(format!("{}: {}", id.status.as_str(), describe(id)));
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! mailid-client: the account holder's side of mailid (SPEC §6), as a
+//! library a mail client can embed; the `mailid` binary is a thin shell.
+//!
+//! * [`enroll()`]: steps 2–10 — key, CSR, TOTP, revocation at a previous
+//!   CA, enrollment, key store, publication — reporting each [`Step`].
+//! * [`revoke()`], [`lookup()`], [`key_id_of_file`]: the other commands.
+//! * [`Store`]: the local key store; [`transport`]: HTTPS and errors.
+
+pub mod api;
+pub mod cert;
+pub mod enroll;
+pub mod error;
+pub mod keyfile;
+pub mod keys;
+pub mod lookup;
+pub mod revoke;
+pub mod secret;
+pub mod store;
+pub mod transport;
+
+pub use enroll::{enroll, parse_address, publish, EnrollOptions, Outcome, Step};
+pub use error::{Error, Result, Service};
+pub use keyfile::{key_id_of_bytes, key_id_of_file, FileKeyId, FileKind};
+pub use keys::{KeyType, NewKey};
+pub use lookup::{lookup, Found};
+pub use revoke::{revoke, RevokeOptions, Revoked};
+pub use store::{IdentityStatus, Store, StoredIdentity};
+pub use transport::{ClientCert, Credentials, Endpoint, Http, TlsOptions};
