@@ -11,8 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use mailid_shared::http::{harden, PeerCertificate};
 use mailid_shared::protocol::{
-    IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse, ValidateRequest,
-    ValidateResponse,
+    IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse, ValidateRequest, ValidateResponse,
 };
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{ApiJson, KeyId, Problem, Serial};
@@ -66,9 +65,15 @@ async fn issue_totp(
 ) -> Result<Response, Problem> {
     let account = st.auth.holder(&headers, peer.as_deref()).await?;
     let params = st.config.totp;
-    let issued = match st.store.issue_code(&account, &req.key_id, params, now_unix()).await {
+    let issued = match st
+        .store
+        .issue_code(&account, &req.key_id, params, now_unix())
+        .await
+    {
         Ok(i) => i,
-        Err(StoreError::NotFound(_)) => return Err(Problem::unauthorized("authentication required")),
+        Err(StoreError::NotFound(_)) => {
+            return Err(Problem::unauthorized("authentication required"))
+        }
         Err(e) => return Err(Problem::internal(e)),
     };
     st.metrics.codes_issued.fetch_add(1, Ordering::Relaxed);
@@ -158,7 +163,10 @@ async fn upload_identity(
     let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
     let serial: Serial = row.serial.parse().map_err(Problem::internal)?;
     let not_after = rfc3339(row.not_after);
-    st.store.put_identity(row).await.map_err(Problem::internal)?;
+    st.store
+        .put_identity(row)
+        .await
+        .map_err(Problem::internal)?;
     st.metrics.identity_uploads.inc("accepted");
     tracing::info!(%account, %serial, %key_id, "identity published");
     Ok(Json(IdentityUploaded {
@@ -173,7 +181,9 @@ async fn lookup_identity(
     State(st): St,
     Path(address): Path<String>,
 ) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
-    identity::lookup(&st.store, &address, now_unix()).await.map(Json)
+    identity::lookup(&st.store, &address, now_unix())
+        .await
+        .map(Json)
 }
 
 async fn healthz() -> &'static str {

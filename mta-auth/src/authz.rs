@@ -57,8 +57,11 @@ pub struct Authenticator {
     store: Store,
     /// Bounds concurrent Argon2 runs (each takes 19 MiB and a core).
     argon_permits: Semaphore,
-    ca_cache: Mutex<HashMap<String, (Instant, Arc<Zeroizing<Vec<u8>>>)>>,
+    ca_cache: Mutex<HashMap<String, CachedCa>>,
 }
+
+/// A CA secret and when it was read.
+type CachedCa = (Instant, Arc<Zeroizing<Vec<u8>>>);
 
 fn unauthorized() -> Problem {
     Problem::unauthorized("authentication required")
@@ -71,11 +74,7 @@ pub fn parse_basic(headers: &HeaderMap) -> Option<(String, Zeroizing<String>)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = Zeroizing::new(
-        data_encoding::BASE64
-            .decode(rest.trim().as_bytes())
-            .ok()?,
-    );
+    let raw = Zeroizing::new(data_encoding::BASE64.decode(rest.trim().as_bytes()).ok()?);
     let text = std::str::from_utf8(&raw).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some((user.to_string(), Zeroizing::new(pass.to_string())))
@@ -118,7 +117,10 @@ impl Authenticator {
         if let Some(der) = peer.and_then(|p| p.0.as_ref()) {
             if let Some(addr) = x509::single_rfc822_name_der(der) {
                 match self.store.is_enabled(&addr).await {
-                    Ok(true) => return Ok(addr),
+                    Ok(true) => {
+                        tracing::debug!(account = %addr, "authenticated by client certificate");
+                        return Ok(addr);
+                    }
                     Ok(false) => {
                         tracing::debug!(account = %addr, "client certificate names no enabled account")
                     }
@@ -150,7 +152,10 @@ impl Authenticator {
         .map_err(Problem::internal)?;
         drop(permit);
         match address {
-            Some(a) if ok => Ok(a),
+            Some(a) if ok => {
+                tracing::debug!(account = %a, "authenticated by password");
+                Ok(a)
+            }
             _ => {
                 tracing::info!("account login refused");
                 Err(unauthorized())
@@ -166,7 +171,11 @@ impl Authenticator {
                 }
             }
         }
-        let found = self.store.ca_secret(name).await.map_err(Problem::internal)?;
+        let found = self
+            .store
+            .ca_secret(name)
+            .await
+            .map_err(Problem::internal)?;
         let Ok(mut cache) = self.ca_cache.lock() else {
             return Ok(found.map(Arc::new));
         };

@@ -119,7 +119,10 @@ pub fn main() -> ExitCode {
         eprintln!("error: --data-dir is required (or set MAILID_MTA_DATA_DIR)");
         return ExitCode::from(2);
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting runtime: {e}");
@@ -139,8 +142,10 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -241,7 +246,10 @@ async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> any
             let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
             let mut secret = Zeroizing::new(vec![0u8; 32]);
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-            store.add_account(&address, hash, secret).await.map_err(not_found)?;
+            store
+                .add_account(&address, hash, secret)
+                .await
+                .map_err(not_found)?;
             ("added", address)
         }
         AccountCmd::List => {
@@ -253,7 +261,9 @@ async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> any
             for r in rows {
                 let state = match (r.enabled, r.locked_until) {
                     (false, _) => "disabled".to_string(),
-                    (true, Some(t)) => format!("locked until {}", mailid_shared::timefmt::rfc3339(t)),
+                    (true, Some(t)) => {
+                        format!("locked until {}", mailid_shared::timefmt::rfc3339(t))
+                    }
                     (true, None) => "enabled".to_string(),
                 };
                 writeln!(out, "{}\t{state}", r.address)?;
@@ -262,7 +272,10 @@ async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> any
         }
         AccountCmd::Disable { address } => {
             let address = parse_address(&address)?;
-            store.set_enabled(&address, false).await.map_err(not_found)?;
+            store
+                .set_enabled(&address, false)
+                .await
+                .map_err(not_found)?;
             ("disabled", address)
         }
         AccountCmd::Enable { address } => {
@@ -274,7 +287,10 @@ async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> any
             let address = parse_address(&a.address)?;
             let pw = read_password(a.password_stdin)?;
             let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
-            store.set_password(&address, hash).await.map_err(not_found)?;
+            store
+                .set_password(&address, hash)
+                .await
+                .map_err(not_found)?;
             ("password changed", address)
         }
     };
@@ -315,7 +331,11 @@ async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Resul
                 return print_json(&rows);
             }
             for r in rows {
-                let trust = if r.trusts_certificate { "trusted-cert" } else { "-" };
+                let trust = if r.trusts_certificate {
+                    "trusted-cert"
+                } else {
+                    "-"
+                };
                 println!("{}\t{trust}\t{}", r.name, r.created_at);
             }
             Ok(())
@@ -334,7 +354,8 @@ async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Resul
 
 fn read_trust_cert(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use der::Decode;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let ders = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
         .with_context(|| format!("reading {}", path.display()))?;
     // A bundle (as served by a CA) ends with the root; trust its first
@@ -343,7 +364,10 @@ fn read_trust_cert(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let cert = x509_cert::Certificate::from_der(&der)
         .with_context(|| format!("{} is not a certificate", path.display()))?;
     if !x509::is_ca(&cert) {
-        anyhow::bail!("{} is not a CA certificate (basicConstraints cA is not set)", path.display());
+        anyhow::bail!(
+            "{} is not a CA certificate (basicConstraints cA is not set)",
+            path.display()
+        );
     }
     Ok(der)
 }

@@ -72,8 +72,8 @@ impl Config {
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let cfg: Config = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        let cfg: Config =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         cfg.check()
             .with_context(|| format!("checking {}", path.display()))?;
         Ok(cfg)
@@ -107,7 +107,8 @@ mod tests {
         cfg.create(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);
         assert!(cfg.create(dir.path()).is_err(), "never overwrites");
-        let partial: Config = serde_json::from_str(r#"{"lockout":{"threshold":3,"base_secs":2}}"#).unwrap();
+        let partial: Config =
+            serde_json::from_str(r#"{"lockout":{"threshold":3,"base_secs":2}}"#).unwrap();
         assert_eq!(partial.totp, TotpParams::default());
         assert_eq!(partial.lockout.threshold, 3);
         assert!(Config::load(&dir.path().join("nope")).is_err());

@@ -88,7 +88,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         )?),
         None => None,
     };
-    let listen = opts.listen.clone().unwrap_or_else(|| opts.config.listen.clone());
+    let listen = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| opts.config.listen.clone());
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -23,7 +23,13 @@ async fn validate_refuses_unauthenticated_callers() {
     let url = format!("{}/v1/validate", srv.url);
 
     // No credential at all.
-    let resp = c.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+    let resp = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 401, "unauthorized").await;
     // Signed with another CA's credential.
     let resp = validate_signed_at(&c, &srv.url, "ca1", &other, body.as_bytes(), now_unix()).await;
@@ -33,7 +39,15 @@ async fn validate_refuses_unauthenticated_callers() {
     assert_problem(resp, 401, "unauthorized").await;
     // Timestamp 61 s off, either way.
     for off in [-61, 61] {
-        let resp = validate_signed_at(&c, &srv.url, "ca1", &cred, body.as_bytes(), now_unix() + off).await;
+        let resp = validate_signed_at(
+            &c,
+            &srv.url,
+            "ca1",
+            &cred,
+            body.as_bytes(),
+            now_unix() + off,
+        )
+        .await;
         assert_problem(resp, 401, "unauthorized").await;
     }
     // Signature over another body.
@@ -101,7 +115,11 @@ async fn totp_refuses_wrong_password_disabled_and_unknown_accounts() {
     assert_eq!(totp_raw(&c, &srv.url, ME, PW, &k).await.0, 200);
 
     // A new password replaces the old one at once.
-    mta_ok(dir.path(), &["account", "passwd", ME, "--password-stdin"], Some("newpass\r\n"));
+    mta_ok(
+        dir.path(),
+        &["account", "passwd", ME, "--password-stdin"],
+        Some("newpass\r\n"),
+    );
     assert_eq!(totp_raw(&c, &srv.url, ME, PW, &k).await.0, 401);
     assert_eq!(totp_raw(&c, &srv.url, ME, "newpass", &k).await.0, 200);
 }
@@ -118,7 +136,10 @@ async fn disabled_account_codes_are_refused_as_invalid() {
     mta_ok(dir.path(), &["account", "disable", ME], None);
     let r = validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k).await;
     assert!(!r.valid);
-    assert_eq!(r.reason, Some(mailid_shared::protocol::ValidateReason::Invalid));
+    assert_eq!(
+        r.reason,
+        Some(mailid_shared::protocol::ValidateReason::Invalid)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -136,13 +157,41 @@ async fn malformed_requests_get_4xx_problem_documents() {
             .body(body)
             .send()
     };
-    assert_problem(send(b"{not json".to_vec()).await.unwrap(), 400, "bad-request").await;
+    assert_problem(
+        send(b"{not json".to_vec()).await.unwrap(),
+        400,
+        "bad-request",
+    )
+    .await;
     assert_problem(send(b"{}".to_vec()).await.unwrap(), 400, "bad-request").await;
-    assert_problem(send(br#"{"key_id":"NOT-A-KEY-ID!"}"#.to_vec()).await.unwrap(), 400, "bad-request").await;
-    assert_problem(send(br#"{"key_id":42}"#.to_vec()).await.unwrap(), 400, "bad-request").await;
+    assert_problem(
+        send(br#"{"key_id":"NOT-A-KEY-ID!"}"#.to_vec())
+            .await
+            .unwrap(),
+        400,
+        "bad-request",
+    )
+    .await;
+    assert_problem(
+        send(br#"{"key_id":42}"#.to_vec()).await.unwrap(),
+        400,
+        "bad-request",
+    )
+    .await;
     let big = format!(r#"{{"key_id":"{}"}}"#, "A".repeat(1024 * 1024));
-    assert_problem(send(big.into_bytes()).await.unwrap(), 413, "payload-too-large").await;
-    let resp = c.post(&totp_url).basic_auth(ME, Some(PW)).body("{}").send().await.unwrap();
+    assert_problem(
+        send(big.into_bytes()).await.unwrap(),
+        413,
+        "payload-too-large",
+    )
+    .await;
+    let resp = c
+        .post(&totp_url)
+        .basic_auth(ME, Some(PW))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 400, "bad-request").await;
 
     // Signed but malformed validations.
@@ -167,13 +216,34 @@ async fn malformed_requests_get_4xx_problem_documents() {
     assert_problem(resp, 404, "not-found").await;
     let resp = c.get(format!("{}/v1/totp", srv.url)).send().await.unwrap();
     assert_eq!(resp.status().as_u16() / 100, 4);
-    let resp = c.get(format!("{}/v1/identity/not%20an%20address", srv.url)).send().await.unwrap();
+    let resp = c
+        .get(format!("{}/v1/identity/not%20an%20address", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 400, "bad-request").await;
-    let resp = c.get(format!("{}/v1/identity/BADKEY%3Falice@example.org", srv.url)).send().await.unwrap();
+    let resp = c
+        .get(format!(
+            "{}/v1/identity/BADKEY%3Falice@example.org",
+            srv.url
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 400, "bad-request").await;
-    let resp = c.put(format!("{}/v1/identity", srv.url)).basic_auth(ME, Some(PW)).json(&serde_json::json!({"certificate": "garbage"})).send().await.unwrap();
+    let resp = c
+        .put(format!("{}/v1/identity", srv.url))
+        .basic_auth(ME, Some(PW))
+        .json(&serde_json::json!({"certificate": "garbage"}))
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 400, "bad-request").await;
-    let resp = c.get(format!("{}/v1/identity/alice@example.org", srv.url)).send().await.unwrap();
+    let resp = c
+        .get(format!("{}/v1/identity/alice@example.org", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 404, "not-found").await;
 }
 

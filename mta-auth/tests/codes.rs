@@ -27,7 +27,16 @@ async fn code_validates_once_and_is_bound_to_key_and_account() {
     assert!(exp > now && exp <= now + 60, "expires_at {}", t.expires_at);
 
     // Key A's code presented for key B.
-    let r = validate(&c, &srv.url, "ca1", &cred, "alice@example.org", &t.totp, &kb).await;
+    let r = validate(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        "alice@example.org",
+        &t.totp,
+        &kb,
+    )
+    .await;
     assert!(!r.valid);
     assert_eq!(r.reason, Some(ValidateReason::KeyMismatch));
     // Alice's code presented for Bob.
@@ -35,34 +44,92 @@ async fn code_validates_once_and_is_bound_to_key_and_account() {
     assert!(!r.valid);
     assert_eq!(r.reason, Some(ValidateReason::Invalid));
     // Unknown account.
-    let r = validate(&c, &srv.url, "ca1", &cred, "carol@example.org", &t.totp, &ka).await;
+    let r = validate(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        "carol@example.org",
+        &t.totp,
+        &ka,
+    )
+    .await;
     assert_eq!(r.reason, Some(ValidateReason::UnknownAccount));
 
     // Valid once.
-    let r = validate(&c, &srv.url, "ca1", &cred, "alice@example.org", &t.totp, &ka).await;
+    let r = validate(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        "alice@example.org",
+        &t.totp,
+        &ka,
+    )
+    .await;
     assert!(r.valid, "{r:?}");
-    assert_eq!(r.account.as_ref().map(|a| a.as_str()), Some("alice@example.org"));
+    assert_eq!(
+        r.account.as_ref().map(|a| a.as_str()),
+        Some("alice@example.org")
+    );
     assert_eq!(r.key_id.as_ref(), Some(&ka));
     // Replay.
-    let r = validate(&c, &srv.url, "ca1", &cred, "alice@example.org", &t.totp, &ka).await;
+    let r = validate(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        "alice@example.org",
+        &t.totp,
+        &ka,
+    )
+    .await;
     assert!(!r.valid);
     assert_eq!(r.reason, Some(ValidateReason::Replayed));
 
     // A fresh code works at once and differs from the used one.
     let t2 = totp(&c, &srv.url, "alice@example.org", PW, &ka).await;
     assert_ne!(t2.totp, t.totp);
-    let r = validate(&c, &srv.url, "ca1", &cred, "alice@example.org", &t2.totp, &ka).await;
+    let r = validate(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        "alice@example.org",
+        &t2.totp,
+        &ka,
+    )
+    .await;
     assert!(r.valid);
 
     // Bob's own code works for Bob only.
     let tb = totp(&c, &srv.url, "bob@example.org", PW, &ka).await;
-    let r = validate(&c, &srv.url, "ca1", &cred, "alice@example.org", &tb.totp, &ka).await;
+    let r = validate(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        "alice@example.org",
+        &tb.totp,
+        &ka,
+    )
+    .await;
     assert!(!r.valid);
     let r = validate(&c, &srv.url, "ca1", &cred, "bob@example.org", &tb.totp, &ka).await;
     assert!(r.valid);
 
-    let metrics = c.get(format!("{}/metrics", srv.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("mailid_mta_validations_total{result=\"valid\"} 3"), "{metrics}");
+    let metrics = c
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mailid_mta_validations_total{result=\"valid\"} 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("mailid_mta_validations_total{result=\"replayed\"} 1"));
     assert!(metrics.contains("mailid_mta_validations_total{result=\"key-mismatch\"} 1"));
     assert!(metrics.contains("mailid_mta_codes_issued_total 3"));
@@ -83,7 +150,13 @@ async fn sixteen_concurrent_validations_of_one_code_give_one_valid() {
     let t = totp(&c, &srv.url, "alice@example.org", PW, &k).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (c, url, cred, code, k) = (c.clone(), srv.url.clone(), cred.clone(), t.totp.clone(), k.clone());
+        let (c, url, cred, code, k) = (
+            c.clone(),
+            srv.url.clone(),
+            cred.clone(),
+            t.totp.clone(),
+            k.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             validate(&c, &url, "ca1", &cred, "alice@example.org", &code, &k).await
         }));
@@ -116,7 +189,13 @@ async fn codes_for_sixteen_keys_each_validate_exactly_once() {
     let mut tasks = Vec::new();
     for (k, code) in keys.iter().zip(&codes).rev() {
         for _ in 0..2 {
-            let (c, url, cred, code, k) = (c.clone(), srv.url.clone(), cred.clone(), code.clone(), k.clone());
+            let (c, url, cred, code, k) = (
+                c.clone(),
+                srv.url.clone(),
+                cred.clone(),
+                code.clone(),
+                k.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let r = validate(&c, &url, "ca1", &cred, "alice@example.org", &code, &k).await;
                 (k, r)

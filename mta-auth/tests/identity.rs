@@ -22,16 +22,27 @@ type Crls = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 /// Serves `GET /{name}` from the map; anything missing is 503.
 async fn crl_server(crls: Crls) -> String {
     async fn get(State(c): State<Crls>, Path(name): Path<String>) -> Result<Vec<u8>, StatusCode> {
-        c.lock().unwrap().get(&name).cloned().ok_or(StatusCode::SERVICE_UNAVAILABLE)
+        c.lock()
+            .unwrap()
+            .get(&name)
+            .cloned()
+            .ok_or(StatusCode::SERVICE_UNAVAILABLE)
     }
-    let app = axum::Router::new().route("/{name}", axum::routing::get(get)).with_state(crls);
+    let app = axum::Router::new()
+        .route("/{name}", axum::routing::get(get))
+        .with_state(crls);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
     url
 }
 
-async fn upload(c: &reqwest::Client, url: &str, leaf: &Leaf, chain: Option<&str>) -> reqwest::Response {
+async fn upload(
+    c: &reqwest::Client,
+    url: &str,
+    leaf: &Leaf,
+    chain: Option<&str>,
+) -> reqwest::Response {
     let mut body = serde_json::json!({ "certificate": leaf.cert_pem });
     if let Some(ch) = chain {
         body["chain"] = ch.into();
@@ -47,7 +58,13 @@ async fn upload(c: &reqwest::Client, url: &str, leaf: &Leaf, chain: Option<&str>
 fn key_of(leaf: &Leaf) -> KeyId {
     use der::{Decode, Encode};
     let cert = x509_cert::Certificate::from_der(&leaf.der).unwrap();
-    KeyId::of_spki(&cert.tbs_certificate.subject_public_key_info.to_der().unwrap())
+    KeyId::of_spki(
+        &cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -58,10 +75,22 @@ async fn uploads_are_checked_and_published() {
     let ca = TestCa::new("Test CA");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.pem).unwrap();
-    mta_ok(dir.path(), &["ca", "add", "testca", "--trust-cert", ca_file.to_str().unwrap()], None);
+    mta_ok(
+        dir.path(),
+        &[
+            "ca",
+            "add",
+            "testca",
+            "--trust-cert",
+            ca_file.to_str().unwrap(),
+        ],
+        None,
+    );
     let crls: Crls = Arc::default();
     let crl_base = crl_server(crls.clone()).await;
-    crls.lock().unwrap().insert("main.crl".into(), ca.crl(&[2], 1));
+    crls.lock()
+        .unwrap()
+        .insert("main.crl".into(), ca.crl(&[2], 1));
     let main_crl = format!("{crl_base}/main.crl");
     let srv = Server::start(dir.path(), &[]);
     let c = client();
@@ -84,9 +113,17 @@ async fn uploads_are_checked_and_published() {
         .await
         .unwrap();
     assert_eq!(got["account"], ME);
-    assert_eq!(mailid_shared::pem::decode_one(got["certificate"].as_str().unwrap(), &["CERTIFICATE"]).unwrap(), good.der);
-    let chain = mailid_shared::pem::decode_chain(got["chain"].as_str().unwrap(), "CERTIFICATE").unwrap();
-    assert_eq!(chain, vec![mailid_shared::pem::decode_one(&ca.pem, &["CERTIFICATE"]).unwrap()]);
+    assert_eq!(
+        mailid_shared::pem::decode_one(got["certificate"].as_str().unwrap(), &["CERTIFICATE"])
+            .unwrap(),
+        good.der
+    );
+    let chain =
+        mailid_shared::pem::decode_chain(got["chain"].as_str().unwrap(), "CERTIFICATE").unwrap();
+    assert_eq!(
+        chain,
+        vec![mailid_shared::pem::decode_one(&ca.pem, &["CERTIFICATE"]).unwrap()]
+    );
     assert_eq!(got["key_id"], kid.to_string());
     assert_eq!(got["serial"], "01");
 
@@ -100,7 +137,11 @@ async fn uploads_are_checked_and_published() {
         (format!("{other}%3F{ME}"), 404),
         ("bob@example.org".to_string(), 404),
     ] {
-        let resp = c.get(format!("{}/v1/identity/{path}", srv.url)).send().await.unwrap();
+        let resp = c
+            .get(format!("{}/v1/identity/{path}", srv.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), status, "{path}");
     }
 
@@ -113,13 +154,40 @@ async fn uploads_are_checked_and_published() {
     // From a CA the MTA does not trust (even with the same name).
     let rogue = TestCa::new("Test CA");
     let untrusted = rogue.valid_identity(ME, 4, &main_crl);
-    assert_problem(upload(&c, &srv.url, &untrusted, Some(&rogue.pem)).await, 400, "bad-request").await;
+    assert_problem(
+        upload(&c, &srv.url, &untrusted, Some(&rogue.pem)).await,
+        400,
+        "bad-request",
+    )
+    .await;
     // Expired, and not yet valid.
     let now = OffsetDateTime::now_utc();
-    let expired = ca.identity(ME, 5, Some(&main_crl), now - Duration::days(10), now - Duration::days(1));
-    assert_problem(upload(&c, &srv.url, &expired, None).await, 400, "bad-request").await;
-    let future = ca.identity(ME, 6, Some(&main_crl), now + Duration::days(1), now + Duration::days(10));
-    assert_problem(upload(&c, &srv.url, &future, None).await, 400, "bad-request").await;
+    let expired = ca.identity(
+        ME,
+        5,
+        Some(&main_crl),
+        now - Duration::days(10),
+        now - Duration::days(1),
+    );
+    assert_problem(
+        upload(&c, &srv.url, &expired, None).await,
+        400,
+        "bad-request",
+    )
+    .await;
+    let future = ca.identity(
+        ME,
+        6,
+        Some(&main_crl),
+        now + Duration::days(1),
+        now + Duration::days(10),
+    );
+    assert_problem(
+        upload(&c, &srv.url, &future, None).await,
+        400,
+        "bad-request",
+    )
+    .await;
     // No credentials.
     let resp = c
         .put(format!("{}/v1/identity", srv.url))
@@ -130,15 +198,36 @@ async fn uploads_are_checked_and_published() {
     assert_problem(resp, 401, "unauthorized").await;
 
     // None of the refusals replaced the published identity.
-    let got: serde_json::Value = c.get(format!("{}/v1/identity/{ME}", srv.url)).send().await.unwrap().json().await.unwrap();
+    let got: serde_json::Value = c
+        .get(format!("{}/v1/identity/{ME}", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["serial"], "01");
 
     // A newer identity replaces it.
     let newer = ca.valid_identity(ME, 7, &main_crl);
-    assert_eq!(upload(&c, &srv.url, &newer, None).await.status().as_u16(), 200);
-    let resp = c.get(format!("{}/v1/identity/{kid}%3F{ME}", srv.url)).send().await.unwrap();
+    assert_eq!(
+        upload(&c, &srv.url, &newer, None).await.status().as_u16(),
+        200
+    );
+    let resp = c
+        .get(format!("{}/v1/identity/{kid}%3F{ME}", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 404, "old key no longer published");
-    let got: serde_json::Value = c.get(format!("{}/v1/identity/{ME}", srv.url)).send().await.unwrap().json().await.unwrap();
+    let got: serde_json::Value = c
+        .get(format!("{}/v1/identity/{ME}", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["serial"], "07");
 }
 
@@ -149,7 +238,17 @@ async fn crl_availability_signature_and_intermediates() {
     let root = TestCa::new("Root CA");
     let ca_file = dir.path().join("root.pem");
     std::fs::write(&ca_file, &root.pem).unwrap();
-    mta_ok(dir.path(), &["ca", "add", "root", "--trust-cert", ca_file.to_str().unwrap()], None);
+    mta_ok(
+        dir.path(),
+        &[
+            "ca",
+            "add",
+            "root",
+            "--trust-cert",
+            ca_file.to_str().unwrap(),
+        ],
+        None,
+    );
     let crls: Crls = Arc::default();
     let base = crl_server(crls.clone()).await;
     let srv = Server::start(dir.path(), &[]);
@@ -157,13 +256,25 @@ async fn crl_availability_signature_and_intermediates() {
 
     // No CRL can be fetched and none is cached: 503.
     let leaf = root.valid_identity(ME, 10, &format!("{base}/missing.crl"));
-    assert_problem(upload(&c, &srv.url, &leaf, None).await, 503, "mta-unavailable").await;
+    assert_problem(
+        upload(&c, &srv.url, &leaf, None).await,
+        503,
+        "mta-unavailable",
+    )
+    .await;
 
     // A CRL signed by another key with the issuer's name is not used.
     let forger = TestCa::new("Root CA");
-    crls.lock().unwrap().insert("forged.crl".into(), forger.crl(&[], 1));
+    crls.lock()
+        .unwrap()
+        .insert("forged.crl".into(), forger.crl(&[], 1));
     let leaf = root.valid_identity(ME, 11, &format!("{base}/forged.crl"));
-    assert_problem(upload(&c, &srv.url, &leaf, None).await, 503, "mta-unavailable").await;
+    assert_problem(
+        upload(&c, &srv.url, &leaf, None).await,
+        503,
+        "mta-unavailable",
+    )
+    .await;
 
     // A stale CRL (past nextUpdate) is refetched; when the fetch fails the
     // cached one is used.
@@ -173,21 +284,51 @@ async fn crl_availability_signature_and_intermediates() {
         root.crl_at(&[13], 1, now - Duration::hours(2), now - Duration::hours(1)),
     );
     let stale_url = format!("{base}/stale.crl");
-    assert_eq!(upload(&c, &srv.url, &root.valid_identity(ME, 12, &stale_url), None).await.status().as_u16(), 200);
+    assert_eq!(
+        upload(&c, &srv.url, &root.valid_identity(ME, 12, &stale_url), None)
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
     crls.lock().unwrap().remove("stale.crl");
-    assert_eq!(upload(&c, &srv.url, &root.valid_identity(ME, 14, &stale_url), None).await.status().as_u16(), 200);
-    assert_problem(upload(&c, &srv.url, &root.valid_identity(ME, 13, &stale_url), None).await, 409, "conflict").await;
+    assert_eq!(
+        upload(&c, &srv.url, &root.valid_identity(ME, 14, &stale_url), None)
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_problem(
+        upload(&c, &srv.url, &root.valid_identity(ME, 13, &stale_url), None).await,
+        409,
+        "conflict",
+    )
+    .await;
 
     // A leaf from an intermediate chains to the trusted root only with the
     // intermediate in the chain; its CRL is the intermediate's.
     let sub = root.intermediate("Issuing CA");
-    crls.lock().unwrap().insert("sub.crl".into(), sub.crl(&[], 1));
+    crls.lock()
+        .unwrap()
+        .insert("sub.crl".into(), sub.crl(&[], 1));
     let leaf = sub.valid_identity(ME, 20, &format!("{base}/sub.crl"));
     assert_problem(upload(&c, &srv.url, &leaf, None).await, 400, "bad-request").await;
     let resp = upload(&c, &srv.url, &leaf, Some(&sub.pem)).await;
     assert_eq!(resp.status().as_u16(), 200);
-    let got: serde_json::Value = c.get(format!("{}/v1/identity/{ME}", srv.url)).send().await.unwrap().json().await.unwrap();
-    let chain = mailid_shared::pem::decode_chain(got["chain"].as_str().unwrap(), "CERTIFICATE").unwrap();
+    let got: serde_json::Value = c
+        .get(format!("{}/v1/identity/{ME}", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let chain =
+        mailid_shared::pem::decode_chain(got["chain"].as_str().unwrap(), "CERTIFICATE").unwrap();
     assert_eq!(chain.len(), 2, "issuer first, root last");
-    assert_eq!(chain[1], mailid_shared::pem::decode_one(&root.pem, &["CERTIFICATE"]).unwrap());
+    assert_eq!(
+        chain[1],
+        mailid_shared::pem::decode_one(&root.pem, &["CERTIFICATE"]).unwrap()
+    );
 }

@@ -29,7 +29,14 @@ async fn lockout_survives_restart_ends_after_backoff_and_resets_on_success() {
     assert!(!r.valid);
     assert_eq!(r.reason, Some(ValidateReason::Locked));
     assert!(matches!(r.retry_after, Some(1..=12)), "{r:?}");
-    let metrics = c.get(format!("{}/metrics", srv.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("mailid_mta_lockouts_total 1"), "{metrics}");
 
     // Kill the server outright and start it again: still locked.
@@ -53,13 +60,21 @@ async fn lockout_survives_restart_ends_after_backoff_and_resets_on_success() {
         let r = validate(&c, &srv.url, "ca1", &cred, ME, &wrong(&t.totp), &k).await;
         assert_eq!(r.reason, Some(ValidateReason::Invalid));
     }
-    assert!(validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k).await.valid);
+    assert!(
+        validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k)
+            .await
+            .valid
+    );
     let t = totp(&c, &srv.url, ME, PW, &k).await;
     for _ in 0..4 {
         let r = validate(&c, &srv.url, "ca1", &cred, ME, &wrong(&t.totp), &k).await;
         assert_eq!(r.reason, Some(ValidateReason::Invalid));
     }
-    assert!(validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k).await.valid);
+    assert!(
+        validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k)
+            .await
+            .valid
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,11 +82,18 @@ async fn backoff_doubles_and_counts_expired_and_mismatch_but_not_replays() {
     let dir = data_dir();
     add_account(dir.path(), ME, PW);
     let cred = add_ca(dir.path(), "ca1");
-    let srv = Server::start(dir.path(), &["--lockout-base-secs", "2", "--lockout-threshold", "3"]);
+    let srv = Server::start(
+        dir.path(),
+        &["--lockout-base-secs", "2", "--lockout-threshold", "3"],
+    );
     let c = client();
     let (k, other) = (key_id(), key_id());
     let t = totp(&c, &srv.url, ME, PW, &k).await;
-    assert!(validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k).await.valid);
+    assert!(
+        validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k)
+            .await
+            .valid
+    );
     // Replays do not count.
     for _ in 0..5 {
         let r = validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k).await;

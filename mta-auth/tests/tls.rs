@@ -19,7 +19,11 @@ async fn https_and_client_certificate_login() {
     let dir = data_dir();
     add_account(dir.path(), "alice@example.org", PW);
     add_account(dir.path(), "dora@example.org", PW);
-    mta_ok(dir.path(), &["account", "disable", "dora@example.org"], None);
+    mta_ok(
+        dir.path(),
+        &["account", "disable", "dora@example.org"],
+        None,
+    );
     let cred = add_ca(dir.path(), "ca1");
     let pki = tempfile::tempdir().unwrap();
     let server_ca = TestCa::new("Server CA");
@@ -36,14 +40,19 @@ async fn https_and_client_certificate_login() {
     assert!(srv.url.starts_with("https://127.0.0.1:"), "{}", srv.url);
     let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes()).unwrap();
     let with_identity = |leaf: &common::pki::Leaf| {
-        let id = reqwest::Identity::from_pem(format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes()).unwrap();
+        let id =
+            reqwest::Identity::from_pem(format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes())
+                .unwrap();
         reqwest::Client::builder()
             .tls_certs_only([root.clone()])
             .identity(id)
             .build()
             .unwrap()
     };
-    let plain = reqwest::Client::builder().tls_certs_only([root.clone()]).build().unwrap();
+    let plain = reqwest::Client::builder()
+        .tls_certs_only([root.clone()])
+        .build()
+        .unwrap();
     let k = key_id();
 
     // Basic login over HTTPS without a client certificate.
@@ -61,7 +70,16 @@ async fn https_and_client_certificate_login() {
     assert_eq!(resp.status().as_u16(), 200);
     let t2: mailid_shared::protocol::TotpResponse = resp.json().await.unwrap();
     assert_eq!(t2.account.as_str(), "alice@example.org");
-    let r = validate(&plain, &srv.url, "ca1", &cred, "alice@example.org", &t2.totp, &k).await;
+    let r = validate(
+        &plain,
+        &srv.url,
+        "ca1",
+        &cred,
+        "alice@example.org",
+        &t2.totp,
+        &k,
+    )
+    .await;
     assert!(r.valid);
 
     // Certificates for an unknown or disabled account do not log in; Basic

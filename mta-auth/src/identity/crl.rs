@@ -101,7 +101,11 @@ impl CrlChecker {
             return Err(format!("fetching {url}: HTTP {}", resp.status()));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading {url}: {e}"))?
+        {
             if body.len() + chunk.len() > MAX_CRL_BYTES {
                 return Err(format!("CRL at {url} is too large"));
             }

@@ -49,7 +49,9 @@ pub async fn check_upload(
 ) -> Result<IdentityRow, Problem> {
     let mut leaf = parse_certs(&upload.certificate, "certificate")?;
     if leaf.len() != 1 {
-        return Err(Problem::bad_request("certificate must hold exactly one certificate"));
+        return Err(Problem::bad_request(
+            "certificate must hold exactly one certificate",
+        ));
     }
     let (leaf_der, leaf) = leaf.remove(0);
     let supplied = match upload.chain.as_deref() {
@@ -60,7 +62,9 @@ pub async fn check_upload(
     for (name, der) in store.trusted_certs().await.map_err(Problem::internal)? {
         match Certificate::from_der(&der) {
             Ok(c) => trusted.push((der, c)),
-            Err(e) => tracing::warn!(ca = %name, error = %e, "trusted CA certificate does not parse"),
+            Err(e) => {
+                tracing::warn!(ca = %name, error = %e, "trusted CA certificate does not parse")
+            }
         }
     }
 
@@ -72,7 +76,10 @@ pub async fn check_upload(
             break t;
         }
         let next = supplied.iter().find(|(_, s)| {
-            x509::issued_by(current, s) && x509::is_ca(s) && within(s, now) && !path.iter().any(|p| p.1 == *s)
+            x509::issued_by(current, s)
+                && x509::is_ca(s)
+                && within(s, now)
+                && !path.iter().any(|p| p.1 == *s)
         });
         match next {
             Some(n) if path.len() < MAX_INTERMEDIATES => {
@@ -87,7 +94,9 @@ pub async fn check_upload(
         }
     };
     if !within(&anchor.1, now) {
-        return Err(Problem::bad_request("the trusted CA certificate is outside its validity"));
+        return Err(Problem::bad_request(
+            "the trusted CA certificate is outside its validity",
+        ));
     }
     let (not_before, not_after) = x509::validity(&leaf);
     if now < not_before {

@@ -19,7 +19,10 @@ const OID_EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
 const OID_ANY_EKU: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
 
-fn extension<'a, T: Decode<'a>>(cert: &'a Certificate, oid: der::asn1::ObjectIdentifier) -> Option<Result<T, der::Error>> {
+fn extension<'a, T: Decode<'a>>(
+    cert: &'a Certificate,
+    oid: der::asn1::ObjectIdentifier,
+) -> Option<Result<T, der::Error>> {
     let ext = cert
         .tbs_certificate
         .extensions

@@ -108,7 +108,10 @@ impl Store {
     }
 
     /// Password hash and enabled flag, for a login.
-    pub async fn login_info(&self, address: &Address) -> Result<Option<(String, bool)>, StoreError> {
+    pub async fn login_info(
+        &self,
+        address: &Address,
+    ) -> Result<Option<(String, bool)>, StoreError> {
         let addr = address.as_str().to_string();
         self.db
             .read(move |c| -> Result<Option<(String, bool)>, StoreError> {

@@ -20,8 +20,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mailid-mta-auth");
 pub fn mta(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("--data-dir").arg(dir).args(args);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("MAILID_PASSWORD").env_remove("MAILID_MTA_DATA_DIR");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("MAILID_PASSWORD")
+        .env_remove("MAILID_MTA_DATA_DIR");
     let mut child = cmd.spawn().expect("spawn mailid-mta-auth");
     {
         let mut input = child.stdin.take().unwrap();
@@ -166,7 +169,13 @@ pub async fn totp_raw(
 }
 
 /// `POST /v1/totp` that must succeed.
-pub async fn totp(c: &reqwest::Client, url: &str, user: &str, pw: &str, key: &KeyId) -> TotpResponse {
+pub async fn totp(
+    c: &reqwest::Client,
+    url: &str,
+    user: &str,
+    pw: &str,
+    key: &KeyId,
+) -> TotpResponse {
     let (status, body) = totp_raw(c, url, user, pw, key).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_value(body).unwrap()
@@ -224,7 +233,10 @@ pub async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) {
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    assert!(ct.starts_with("application/problem+json"), "content type {ct}");
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content type {ct}"
+    );
     let doc: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(doc["type"], format!("urn:mailid:error:{code}"), "{doc}");
     assert_eq!(doc["status"], status);

@@ -69,7 +69,10 @@ impl TestCa {
         p.distinguished_name.push(DnType::CommonName, email);
         p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into().unwrap())];
         p.serial_number = Some(SerialNumber::from(serial));
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyAgreement];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
         p.not_before = not_before;
         p.not_after = not_after;
@@ -85,13 +88,20 @@ impl TestCa {
     /// A currently valid identity certificate.
     pub fn valid_identity(&self, email: &str, serial: u64, crl_url: &str) -> Leaf {
         let now = OffsetDateTime::now_utc();
-        self.identity(email, serial, Some(crl_url), now - Duration::hours(1), now + Duration::days(10))
+        self.identity(
+            email,
+            serial,
+            Some(crl_url),
+            now - Duration::hours(1),
+            now + Duration::days(10),
+        )
     }
 
     /// A TLS server certificate for 127.0.0.1 and localhost.
     pub fn server(&self) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(p, key)
     }
@@ -118,7 +128,12 @@ impl TestCa {
     /// A CRL (DER) listing `revoked` serials.
     pub fn crl(&self, revoked: &[u64], number: u64) -> Vec<u8> {
         let now = OffsetDateTime::now_utc();
-        self.crl_at(revoked, number, now - Duration::minutes(1), now + Duration::hours(24))
+        self.crl_at(
+            revoked,
+            number,
+            now - Duration::minutes(1),
+            now + Duration::hours(24),
+        )
     }
 
     /// A CRL with explicit thisUpdate and nextUpdate.

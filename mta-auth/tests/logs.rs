@@ -1,0 +1,93 @@
+//! No password, code, credential or TOTP secret in the logs, even at
+//! RUST_LOG=trace: the real binary's stderr is captured and searched.
+
+mod common;
+
+use common::*;
+use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD, HEXLOWER};
+
+const PW: &str = "Very-Secret-Passw0rd-xyzzy";
+const ME: &str = "alice@example.org";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_never_reach_the_logs() {
+    let dir = data_dir();
+    let add = mta(
+        dir.path(),
+        &["account", "add", ME, "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    assert!(add.status.success());
+    let cred = add_ca(dir.path(), "ca1");
+    let srv = Server::start_env(dir.path(), &[], &[("RUST_LOG", "trace")]);
+    let c = client();
+    let k = key_id();
+    let mut codes = Vec::new();
+    let t = totp(&c, &srv.url, ME, PW, &k).await;
+    codes.push(t.totp.clone());
+    let bad = wrong(&t.totp);
+    codes.push(bad.clone());
+    validate(&c, &srv.url, "ca1", &cred, ME, &bad, &k).await;
+    assert!(
+        validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k)
+            .await
+            .valid
+    );
+    validate(&c, &srv.url, "ca1", &cred, ME, &t.totp, &k).await;
+    let t2 = totp(&c, &srv.url, ME, PW, &k).await;
+    codes.push(t2.totp.clone());
+    validate(&c, &srv.url, "ca1", &cred, ME, &t2.totp, &key_id()).await;
+    assert_eq!(
+        totp_raw(&c, &srv.url, ME, "wrong-password-qqq", &k).await.0,
+        401
+    );
+    // A signed validation with the totp as a number, so the body is refused.
+    let body = format!(r#"{{"account":"{ME}","totp":{},"key_id":"{k}"}}"#, t2.totp);
+    let resp = validate_signed_at(
+        &c,
+        &srv.url,
+        "ca1",
+        &cred,
+        body.as_bytes(),
+        mailid_shared::timefmt::now_unix(),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 400);
+
+    let secret: Vec<u8> = rusqlite::Connection::open(db_path(dir.path()))
+        .unwrap()
+        .query_row(
+            "SELECT totp_secret FROM accounts WHERE address = ?1",
+            [ME],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(secret.len(), 32);
+    let log = srv.stop();
+    assert!(
+        log.contains("DEBUG") && log.contains("authenticated by password"),
+        "{log}"
+    );
+    assert!(log.contains("code valid"), "the run was logged: {log}");
+    let mut needles = vec![
+        PW.to_string(),
+        "wrong-password-qqq".to_string(),
+        cred.clone(),
+        HEXLOWER.encode(&BASE64URL_NOPAD.decode(cred.as_bytes()).unwrap()),
+        BASE64.encode(format!("{ME}:{PW}").as_bytes()),
+        HEXLOWER.encode(&secret),
+        BASE32_NOPAD.encode(&secret),
+        BASE64.encode(&secret),
+        BASE64URL_NOPAD.encode(&secret),
+    ];
+    needles.extend(codes);
+    let cli_logs = String::from_utf8_lossy(&add.stderr).into_owned();
+    for n in &needles {
+        assert!(
+            !log.contains(n.as_str()),
+            "server log contains a secret ({} chars)",
+            n.len()
+        );
+        assert!(!cli_logs.contains(n.as_str()));
+    }
+}
