@@ -1,0 +1,51 @@
+//! `mailid-bench`: benchmarks of the mailid services over real HTTP
+//! against their release binaries. See docs/BENCHMARKS.md.
+
+mod pki;
+mod server;
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mailid-bench",
+    version,
+    about = "Benchmarks of the mailid services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validations per second at the MTA auth service (durable single use).
+    Validate(validate::Opts),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Cmd::Validate(opts) => validate::run(opts).await,
+        }
+    });
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Throw-away certificates for the benchmark: a server certificate for
+//! 127.0.0.1 and one TLS client certificate per account (rfc822Name SAN,
+//! clientAuth), so codes can be issued without an Argon2 run per request.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
+
+/// A CA that signs the benchmark's certificates.
+pub struct BenchCa {
+    params: CertificateParams,
+    key: KeyPair,
+    /// The CA certificate, PEM.
+    pub pem: String,
+}
+
+/// A certificate and its PKCS#8 key, both PEM.
+pub struct Pair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl BenchCa {
+    pub fn new(name: &str) -> anyhow::Result<BenchCa> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key)?.pem();
+        Ok(BenchCa { params, key, pem })
+    }
+
+    fn sign(&self, params: CertificateParams) -> anyhow::Result<Pair> {
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A TLS server certificate for 127.0.0.1.
+    pub fn server(&self) -> anyhow::Result<Pair> {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(p)
+    }
+
+    /// A TLS client certificate naming `email`.
+    pub fn client(&self, email: &str) -> anyhow::Result<Pair> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, email);
+        p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into()?)];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(p)
+    }
+}

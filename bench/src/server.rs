@@ -1,0 +1,86 @@
+//! Running the real service binary as a child process.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A `serve` child process.
+pub struct Service {
+    child: Child,
+    /// `http://…` or `https://…`.
+    pub url: String,
+}
+
+impl Service {
+    /// Starts `BIN --data-dir DIR serve --listen 127.0.0.1:0 ARGS…` and
+    /// waits for its `listening on` line.
+    pub async fn start(bin: &Path, data_dir: &Path, args: &[String]) -> anyhow::Result<Service> {
+        let mut child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line from serve: {line:?}"))?
+            .to_string();
+        Ok(Service { child, url })
+    }
+
+    /// Stops with SIGTERM and waits for the exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
+        }
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// Runs an operator command; returns stdout.
+pub async fn operator(
+    bin: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().context("no stdin")?;
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).await?;
+    }
+    drop(input);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
