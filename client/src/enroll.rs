@@ -80,6 +80,7 @@ pub enum Step {
         serial: Serial,
         key_id: KeyId,
         ca_url: String,
+        reason: RevocationReason,
         already: bool,
     },
     Sent {
@@ -122,10 +123,16 @@ impl fmt::Display for Step {
                 "step 4: MTA issued a TOTP code for {account} bound to key ID {key_id}, valid until {expires_at}"
             ),
             Step::NoOtherCa => write!(f, "step 5: no valid identity from another CA to revoke"),
-            Step::PreviousRevoked { serial, key_id, ca_url, already } => write!(
+            Step::PreviousRevoked {
+                serial,
+                key_id,
+                ca_url,
+                reason,
+                already,
+            } => write!(
                 f,
-                "step 5: {} serial {serial} (key ID {key_id}) at the previous CA {ca_url}, reason superseded",
-                if *already { "already revoked:" } else { "revoked" }
+                "step 5: {} serial {serial} (key ID {key_id}) at the previous CA {ca_url}, reason {reason}",
+                if *already { "found already revoked:" } else { "revoked" }
             ),
             Step::Sent { ca_url } => write!(f, "step 6: sent the CSR and TOTP code to the CA at {ca_url}"),
             Step::Checked => write!(f, "step 7: CA checked the TOTP code with the MTA"),
@@ -367,21 +374,34 @@ async fn revoke_at_other_ca(
     }
     let old_ca = Endpoint::parse(Service::Ca, &old.ca_url)?;
     let code = api::request_totp(http, mta, account, creds, &old.key_id).await?;
-    let reason = RevocationReason::Superseded;
-    let (revoked_at, already) =
-        match api::revoke(http, &old_ca, &old.serial, &code.totp, Some(reason)).await {
-            Ok(r) => (r.revoked_at, false),
-            Err(e) if e.problem_code() == Some("conflict") => (
-                mailid_shared::timefmt::rfc3339(mailid_shared::timefmt::now_unix()),
+    let (reason, revoked_at, already) = match api::revoke(
+        http,
+        &old_ca,
+        &old.serial,
+        &code.totp,
+        Some(RevocationReason::Superseded),
+    )
+    .await
+    {
+        Ok(r) => (r.reason, r.revoked_at, false),
+        // Already revoked there (or expired): take the CA's record of it.
+        Err(e) if e.problem_code() == Some("conflict") => {
+            let info = api::certificate_info(http, &old_ca, &old.serial).await?;
+            let now = mailid_shared::timefmt::rfc3339(mailid_shared::timefmt::now_unix());
+            (
+                info.reason.unwrap_or(RevocationReason::Superseded),
+                info.revoked_at.unwrap_or(now),
                 true,
-            ),
-            Err(e) => return Err(e),
-        };
+            )
+        }
+        Err(e) => return Err(e),
+    };
     store.mark_revoked(account, &old.serial, reason, &revoked_at)?;
     progress(&Step::PreviousRevoked {
         serial: old.serial.clone(),
         key_id: old.key_id.clone(),
         ca_url: old_ca.base(),
+        reason,
         already,
     });
     Ok(Some(old.serial))
