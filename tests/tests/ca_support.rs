@@ -21,12 +21,24 @@ pub struct Env {
     pub mta: MtaFixture,
     pub ca: CaFixture,
     pub http: reqwest::Client,
+    /// The credential the MTA gave the CA.
+    pub credential: String,
 }
 
 impl Env {
     /// An MTA serving `domain` with `accounts`, and a CA (`init` with
     /// `ca_extra`) routing `domain` to it; both started.
     pub fn start(ca_extra: &[&str], domain: &str, accounts: &[&str]) -> Env {
+        Self::start_with(ca_extra, &[], domain, accounts)
+    }
+
+    /// [`Env::start`] with extra `serve` arguments for the MTA.
+    pub fn start_with(
+        ca_extra: &[&str],
+        mta_args: &[&str],
+        domain: &str,
+        accounts: &[&str],
+    ) -> Env {
         let root = mailid_tests::temp_dir();
         let mut mta = MtaFixture::init(root.path(), "mta");
         for a in accounts {
@@ -34,7 +46,7 @@ impl Env {
         }
         let mut ca = CaFixture::init(root.path(), "ca", ca_extra);
         let cred = mta.add_ca("test-ca", Some(&ca.ca_pem()));
-        mta.start(&[]);
+        mta.start(mta_args);
         ca.add_mta(domain, &mta.url(), "test-ca", &cred);
         ca.start(&[]);
         Env {
@@ -42,6 +54,7 @@ impl Env {
             mta,
             ca,
             http: reqwest::Client::new(),
+            credential: cred,
         }
     }
 
@@ -63,6 +76,29 @@ impl Env {
         assert_eq!(resp.status(), 200, "POST /v1/totp for {account}");
         let v: Value = resp.json().await.expect("TOTP JSON");
         v["totp"].as_str().expect("totp field").to_string()
+    }
+
+    /// Fetches a code for `csr`'s key in a task of its own.
+    pub fn spawn_totp(
+        &self,
+        account: String,
+        csr: Csr,
+    ) -> tokio::task::JoinHandle<(String, Csr, String)> {
+        let http = self.http.clone();
+        let url = format!("{}/v1/totp", self.mta.url());
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .basic_auth(&account, Some(PASSWORD))
+                .json(&json!({ "key_id": csr.key_id.to_string() }))
+                .send()
+                .await
+                .expect("MTA reachable");
+            assert_eq!(resp.status(), 200, "POST /v1/totp for {account}");
+            let v: Value = resp.json().await.expect("TOTP JSON");
+            let code = v["totp"].as_str().expect("totp field").to_string();
+            (account, csr, code)
+        })
     }
 
     /// `POST /v1/certificates`; the status and the JSON answer.
@@ -127,7 +163,10 @@ impl Env {
             if pred(&crl) {
                 return crl;
             }
-            assert!(start.elapsed() < limit, "CRL condition not met within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "CRL condition not met within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -156,12 +195,19 @@ fn tmp_name(dir: &Path, stem: &str) -> PathBuf {
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs openssl; panics with its stderr when it fails.
 pub fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",
@@ -249,7 +295,13 @@ impl Csr {
 
 /// `openssl verify -purpose smimesign -CAfile CA -crl_check -CRLfile CRL`
 /// on a PEM certificate; `(ok, output)`.
-pub fn verify(dir: &Path, cert_pem: &str, ca: &Path, crl: &Path, untrusted: Option<&Path>) -> (bool, String) {
+pub fn verify(
+    dir: &Path,
+    cert_pem: &str,
+    ca: &Path,
+    crl: &Path,
+    untrusted: Option<&Path>,
+) -> (bool, String) {
     let cert = tmp_name(dir, "cert");
     std::fs::write(&cert, cert_pem).unwrap();
     let mut args = vec![
@@ -267,7 +319,10 @@ pub fn verify(dir: &Path, cert_pem: &str, ca: &Path, crl: &Path, untrusted: Opti
         args.push(u.display().to_string());
     }
     args.push(cert.display().to_string());
-    let out = Command::new("openssl").args(&args).output().expect("openssl verify");
+    let out = Command::new("openssl")
+        .args(&args)
+        .output()
+        .expect("openssl verify");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
