@@ -42,7 +42,7 @@ bad()  { fail=$((fail+1)); echo "FAIL [$1] $2" >&2; }
 check() { # check TOOL DESCRIPTION COMMAND...
   local tool=$1 desc=$2; shift 2
   local out
-  if out=$("$@" 2>&1); then ok "$tool"; else bad "$tool" "$desc"; echo "$out" | tail -20 >&2; fi
+  if out=$("$@" 2>&1); then ok "$tool"; echo "ok   [$tool] $desc"; else bad "$tool" "$desc"; echo "$out" | tail -20 >&2; fi
 }
 
 work=$(mktemp -d /tmp/mailid-interop.XXXXXX)
@@ -168,8 +168,7 @@ for c in "${certs[@]}"; do
   check openssl "$c verify smimesign+crl" openssl verify -purpose smimesign -crl_check -CAfile "$anchor" "${untrusted[@]}" -CRLfile "$work/$ca-empty.crl.pem" "$f.pem"
   # CMS sign and verify, CRL in the CAfile bundle (OpenSSL 3.0 cms has no -CRLfile).
   cat "$anchor" "$work/$ca-empty.crl.pem" >"$f.bundle.pem"
-  [ "$ca" = inter ] && cat "$work/offline/inter.pem" >>"$f.bundle.pem" && \
-    cat "$work/inter-empty.crl.pem" >/dev/null
+  if [ "$ca" = inter ]; then cat "$work/offline/inter.pem" >>"$f.bundle.pem"; fi
   check openssl "$c cms sign/verify" bash -c "openssl cms -sign -in '$msg' -signer '$f.pem' -inkey '$f.key' -certfile '$f.chain.pem' -out '$f.p7m' && openssl cms -verify -in '$f.p7m' -CAfile '$f.bundle.pem' -crl_check -purpose smimesign -out /dev/null"
   if [[ $kt == rsa* ]]; then
     check openssl "$c cms encrypt/decrypt" bash -c "openssl cms -encrypt -aes-256-cbc -in '$msg' -out '$f.enc' '$f.pem' && openssl cms -decrypt -in '$f.enc' -recip '$f.pem' -inkey '$f.key' | cmp -s - '$msg'"
@@ -208,7 +207,7 @@ for ca in root inter; do
        -CRLfile "$work/$ca-one.crl.pem" $([ $ca = inter ] && echo "-CRLfile $work/inter-one.crl.pem") \
        "$work/$ca-p256.pem" >/dev/null 2>&1; then
     bad openssl "$ca revoked identity still verifies"
-  else ok openssl; fi
+  else ok openssl; echo "ok   [openssl] $ca revoked identity fails verify -crl_check"; fi
   # Many entries, every reason: enroll and revoke more identities.
   i=0
   for reason in superseded affiliationChanged cessationOfOperation privilegeWithdrawn keyCompromise; do
@@ -240,6 +239,11 @@ check cryptography "intermediate: certificates and CRLs" "$PY" interop/check.py 
 check pkilint "root CA certificate lint" "$VENV/bin/lint_pkix_cert" lint -s WARNING "$work/root/ca.pem"
 
 echo
+echo "interop: tool versions:"
+echo "  $(openssl version)"
+echo "  NSS $(dpkg-query -W -f='${Version}' libnss3 2>/dev/null) (certutil, vfychain, cmsutil)"
+echo "  $(certtool --version | head -1)"
+echo "  pkilint $("$VENV/bin/pip" show pkilint 2>/dev/null | sed -n 's/^Version: //p'), cryptography $("$VENV/bin/pip" show cryptography 2>/dev/null | sed -n 's/^Version: //p')"
 echo "interop: checks by tool:"
 for t in "${!tool_count[@]}"; do echo "  $t: ${tool_count[$t]}"; done
 echo "interop: $pass passed, $fail failed"

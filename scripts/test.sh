@@ -39,4 +39,7 @@ if [ -x scripts/e2e.sh ]; then
   scripts/e2e.sh
 fi
 
+log "scripts/interop.sh (pkilint, OpenSSL, NSS, GnuTLS, Python cryptography)"
+scripts/interop.sh
+
 log "all checks passed"
