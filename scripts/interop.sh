@@ -47,7 +47,7 @@ check() { # check TOOL DESCRIPTION COMMAND...
 
 work=$(mktemp -d /tmp/mailid-interop.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; if [ -n "${MAILID_INTEROP_KEEP:-}" ]; then echo "interop: kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 start() { # start NAME BIN DATA_DIR [ARGS...] -> sets URL
