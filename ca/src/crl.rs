@@ -279,6 +279,61 @@ impl Publisher {
 mod tests {
     use super::*;
 
+    use crate::config::Config;
+    use crate::keys::KeyType;
+    use crate::store::NewCert;
+    use mailid_shared::protocol::RevocationReason;
+    use mailid_shared::{Address, KeyId, Serial};
+
+    #[test]
+    fn crl_times_numbers_and_expired_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+        let cfg = Config {
+            name: "T".into(),
+            base_url: "http://127.0.0.1:7700".into(),
+            validity_days: 365,
+            key_type: KeyType::P256,
+            policy_oid: crate::config::DEFAULT_POLICY_OID.into(),
+            crl_next_update_hours: 24,
+            imported: false,
+            rate_limits: Default::default(),
+        };
+        let key = KeyType::P256.generate().unwrap();
+        let root = crate::issuer::self_signed_root("T", &key, 1_000).unwrap();
+        let issuer = CaIssuer::new(vec![root], key, &cfg).unwrap();
+        let serial = Serial::random();
+        let cert = NewCert {
+            serial: serial.clone(),
+            account: Address::parse("a@b.org").unwrap(),
+            key_id: KeyId::of_spki(b"k"),
+            not_before: 0,
+            not_after: 5_000,
+            der: vec![0],
+        };
+        store.insert_superseding_blocking(cert, 1_000).unwrap();
+        store
+            .revoke_blocking(serial, RevocationReason::KeyCompromise, 2_000)
+            .unwrap();
+        // Before expiry: listed; thisUpdate backdated a minute, nextUpdate +24 h.
+        let (a, covered) = sign_now(&store, &issuer, 24, 4_000).unwrap();
+        assert_eq!((a.number, a.entries, covered), (1, 1, 1));
+        assert_eq!(a.this_update, 4_000 - 60);
+        assert_eq!(a.next_update, a.this_update + 24 * 3600);
+        assert_eq!(CrlSnapshot::from_der(a.der.to_vec()).unwrap().number, 1);
+        // The first CRL after expiry still lists it ...
+        let b = sign_now(&store, &issuer, 24, 6_000).unwrap().0;
+        assert_eq!((b.number, b.entries), (2, 1));
+        // ... the next one no longer does.
+        let c = sign_now(&store, &issuer, 24, 7_000).unwrap().0;
+        assert_eq!((c.number, c.entries), (3, 0));
+        let parsed = CrlSnapshot::from_der(c.der.to_vec()).unwrap();
+        assert_eq!(
+            (parsed.number, parsed.this_update, parsed.next_update),
+            (3, 6_940, 6_940 + 86_400)
+        );
+    }
+
     #[test]
     fn http_dates() {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");

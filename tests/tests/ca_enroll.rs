@@ -441,3 +441,81 @@ async fn crl_and_ca_are_served_with_cache_headers() {
     let (s, v) = env.get_json("/v1/nothing").await;
     assert_eq!((s, code(&v).as_str()), (404, "not-found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lockout_at_the_mta_is_locked_with_retry_after() {
+    let account = format!("kim@{DOMAIN}");
+    let env = Env::start(&[], DOMAIN, &[&account]);
+    let csr = Csr::rcgen("p256", &account);
+    let mut last = (0, serde_json::Value::Null, None);
+    for _ in 0..8 {
+        let resp = env
+            .http
+            .post(format!("{}/v1/certificates", env.ca.url()))
+            .json(&serde_json::json!({"csr": csr.pem, "totp": "00000000"}))
+            .send()
+            .await
+            .unwrap();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        last = (resp.status().as_u16(), resp.json().await.unwrap(), retry);
+        if code(&last.1) == "locked" {
+            break;
+        }
+        assert_eq!(
+            (last.0, code(&last.1).as_str()),
+            (403, "totp-rejected"),
+            "{}",
+            last.1
+        );
+    }
+    assert_eq!(
+        (last.0, code(&last.1).as_str()),
+        (403, "locked"),
+        "{}",
+        last.1
+    );
+    let secs: u64 = last.2.expect("Retry-After").parse().unwrap();
+    assert!(secs > 0);
+    let (_, acct) = env.get_json(&format!("/v1/accounts/{account}")).await;
+    assert_eq!(acct["certificates"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let account = format!("lou@{DOMAIN}");
+    let mut env = Env::start(&[], DOMAIN, &[&account]);
+    // Tighten the account limit in the config and restart.
+    let cfg_path = env.ca.dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["rate_limits"]["account_per_second"] = serde_json::json!(0.01);
+    cfg["rate_limits"]["account_burst"] = serde_json::json!(2);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    env.ca.server.as_mut().unwrap().restart();
+    env.enroll_new(&account, "p256").await;
+    env.enroll_new(&account, "p256").await;
+    let csr = Csr::rcgen("p256", &account);
+    let totp = env.totp(&account, &csr.key_id).await;
+    let resp = env
+        .http
+        .post(format!("{}/v1/certificates", env.ca.url()))
+        .json(&serde_json::json!({"csr": csr.pem, "totp": totp}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(code(&v), "rate-limited");
+    // The refused request changed nothing; another account is not limited.
+    let (_, acct) = env.get_json(&format!("/v1/accounts/{account}")).await;
+    assert_eq!(acct["certificates"].as_array().unwrap().len(), 2);
+}
