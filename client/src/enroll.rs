@@ -260,7 +260,14 @@ pub async fn enroll(opts: &EnrollOptions, progress: &mut dyn FnMut(&Step)) -> Re
         key_id: key.key_id.clone(),
         dir: dir.clone(),
     });
-    publish(&http, &store, &mta, &account, creds, &stored, progress).await?;
+    if let Err(e) = publish(&http, &store, &mta, &account, creds, &stored, progress).await {
+        return Err(Error::NotPublished {
+            serial: stored.serial.clone(),
+            dir: dir.clone(),
+            retry: format!("mailid upload --email {account} --mta {}", mta.base()),
+            cause: Box::new(e),
+        });
+    }
 
     Ok(Outcome {
         account,
@@ -279,8 +286,7 @@ pub async fn enroll(opts: &EnrollOptions, progress: &mut dyn FnMut(&Step)) -> Re
     })
 }
 
-/// Uploads a stored identity to the MTA and notes it in the store. A
-/// failure says that the identity is issued and stored.
+/// Uploads a stored identity to the MTA and notes it in the store.
 pub async fn publish(
     http: &Http,
     store: &Store,
@@ -292,15 +298,7 @@ pub async fn publish(
 ) -> Result<()> {
     let cert_pem = store.certificate_pem(id)?;
     let chain_pem = store.chain_pem(id)?;
-    let up = api::upload(http, mta, account, creds, &id.serial, &cert_pem, &chain_pem).await;
-    if let Err(e) = up {
-        return Err(Error::Invalid(format!(
-            "{e}; serial {} is issued and stored in {} (retry with: mailid upload --email {account} --mta {})",
-            id.serial,
-            store.path_of(id).display(),
-            mta.base()
-        )));
-    }
+    api::upload(http, mta, account, creds, &id.serial, &cert_pem, &chain_pem).await?;
     store.mark_published(account, &id.serial, &mta.base())?;
     progress(&Step::Published {
         serial: id.serial.clone(),

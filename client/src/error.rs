@@ -63,6 +63,16 @@ pub enum Error {
     #[error("{}: {detail}", path.display())]
     File { path: PathBuf, detail: String },
 
+    /// The identity was issued and stored, but the MTA did not publish it.
+    #[error("{cause}; serial {serial} is issued and stored in {} (retry with: {retry})", dir.display())]
+    NotPublished {
+        serial: mailid_shared::Serial,
+        dir: PathBuf,
+        /// The command that retries the upload.
+        retry: String,
+        cause: Box<Error>,
+    },
+
     /// Key generation, CSR building or key decoding failed.
     #[error("{0}")]
     Crypto(String),

@@ -244,6 +244,7 @@ fn refusal(service: Service, status: StatusCode, body: &[u8], auth: Auth<'_>, wh
             format!("the password for {account}")
         }
         (StatusCode::UNAUTHORIZED, Auth::Holder(account, Credentials::ClientCertificate)) => {
+            detail.clear();
             format!("the client certificate for {account}")
         }
         _ => what.to_string(),

@@ -109,10 +109,9 @@ fn usage_errors_exit_2_and_plain_http_is_loopback_only() {
             &ca,
             "--key-type",
             "dsa",
-            "--password-stdin",
         ],
-        Some("x\n"),
-        &[],
+        None,
+        &[("MAILID_PASSWORD", "x")],
     );
     assert_eq!(out.status.code(), Some(2));
     let out = env.mailid(
@@ -207,4 +206,42 @@ fn revoke_with_the_cli_marks_the_store_and_the_crl() {
     assert!(show["current"].is_null(), "{show}");
     assert_eq!(show["identities"][0]["status"], "revoked");
     assert_eq!(show["identities"][0]["reason"], "keyCompromise");
+}
+
+#[test]
+fn an_upload_the_mta_refuses_leaves_the_identity_stored_and_says_so() {
+    // An MTA that knows the CA for validation but does not trust its
+    // certificate for publication.
+    let root = mailid_tests::temp_dir();
+    let mut mta = mailid_tests::MtaFixture::init(root.path(), "mta");
+    mta.add_account(ALICE, PASSWORD);
+    let mut ca = mailid_tests::CaFixture::init(root.path(), "ca1", &[]);
+    let cred = mta.add_ca("ca1", None);
+    mta.start(&[]);
+    ca.add_mta("example.com", &mta.url(), "ca1", &cred);
+    ca.start(&[]);
+    let env = Env {
+        root,
+        mta,
+        cas: vec![ca],
+    };
+    let (mta, ca) = (env.mta.url(), env.cas[0].url());
+    let out = enroll_with(&env, ALICE, &mta, &ca, PASSWORD);
+    let line = one_line_failure(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let serial = serial_after(&stdout, "CA issued serial");
+    assert!(
+        line.starts_with("mailid: MTA refused the upload of serial"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("serial {serial} is issued and stored in"))
+            && line.ends_with(&format!(
+                "(retry with: mailid upload --email {ALICE} --mta {mta})"
+            )),
+        "{line}"
+    );
+    let show = env.show();
+    assert_eq!(show["current"]["serial"], serial.as_str(), "{show}");
+    assert!(show["current"]["published_at"].is_null(), "{show}");
 }
