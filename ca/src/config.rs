@@ -32,10 +32,10 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         RateLimits {
-            ip_per_second: 200.0,
-            ip_burst: 2000,
-            account_per_second: 1.0,
-            account_burst: 60,
+            ip_per_second: 1000.0,
+            ip_burst: 5000,
+            account_per_second: 5.0,
+            account_burst: 100,
         }
     }
 }

@@ -476,3 +476,84 @@ async fn an_intermediate_under_an_offline_root_issues_verifiable_identities() {
     );
     assert!(!ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_https_with_a_tls_certificate() {
+    let root = mailid_tests::temp_dir();
+    let mut ca = mailid_tests::CaFixture::init(root.path(), "tls-ca", &[]);
+    let p = |n: &str| root.path().join(n).display().to_string();
+    // A throw-away TLS CA and a server certificate for 127.0.0.1.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("tls-ca.key"),
+        "-out",
+        &p("tls-ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=TLS test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("tls.key"),
+        "-out",
+        &p("tls.csr"),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    let ext = write(
+        &root.path().join("tls-ext.cnf"),
+        "[v3]\nbasicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("tls.csr"),
+        "-CA",
+        &p("tls-ca.pem"),
+        "-CAkey",
+        &p("tls-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-extensions",
+        "v3",
+        "-out",
+        &p("tls.pem"),
+    ]);
+    let server = ca.start(&["--tls-cert", &p("tls.pem"), "--tls-key", &p("tls.key")]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let pem = std::fs::read(p("tls-ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("{}/v1/crl.der", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.bytes().await.unwrap().is_empty());
+}
