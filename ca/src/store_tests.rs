@@ -1,0 +1,69 @@
+use super::*;
+
+fn cert(account: &str, not_after: i64) -> NewCert {
+    NewCert {
+        serial: Serial::random(),
+        account: Address::parse(account).unwrap(),
+        key_id: KeyId::of_spki(Serial::random().as_str().as_bytes()),
+        not_before: 0,
+        not_after,
+        der: vec![1, 2, 3],
+    }
+}
+
+#[test]
+fn the_database_forbids_two_valid_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    let a = cert("a@example.org", 1000);
+    let b = cert("a@example.org", 1000);
+    assert!(store
+        .insert_superseding_blocking(a.clone(), 10)
+        .unwrap()
+        .is_empty());
+    let revoked = store.insert_superseding_blocking(b.clone(), 20).unwrap();
+    assert_eq!(revoked, vec![a.serial.clone()]);
+    // A raw insert that bypasses the superseding logic is refused.
+    let c = cert("a@example.org", 1000);
+    let err = store.db.write_blocking(move |conn| -> Result<(), StoreError> {
+        conn.execute(
+            "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, active)
+             VALUES (?1, 'a@example.org', 'k', 0, 1000, 30, x'00', 1)",
+            [c.serial.as_str()],
+        )?;
+        Ok(())
+    });
+    assert!(err.is_err());
+    let rows = store
+        .list_blocking(Some(&Address::parse("a@example.org").unwrap()), None, 30)
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].serial, b.serial);
+    assert_eq!(rows[0].status(30), CertStatus::Valid);
+    assert_eq!(rows[1].reason, Some(RevocationReason::Superseded));
+    assert_eq!(store.crl_state_blocking().unwrap().revocations, 1);
+    // Revoking twice: the second says so.
+    let out = store
+        .revoke_blocking(b.serial.clone(), RevocationReason::KeyCompromise, 40)
+        .unwrap();
+    assert_eq!(out, RevokeOutcome::Revoked { at: 40 });
+    let out = store
+        .revoke_blocking(b.serial.clone(), RevocationReason::KeyCompromise, 41)
+        .unwrap();
+    assert_eq!(out, RevokeOutcome::AlreadyRevoked);
+    assert_eq!(store.crl_entries_blocking(None).unwrap().len(), 2);
+    assert_eq!(store.crl_entries_blocking(Some(1000)).unwrap().len(), 0);
+}
+
+#[test]
+fn crl_numbers_strictly_increase() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    let (n1, prev1) = store.next_crl_blocking(100, 200, 0).unwrap();
+    let (n2, prev2) = store.next_crl_blocking(150, 250, 0).unwrap();
+    assert_eq!((n1, prev1), (1, None));
+    assert_eq!((n2, prev2), (2, Some(100)));
+    drop(store);
+    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    assert_eq!(store.next_crl_blocking(160, 260, 0).unwrap().0, 3);
+}
