@@ -41,6 +41,13 @@ impl Service {
         Ok(Service { child, url })
     }
 
+    /// CPU time (user + system) the process has used so far, if known.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.child
+            .id()
+            .and_then(|pid| cpu_seconds(&format!("/proc/{pid}/stat")))
+    }
+
     /// Stops with SIGTERM and waits for the exit.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
@@ -83,4 +90,17 @@ pub async fn operator(
         );
     }
     Ok(String::from_utf8(out.stdout)?)
+}
+
+/// CPU seconds (utime + stime) from a `/proc/PID/stat` file (Linux, 100
+/// ticks per second).
+pub fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

@@ -22,7 +22,7 @@ use mailid_shared::timefmt::now_unix;
 use mailid_shared::KeyId;
 
 use crate::pki::BenchCa;
-use crate::server::{operator, Service};
+use crate::server::{cpu_seconds, operator, Service};
 
 /// Options of `mailid-bench validate`.
 #[derive(clap::Args, Debug, Clone)]
@@ -300,6 +300,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         svc.stop().await?;
         let svc = Service::start(&bin, &data, &[]).await?;
         let codes = Arc::new(codes);
+        let (srv0, me0) = (svc.cpu_seconds(), cpu_seconds("/proc/self/stat"));
         let round = validate_all(
             &svc.url,
             &http,
@@ -308,6 +309,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             opts.concurrency,
         )
         .await?;
+        let srv_cpu = svc.cpu_seconds().zip(srv0).map(|(a, b)| a - b);
+        let me_cpu = cpu_seconds("/proc/self/stat").zip(me0).map(|(a, b)| a - b);
         let sample: Vec<Code> = codes
             .iter()
             .take(opts.replay_sample)
@@ -325,8 +328,12 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         .await?;
         svc.stop().await?;
         let l = &round.latencies_us;
+        let per = |cpu: Option<f64>| {
+            cpu.map(|c| format!("{:.0} us", c * 1e6 / round.total as f64))
+                .unwrap_or_else(|| "unknown".into())
+        };
         println!(
-            "round {}: issued {} codes in {:.2} s (HTTPS, client certificates); validated {} in {:.3} s = {:.0} validations/s; latency p50 {} us, p90 {} us, p99 {} us, max {} us; results {:?}; replay sample {:?}",
+            "round {}: issued {} codes in {:.2} s (HTTPS, client certificates); validated {} in {:.3} s = {:.0} validations/s; latency p50 {} us, p90 {} us, p99 {} us, max {} us; CPU per validation: server {}, bench client {}; results {:?}; replay sample {:?}",
             r + 1,
             codes.len(),
             issue_time.as_secs_f64(),
@@ -337,6 +344,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             percentile(l, 0.9),
             percentile(l, 0.99),
             l.last().copied().unwrap_or(0),
+            per(srv_cpu),
+            per(me_cpu),
             round.results,
             replay.results,
         );

@@ -49,30 +49,29 @@ struct AccountCodes {
 }
 
 fn load_account(c: &Connection, addr: &str) -> rusqlite::Result<Option<AccountCodes>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT totp_secret, enabled, failures, lockouts, locked_until
          FROM accounts WHERE address = ?1",
-        [addr],
-        |r| {
-            Ok(AccountCodes {
-                secret: Zeroizing::new(r.get(0)?),
-                enabled: r.get(1)?,
-                lock: LockState {
-                    failures: r.get(2)?,
-                    lockouts: r.get(3)?,
-                    locked_until: r.get(4)?,
-                },
-            })
-        },
-    )
+    )?
+    .query_row([addr], |r| {
+        Ok(AccountCodes {
+            secret: Zeroizing::new(r.get(0)?),
+            enabled: r.get(1)?,
+            lock: LockState {
+                failures: r.get(2)?,
+                lockouts: r.get(3)?,
+                locked_until: r.get(4)?,
+            },
+        })
+    })
     .optional()
 }
 
 fn save_lock(c: &Connection, addr: &str, lock: &LockState) -> rusqlite::Result<()> {
-    c.execute(
+    c.prepare_cached(
         "UPDATE accounts SET failures = ?2, lockouts = ?3, locked_until = ?4 WHERE address = ?1",
-        (addr, lock.failures, lock.lockouts, lock.locked_until),
-    )?;
+    )?
+    .execute((addr, lock.failures, lock.lockouts, lock.locked_until))?;
     Ok(())
 }
 
