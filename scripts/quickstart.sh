@@ -59,12 +59,15 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Picks the wanted port, or the next free one above it (saying so).
 pick_port() {
-  local want="$1" what="$2" p="$1" avoid="${3:-}"
+  local want="$1" what="$2" p="$1" avoid="${3:-}" why
   while port_busy "$p" || [ "$p" = "$avoid" ]; do
     p=$((p + 1))
     [ "$p" -gt $((want + 100)) ] && die "no free port for the $what near $want"
   done
-  [ "$p" != "$want" ] && echo "==> port $want is busy; the $what uses port $p instead" >&2
+  if [ "$p" != "$want" ]; then
+    if [ "$want" = "$avoid" ]; then why="taken by the CA"; else why="busy"; fi
+    echo "==> port $want is $why; the $what uses port $p instead" >&2
+  fi
   echo "$p"
 }
 
@@ -174,5 +177,6 @@ Try:
   $BIN/mailid --store $DEMO/store enroll --email $ACCOUNT --mta $MTA_URL --ca $CA_URL --password-stdin <$DEMO/password
 
 Stop it with:
-  $ROOT/scripts/quickstart.sh --stop     (or: kill \$(cat $DEMO/ca.pid) \$(cat $DEMO/mta.pid))
+  MAILID_DEMO_DIR=$DEMO $ROOT/scripts/quickstart.sh --stop
+  (or: kill \$(cat $DEMO/ca.pid) \$(cat $DEMO/mta.pid))
 EOF
