@@ -61,7 +61,9 @@ fn valid_domain(domain: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
         })
 }
 
@@ -246,15 +248,33 @@ mod tests {
         assert_eq!(Address::parse("alice"), Err(AddressError::At));
         assert_eq!(Address::parse("a@b@c"), Err(AddressError::At));
         assert_eq!(Address::parse("@example.com"), Err(AddressError::LocalPart));
-        assert_eq!(Address::parse("a..b@example.com"), Err(AddressError::LocalPart));
-        assert_eq!(Address::parse(".a@example.com"), Err(AddressError::LocalPart));
-        assert_eq!(Address::parse("a b@example.com"), Err(AddressError::LocalPart));
-        assert_eq!(Address::parse("\"a\"@example.com"), Err(AddressError::LocalPart));
+        assert_eq!(
+            Address::parse("a..b@example.com"),
+            Err(AddressError::LocalPart)
+        );
+        assert_eq!(
+            Address::parse(".a@example.com"),
+            Err(AddressError::LocalPart)
+        );
+        assert_eq!(
+            Address::parse("a b@example.com"),
+            Err(AddressError::LocalPart)
+        );
+        assert_eq!(
+            Address::parse("\"a\"@example.com"),
+            Err(AddressError::LocalPart)
+        );
         assert_eq!(Address::parse("alice@"), Err(AddressError::Domain));
         assert_eq!(Address::parse("alice@-x.com"), Err(AddressError::Domain));
         assert_eq!(Address::parse("alice@x..com"), Err(AddressError::Domain));
-        assert_eq!(Address::parse("alice@exa_mple.com"), Err(AddressError::Domain));
-        assert_eq!(Address::parse("älice@example.com"), Err(AddressError::NotAscii));
+        assert_eq!(
+            Address::parse("alice@exa_mple.com"),
+            Err(AddressError::Domain)
+        );
+        assert_eq!(
+            Address::parse("älice@example.com"),
+            Err(AddressError::NotAscii)
+        );
         let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(200));
         assert_eq!(Address::parse(&long), Err(AddressError::TooLong));
         let long_local = format!("{}@example.com", "a".repeat(65));
@@ -279,7 +299,10 @@ mod tests {
         assert_eq!(bound.to_string(), format!("{key}?bob@example.org"));
 
         let lower = format!("{}?bob@example.org", key.to_base32().to_lowercase());
-        assert_eq!(StrongAddress::parse(&lower).unwrap().key_id, Some(key.clone()));
+        assert_eq!(
+            StrongAddress::parse(&lower).unwrap().key_id,
+            Some(key.clone())
+        );
 
         let strict = StrongAddress::parse(&format!("{key}??bob@example.org")).unwrap();
         assert_eq!(strict.form, StrongForm::KeyBoundStrict);
@@ -293,12 +316,18 @@ mod tests {
             StrongAddress::parse("NOTBASE32!?bob@example.org"),
             Err(AddressError::KeyId(_))
         ));
-        assert_eq!(StrongAddress::parse("??bob@example.org"), Err(AddressError::Marker));
+        assert_eq!(
+            StrongAddress::parse("??bob@example.org"),
+            Err(AddressError::Marker)
+        );
         assert_eq!(
             StrongAddress::parse(&format!("{key}???bob@example.org")),
             Err(AddressError::Marker)
         );
-        assert_eq!(StrongAddress::parse(&format!("{key}?bob")), Err(AddressError::At));
+        assert_eq!(
+            StrongAddress::parse(&format!("{key}?bob")),
+            Err(AddressError::At)
+        );
         assert!(StrongAddress::parse("?").is_err());
         assert!(StrongAddress::parse("").is_err());
     }

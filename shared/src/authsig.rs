@@ -156,6 +156,9 @@ mod tests {
             Err(SigError::BadSignature)
         );
         assert!(format!("{c:?}").contains("redacted"));
-        assert_eq!(Credential::parse("short").err(), Some(SigError::BadCredential));
+        assert_eq!(
+            Credential::parse("short").err(),
+            Some(SigError::BadCredential)
+        );
     }
 }

@@ -150,12 +150,12 @@ impl Db {
             let finish: Finish = Box::new(move |commit: Result<(), String>| {
                 let out = match (res, commit) {
                     (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(msg)) => Err(E::from(DbError::Sqlite(
-                        rusqlite::Error::SqliteFailure(
+                    (Ok(_), Err(msg)) => {
+                        Err(E::from(DbError::Sqlite(rusqlite::Error::SqliteFailure(
                             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
                             Some(msg),
-                        ),
-                    ))),
+                        ))))
+                    }
                     (Err(e), _) => Err(e),
                 };
                 let _ = tx.send(out);

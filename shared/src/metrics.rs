@@ -133,7 +133,10 @@ impl LabeledHistogram {
 
 /// Writes a single counter or gauge value.
 pub fn render_value(out: &mut String, name: &str, help: &str, kind: &str, value: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn escape(s: &str) -> String {

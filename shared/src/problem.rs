@@ -279,16 +279,21 @@ fn json_rejection(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonSyntaxError(e) => {
             Problem::bad_request(format!("body is not valid JSON: {}", e.body_text()))
         }
-        JsonRejection::JsonDataError(e) => {
-            Problem::bad_request(format!("body does not match the request: {}", e.body_text()))
-        }
+        JsonRejection::JsonDataError(e) => Problem::bad_request(format!(
+            "body does not match the request: {}",
+            e.body_text()
+        )),
         other => Problem::bad_request(format!("could not read body: {}", other.body_text())),
     }
 }
 
 /// Fallback for unknown routes and methods.
 pub async fn not_found_fallback(req: Request) -> Problem {
-    Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+    Problem::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// Middleware body: turns any error answer that is not yet a problem

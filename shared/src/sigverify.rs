@@ -41,7 +41,10 @@ pub enum KeyKind {
     P384,
     /// RSA with the modulus size in bits and whether the public exponent is
     /// odd and at least 65537.
-    Rsa { bits: usize, exponent_ok: bool },
+    Rsa {
+        bits: usize,
+        exponent_ok: bool,
+    },
     /// Any other algorithm or curve, by OID text.
     Other(String),
 }
@@ -80,7 +83,10 @@ pub enum VerifyError {
 
 fn rsa_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::RsaPublicKey, VerifyError> {
     use rsa::pkcs1::DecodeRsaPublicKey;
-    let bytes = spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?;
+    let bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(VerifyError::BadKey)?;
     rsa::RsaPublicKey::from_pkcs1_der(bytes).map_err(|_| VerifyError::BadKey)
 }
 
@@ -98,14 +104,18 @@ pub fn classify(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, VerifyError
         return match curve_of(spki) {
             Some(c) if c == oids::P256 => {
                 p256::PublicKey::from_sec1_bytes(
-                    spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?,
+                    spki.subject_public_key
+                        .as_bytes()
+                        .ok_or(VerifyError::BadKey)?,
                 )
                 .map_err(|_| VerifyError::BadKey)?;
                 Ok(KeyKind::P256)
             }
             Some(c) if c == oids::P384 => {
                 p384::PublicKey::from_sec1_bytes(
-                    spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?,
+                    spki.subject_public_key
+                        .as_bytes()
+                        .ok_or(VerifyError::BadKey)?,
                 )
                 .map_err(|_| VerifyError::BadKey)?;
                 Ok(KeyKind::P384)
@@ -117,7 +127,8 @@ pub fn classify(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, VerifyError
     if alg == oids::RSA_ENCRYPTION {
         let key = rsa_key(spki)?;
         let e = key.e();
-        let exponent_ok = e >= &rsa::BigUint::from(65537u32) && (e % 2u32) == rsa::BigUint::from(1u32);
+        let exponent_ok =
+            e >= &rsa::BigUint::from(65537u32) && (e % 2u32) == rsa::BigUint::from(1u32);
         return Ok(KeyKind::Rsa {
             bits: key.n().bits(),
             exponent_ok,
@@ -178,7 +189,11 @@ fn verify_pss(
             .map_err(|_| unsupported())?,
         None => return Err(unsupported()),
     };
-    let hash_oid = params.hash.as_ref().map(|h| h.oid).ok_or_else(unsupported)?;
+    let hash_oid = params
+        .hash
+        .as_ref()
+        .map(|h| h.oid)
+        .ok_or_else(unsupported)?;
     let hash = hash_of(&hash_oid).ok_or_else(unsupported)?;
     // MGF1 must use the same hash (the rsa crate uses one digest for both).
     if let Some(mgf) = &params.mgf {
@@ -223,22 +238,25 @@ pub fn verify(
         _ => None,
     };
     if let Some(h) = ecdsa_hash {
-        let point = spki.subject_public_key.as_bytes().ok_or(VerifyError::BadKey)?;
+        let point = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(VerifyError::BadKey)?;
         let prehash = digest(h, msg);
         return match classify(spki)? {
             KeyKind::P256 => {
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                     .map_err(|_| VerifyError::BadKey)?;
-                let s = p256::ecdsa::Signature::from_der(sig)
-                    .map_err(|_| VerifyError::BadSignature)?;
+                let s =
+                    p256::ecdsa::Signature::from_der(sig).map_err(|_| VerifyError::BadSignature)?;
                 vk.verify_prehash(&prehash, &s)
                     .map_err(|_| VerifyError::BadSignature)
             }
             KeyKind::P384 => {
                 let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
                     .map_err(|_| VerifyError::BadKey)?;
-                let s = p384::ecdsa::Signature::from_der(sig)
-                    .map_err(|_| VerifyError::BadSignature)?;
+                let s =
+                    p384::ecdsa::Signature::from_der(sig).map_err(|_| VerifyError::BadSignature)?;
                 vk.verify_prehash(&prehash, &s)
                     .map_err(|_| VerifyError::BadSignature)
             }
