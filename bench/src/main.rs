@@ -1,6 +1,7 @@
 //! `mailid-bench`: benchmarks of the mailid services over real HTTP
 //! against their release binaries. See docs/BENCHMARKS.md.
 
+mod enroll;
 mod pki;
 mod server;
 mod validate;
@@ -22,6 +23,8 @@ struct Cli {
 enum Cmd {
     /// Validations per second at the MTA auth service (durable single use).
     Validate(validate::Opts),
+    /// Enrollments per second at the CA (with the real MTA).
+    Enroll(enroll::Opts),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let res = rt.block_on(async {
         match cli.command {
             Cmd::Validate(opts) => validate::run(opts).await,
+            Cmd::Enroll(opts) => enroll::run(opts).await,
         }
     });
     match res {

@@ -59,7 +59,8 @@ struct Round {
     latencies_us: Vec<u64>,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+/// The `p` quantile (0..=1) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
