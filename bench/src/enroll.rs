@@ -237,7 +237,11 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let per_account = opts.requests.div_ceil(opts.accounts).max(1);
     // Codes fetched beforehand must be for distinct (account, key) pairs;
     // the full flow fetches each code right before use and can reuse keys.
-    let keys_per_account = if full { per_account.clamp(1, 4) } else { per_account };
+    let keys_per_account = if full {
+        per_account.clamp(1, 4)
+    } else {
+        per_account
+    };
     let mut jobs = Vec::new();
     for (i, a) in accounts.iter().enumerate() {
         let mut csrs = Vec::new();
