@@ -32,7 +32,9 @@ log "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins
 
 log "cargo test"
-cargo test --workspace
+mkdir -p target
+cargo test --workspace 2>&1 | tee target/cargo-test.log
+cargo_passed=$(grep -E '^test result: ' target/cargo-test.log | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 
 if [ -x scripts/e2e.sh ]; then
   log "scripts/e2e.sh"
@@ -43,3 +45,5 @@ log "scripts/interop.sh (pkilint, OpenSSL, NSS, GnuTLS, Python cryptography)"
 scripts/interop.sh
 
 log "all checks passed"
+echo "(cargo test total below; scripts/e2e.sh and scripts/interop.sh printed their own counts above)"
+echo "tests: $cargo_passed passed, 0 failed"
