@@ -3,8 +3,9 @@
 //! commits as shipped.
 //!
 //! Set-up (not timed): an MTA with many accounts, a CA with the chosen key
-//! type, CSRs made beforehand (a few keys per account; a key's CSR can be
-//! enrolled again once its previous code is used). Two modes:
+//! type, CSRs made beforehand (one key per job; the same jobs are enrolled
+//! again at each concurrency level, superseding the previous round). Two
+//! modes:
 //! * `full`: each request fetches a code from the MTA (TLS client
 //!   certificate login) and then enrolls — the whole client flow, including
 //!   the CA → MTA check, revocation of the previous identity and the commit;
@@ -235,13 +236,9 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
 
     // CSRs: a few keys per account, reused round-robin.
     let per_account = opts.requests.div_ceil(opts.accounts).max(1);
-    // Codes fetched beforehand must be for distinct (account, key) pairs;
-    // the full flow fetches each code right before use and can reuse keys.
-    let keys_per_account = if full {
-        per_account.clamp(1, 4)
-    } else {
-        per_account
-    };
+    // Every job has its own (account, key) pair: a key's code is single
+    // use, so two jobs in flight with one key would refuse each other.
+    let keys_per_account = per_account;
     let mut jobs = Vec::new();
     for (i, a) in accounts.iter().enumerate() {
         let mut csrs = Vec::new();
