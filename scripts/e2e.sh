@@ -77,14 +77,15 @@ free_port() {
 }
 
 # start NAME CMD...: starts a service, records its PID, waits for the
-# "listening on URL" line and prints the URL.
+# "listening on URL" line and sets URL. It must run in this shell (not in
+# a command substitution), or the PID would not reach the cleanup trap.
 start() {
   local name="$1"; shift
   "$@" >"$name.out" 2>"$name.log" </dev/null &
   PIDS+=("$!")
   for _ in $(seq 1 600); do
     if grep -q '^listening on ' "$name.out" 2>/dev/null; then
-      sed -n 's/^listening on //p' "$name.out" | head -n 1
+      URL="$(sed -n 's/^listening on //p' "$name.out" | head -n 1)"
       return 0
     fi
     kill -0 "${PIDS[-1]}" 2>/dev/null || break
@@ -104,14 +105,15 @@ for a in "$ALICE" "$BOB"; do
   printf '%s\n' "$PASSWORD" | "$BIN/mailid-mta-auth" --data-dir mta account add "$a" --password-stdin >/dev/null ||
     fatal "account add $a"
 done
-MTA_URL="$(start mta "$BIN/mailid-mta-auth" --data-dir mta serve --listen 127.0.0.1:0)" || fatal "start the MTA"
+start mta "$BIN/mailid-mta-auth" --data-dir mta serve --listen 127.0.0.1:0 || fatal "start the MTA"
+MTA_URL="$URL"
 CA_PORT="$(free_port)" || fatal "no free port"
 CA_URL="http://127.0.0.1:$CA_PORT"
 "$BIN/mailid-ca" --data-dir ca init --name "mailid e2e CA" --base-url "$CA_URL" >/dev/null || fatal "ca init"
 "$BIN/mailid-mta-auth" --data-dir mta ca add e2e-ca --trust-cert ca/ca.pem >credential || fatal "ca add"
 "$BIN/mailid-ca" --data-dir ca mta add --domain example.com --url "$MTA_URL" --ca-name e2e-ca \
   --credential-file credential >/dev/null || fatal "mta add"
-start ca "$BIN/mailid-ca" --data-dir ca serve --listen "127.0.0.1:$CA_PORT" >/dev/null || fatal "start the CA"
+start ca "$BIN/mailid-ca" --data-dir ca serve --listen "127.0.0.1:$CA_PORT" || fatal "start the CA"
 echo "e2e: MTA at $MTA_URL, CA at $CA_URL"
 
 # --- helpers over the CA's CRL and openssl -----------------------------------
