@@ -70,7 +70,9 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    # Below the kernel's ephemeral range (32768+), so no outgoing
+    # connection can be holding the port when the service binds it.
+    p=$((20000 + RANDOM % 12000))
     port_busy "$p" || { echo "$p"; return 0; }
   done
   return 1
