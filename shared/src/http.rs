@@ -24,10 +24,17 @@ use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::problem::{ensure_problem, not_found_fallback};
+use crate::problem::{ensure_problem, not_found_fallback, ErrorCode, Problem};
 
 /// Largest request body accepted (64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A body declared larger than [`MAX_BODY_BYTES`] but at most this is read
+/// and thrown away before the 413 answer, so the client reads the answer
+/// instead of a connection reset (closing a socket with unread data resets
+/// it). Larger declared bodies are refused at once.
+pub const DRAIN_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// Time allowed for reading and dropping an oversized body.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// Time allowed to send the request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a whole request, head to answer.
@@ -61,6 +68,40 @@ pub fn harden(router: Router) -> Router {
         ))
         .layer(CatchPanicLayer::new())
         .layer(map_response(ensure_problem))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
+}
+
+/// Answers 413 to a request whose Content-Length is over the body limit,
+/// after draining a moderately sized body (see [`DRAIN_MAX_BYTES`]). Bodies
+/// without a length are cut off by the body limit inside.
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(len) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) else {
+        return next.run(req).await;
+    };
+    if len <= DRAIN_MAX_BYTES {
+        let mut body = req.into_body();
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            use axum::body::HttpBody;
+            while let Some(Ok(_)) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+            {}
+        })
+        .await;
+    }
+    Problem::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+    .into_response()
 }
 
 /// Reads every certificate in a PEM file.
