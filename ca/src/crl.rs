@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use der::Decode;
 use tokio::sync::Notify;
 
 use crate::issuer::{CaIssuer, BACKDATE_SECS};
@@ -51,27 +50,17 @@ pub struct CrlSnapshot {
 impl CrlSnapshot {
     /// Parses a DER CRL (from disk) into a snapshot.
     pub fn from_der(der: Vec<u8>) -> anyhow::Result<CrlSnapshot> {
-        let crl = x509_cert::crl::CertificateList::from_der(&der)?;
-        let tbs = &crl.tbs_cert_list;
-        let number_oid: der::asn1::ObjectIdentifier = "2.5.29.20".parse()?;
-        let number = tbs
-            .crl_extensions
-            .iter()
-            .flatten()
-            .find(|e| e.extn_id == number_oid)
-            .ok_or_else(|| anyhow::anyhow!("CRL has no number"))?;
-        let n = der::asn1::Uint::from_der(number.extn_value.as_bytes())?;
-        let number = n
-            .as_bytes()
-            .iter()
-            .fold(0i64, |acc, b| (acc << 8) | i64::from(*b));
-        let this_update = tbs.this_update.to_unix_duration().as_secs() as i64;
-        let next_update = tbs
+        let s = crate::crl_der::summary(&der)?;
+        let next_update = s
             .next_update
-            .map(|t| t.to_unix_duration().as_secs() as i64)
             .ok_or_else(|| anyhow::anyhow!("CRL has no nextUpdate"))?;
-        let entries = tbs.revoked_certificates.as_ref().map_or(0, Vec::len);
-        Ok(Self::new(der, number, this_update, next_update, entries))
+        Ok(Self::new(
+            der,
+            s.number,
+            s.this_update,
+            next_update,
+            s.entries,
+        ))
     }
 
     fn new(
@@ -124,10 +113,18 @@ pub fn sign_now(
     let this_update = now - BACKDATE_SECS;
     let next_update = this_update + i64::from(next_update_hours) * 3600;
     let (number, prev_this) = store.next_crl_blocking(this_update, next_update, covered)?;
-    let entries = store.crl_entries_blocking(prev_this)?;
-    let der = issuer.sign_crl(number, this_update, next_update, &entries)?;
+    let mut list = crate::crl_der::RevokedList::with_capacity(
+        usize::try_from(state.revocations)
+            .unwrap_or(0)
+            .min(4_000_000),
+    );
+    store.for_each_crl_entry_blocking(prev_this, |serial, at, reason| {
+        list.push(&serial.to_bytes(), at, reason)
+    })?;
+    let entries = list.len();
+    let der = issuer.sign_crl(number, this_update, next_update, list)?;
     Ok((
-        CrlSnapshot::new(der, number, this_update, next_update, entries.len()),
+        CrlSnapshot::new(der, number, this_update, next_update, entries),
         covered,
     ))
 }

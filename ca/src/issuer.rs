@@ -10,8 +10,8 @@ use der::{Decode, Encode};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
     CustomExtension, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
-    SignatureAlgorithm,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    SignatureAlgorithm, SigningKey,
 };
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::certpolicy::PolicyInformation;
@@ -23,13 +23,12 @@ use x509_cert::ext::pkix::{
 use x509_cert::Certificate;
 
 use mailid_shared::problem::{ErrorCode, Problem};
-use mailid_shared::protocol::RevocationReason;
 use mailid_shared::sigverify::KeyKind;
 use mailid_shared::{KeyId, Serial};
 
 use crate::config::Config;
+use crate::crl_der::{self, RevokedList};
 use crate::policy::CheckedCsr;
-use crate::store::CrlEntry;
 
 /// How far notBefore and thisUpdate are backdated, in seconds.
 pub const BACKDATE_SECS: i64 = 60;
@@ -296,53 +295,34 @@ impl CaIssuer {
             not_after,
         })
     }
-
-    /// Signs a CRL: number, thisUpdate and nextUpdate as given, AKI, and a
-    /// reasonCode on every entry except unspecified ones.
+    /// Signs a CRL holding the entries of `list`: rcgen makes the fixed
+    /// part, [`crate::crl_der`] splices the entries in, the CA key signs.
     pub fn sign_crl(
         &self,
         number: i64,
         this_update: i64,
         next_update: i64,
-        entries: &[CrlEntry],
+        list: RevokedList,
     ) -> anyhow::Result<Vec<u8>> {
         let number_bytes = number.to_be_bytes();
         let start = number_bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        let revoked_certs = entries
-            .iter()
-            .map(|e| {
-                Ok(RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(&e.serial.to_bytes()),
-                    revocation_time: at(e.revoked_at)?,
-                    reason_code: reason_code(e.reason),
-                    invalidity_date: None,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
         let params = CertificateRevocationListParams {
             this_update: at(this_update)?,
             next_update: at(next_update)?,
             crl_number: SerialNumber::from_slice(&number_bytes[start..]),
             issuing_distribution_point: None,
-            revoked_certs,
+            revoked_certs: Vec::new(),
             key_identifier_method: KeyIdMethod::PreSpecified(self.ski.clone()),
         };
-        let crl = params
+        let template = params
             .signed_by(&self.issuer)
             .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))?;
-        Ok(crl.der().to_vec())
-    }
-}
-
-fn reason_code(r: RevocationReason) -> Option<rcgen::RevocationReason> {
-    use rcgen::RevocationReason as R;
-    match r {
-        RevocationReason::Unspecified => None,
-        RevocationReason::KeyCompromise => Some(R::KeyCompromise),
-        RevocationReason::AffiliationChanged => Some(R::AffiliationChanged),
-        RevocationReason::Superseded => Some(R::Superseded),
-        RevocationReason::CessationOfOperation => Some(R::CessationOfOperation),
-        RevocationReason::PrivilegeWithdrawn => Some(R::PrivilegeWithdrawn),
+        crl_der::assemble(template.der(), list, |tbs| {
+            self.issuer
+                .key()
+                .sign(tbs)
+                .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))
+        })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crl;
+pub mod crl_der;
 pub mod enroll;
 pub mod issuer;
 pub mod keys;

@@ -93,7 +93,8 @@ async fn refuse_declared_oversize(
             use axum::body::HttpBody;
             while let Some(Ok(_)) =
                 std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-            {}
+            {
+            }
         })
         .await;
     }

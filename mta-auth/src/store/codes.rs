@@ -123,14 +123,14 @@ impl Store {
                 let acct = load_account(c, &addr)?
                     .filter(|a| a.enabled)
                     .ok_or_else(|| StoreError::NotFound(format!("account {addr}")))?;
-                let generation: i64 = c.query_row(
-                    "INSERT INTO totp_keys (address, key_id, generation, issued_at)
+                let generation: i64 = c
+                    .prepare_cached(
+                        "INSERT INTO totp_keys (address, key_id, generation, issued_at)
                      VALUES (?1, ?2, 0, ?3)
                      ON CONFLICT(address, key_id) DO UPDATE SET issued_at = excluded.issued_at
                      RETURNING generation",
-                    (&addr, &key, now),
-                    |r| r.get(0),
-                )?;
+                    )?
+                    .query_row((&addr, &key, now), |r| r.get(0))?;
                 let code = totp::code_at(
                     &params,
                     &acct.secret,
