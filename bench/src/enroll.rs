@@ -1,17 +1,20 @@
-//! `mailid-bench enroll`: enrollments per second through HTTP against the
-//! real `mailid-ca` and `mailid-mta-auth` release binaries, with durable
-//! commits as shipped.
+//! Enrollments through HTTP against the real `mailid-ca` and
+//! `mailid-mta-auth` release binaries, with durable commits as shipped.
 //!
-//! Set-up (not timed): an MTA with many accounts, a CA with the chosen key
-//! type, CSRs made beforehand (one key per job; the same jobs are enrolled
-//! again at each concurrency level, superseding the previous round). Two
-//! modes:
-//! * `full`: each request fetches a code from the MTA (TLS client
-//!   certificate login) and then enrolls — the whole client flow, including
-//!   the CA → MTA check, revocation of the previous identity and the commit;
+//! [`Env`] is the set-up (not timed): an MTA over HTTPS with accounts that
+//! log in with TLS client certificates or passwords, a CA with the chosen
+//! key type routed to it, and optionally certificates seeded straight into
+//! the CA's database. [`Env::measure`] times one batch of jobs (one
+//! distinct key per job, so no two jobs in flight share a single-use code)
+//! in one of three modes:
 //! * `ca`: codes are fetched beforehand; only `POST /v1/certificates` is
-//!   timed (it still includes the CA → MTA check).
+//!   timed (it still includes the CA → MTA check, the revocation of the
+//!   previous identity and the durable commit);
+//! * `full`: each job logs in at the MTA with its TLS client certificate,
+//!   gets a code, then enrolls — the whole client flow;
+//! * `full-password`: the same with HTTP Basic (Argon2id) login.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +31,8 @@ use crate::validate::percentile;
 /// Options of `mailid-bench enroll`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Opts {
-    /// `full` (code + enrollment per request) or `ca` (codes fetched beforehand).
+    /// `ca` (codes fetched beforehand), `full` (TLS client-certificate login
+    /// and enrollment per job) or `full-password` (HTTP Basic login).
     #[arg(long, default_value = "ca")]
     pub mode: String,
     /// CSR key type: p256 or rsa2048.
@@ -41,20 +45,72 @@ pub struct Opts {
     #[arg(long, default_value = "1,8,32")]
     pub concurrency: String,
     /// Enrollments per measurement.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub requests: usize,
-    /// Accounts (each gets `requests / accounts` enrollments per measurement).
-    #[arg(long, default_value_t = 200)]
+    /// Measurements per level (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Accounts at the MTA.
+    #[arg(long, default_value_t = 100)]
     pub accounts: usize,
+    /// Certificates seeded into the CA's database before it starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: usize,
     /// Directory holding the release binaries (default: beside this one).
     #[arg(long)]
-    pub bin_dir: Option<std::path::PathBuf>,
+    pub bin_dir: Option<PathBuf>,
 }
 
-struct Job {
+/// How a measurement gets its codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ca,
+    Full,
+    FullPassword,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Mode> {
+        Ok(match s {
+            "ca" => Mode::Ca,
+            "full" => Mode::Full,
+            "full-password" => Mode::FullPassword,
+            m => anyhow::bail!("unknown mode {m} (ca, full, full-password)"),
+        })
+    }
+}
+
+/// One enrollment to make: an account and a CSR for a key of its own.
+#[derive(Clone)]
+pub struct Job {
     account: usize,
     key_id: KeyId,
     csr: String,
+}
+
+/// One timed batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Sample {
+    /// The median of each figure over `samples`.
+    pub fn median(samples: &[Sample]) -> Sample {
+        let med = |f: fn(&Sample) -> f64| {
+            let mut v: Vec<f64> = samples.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        Sample {
+            rate: med(|s| s.rate),
+            p50_ms: med(|s| s.p50_ms),
+            p99_ms: med(|s| s.p99_ms),
+        }
+    }
 }
 
 fn make_csr(address: &str, key: &rcgen::KeyPair) -> anyhow::Result<String> {
@@ -71,272 +127,384 @@ fn new_key(kind: &str) -> anyhow::Result<rcgen::KeyPair> {
         "rsa2048" => {
             rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
         }
-        other => anyhow::bail!("unsupported --key-type {other} (p256, rsa2048)"),
+        other => anyhow::bail!("unsupported CSR key type {other} (p256, rsa2048)"),
     })
 }
 
-async fn totp(client: &reqwest::Client, mta: &str, key_id: &KeyId) -> anyhow::Result<String> {
-    let r = client
-        .post(format!("{mta}/v1/totp"))
-        .json(&serde_json::json!({ "key_id": key_id }))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "POST /v1/totp: {}", r.status());
-    Ok(r.json::<TotpResponse>().await?.totp)
-}
-
-async fn enroll(client: &reqwest::Client, ca: &str, body: Vec<u8>) -> anyhow::Result<()> {
-    let r = client
-        .post(format!("{ca}/v1/certificates"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = r.status();
-    let text = r.text().await?;
-    anyhow::ensure!(
-        status.as_u16() == 201,
-        "POST /v1/certificates: {status} {text}"
-    );
-    Ok(())
+/// `n` jobs spread round-robin over `accounts`, each with its own key of
+/// type `key_type` (keys are made on the blocking pool, two at a time).
+pub async fn make_jobs(accounts: &[String], key_type: &str, n: usize) -> anyhow::Result<Vec<Job>> {
+    let mut tasks = Vec::new();
+    for part in 0..2 {
+        let (accounts, key_type) = (accounts.to_vec(), key_type.to_string());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            (part..n)
+                .step_by(2)
+                .map(|i| {
+                    let account = i % accounts.len();
+                    let key = new_key(&key_type)?;
+                    Ok(Job {
+                        account,
+                        key_id: KeyId::of_spki(&key.subject_public_key_info()),
+                        csr: make_csr(&accounts[account], &key)?,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<Job>>>()
+        }));
+    }
+    let mut jobs = Vec::with_capacity(n);
+    for t in tasks {
+        jobs.extend(t.await??);
+    }
+    Ok(jobs)
 }
 
 fn body(csr: &str, code: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "csr": csr, "totp": code })).unwrap_or_default()
 }
 
-/// Runs the benchmark and prints one line per concurrency level.
-pub async fn run(opts: Opts) -> anyhow::Result<()> {
-    let bin_dir = match &opts.bin_dir {
-        Some(d) => d.clone(),
+/// Resident and peak resident memory of a process, in KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The running pair of services and the clients that talk to them.
+pub struct Env {
+    _tmp: tempfile::TempDir,
+    pub mta: Service,
+    pub ca: Service,
+    pub accounts: Vec<String>,
+    passwords: Vec<String>,
+    tls_clients: Vec<reqwest::Client>,
+    password_client: reqwest::Client,
+    http: reqwest::Client,
+}
+
+/// The release binaries' directory: `bin_dir` or the bench binary's own.
+pub fn bin_dir(bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match bin_dir {
+        Some(d) => d.to_path_buf(),
         None => std::env::current_exe()?
             .parent()
             .context("bench binary has no directory")?
             .to_path_buf(),
     };
-    let (mta_bin, ca_bin) = (bin_dir.join("mailid-mta-auth"), bin_dir.join("mailid-ca"));
     anyhow::ensure!(
-        mta_bin.exists() && ca_bin.exists(),
+        dir.join("mailid-mta-auth").exists() && dir.join("mailid-ca").exists(),
         "build the services first: cargo build --release --workspace"
     );
-    let full = match opts.mode.as_str() {
-        "full" => true,
-        "ca" => false,
-        m => anyhow::bail!("unknown --mode {m} (full, ca)"),
-    };
-    let levels: Vec<usize> = opts
-        .concurrency
-        .split(',')
-        .map(|s| s.trim().parse().context("--concurrency"))
-        .collect::<anyhow::Result<_>>()?;
-    let tmp = tempfile::tempdir()?;
-    let (mta_dir, ca_dir) = (tmp.path().join("mta"), tmp.path().join("ca"));
+    Ok(dir)
+}
 
-    // MTA with accounts and TLS client-certificate login.
-    operator(&mta_bin, &mta_dir, &["init"], None).await?;
-    let accounts: Vec<String> = (0..opts.accounts)
-        .map(|i| format!("user{i}@bench.example.com"))
-        .collect();
-    for a in &accounts {
-        let pw = format!("pw-{}\n", rand::random::<u64>());
+impl Env {
+    /// Sets up and starts an MTA with `accounts` accounts and a CA with a
+    /// `ca_key_type` key and `seed` certificates already in its database.
+    pub async fn start(
+        bins: &Path,
+        accounts: usize,
+        ca_key_type: &str,
+        seed: usize,
+    ) -> anyhow::Result<Env> {
+        let (mta_bin, ca_bin) = (bins.join("mailid-mta-auth"), bins.join("mailid-ca"));
+        let tmp = tempfile::tempdir()?;
+        let (mta_dir, ca_dir) = (tmp.path().join("mta"), tmp.path().join("ca"));
+        operator(&mta_bin, &mta_dir, &["init"], None).await?;
+        let names: Vec<String> = (0..accounts)
+            .map(|i| format!("user{i}@bench.example.com"))
+            .collect();
+        let passwords: Vec<String> = (0..accounts)
+            .map(|_| format!("pw-{:016x}", rand::random::<u64>()))
+            .collect();
+        // Account creation runs Argon2 once per account: two at a time.
+        for pair in names.iter().zip(&passwords).collect::<Vec<_>>().chunks(2) {
+            let mut tasks = Vec::new();
+            for (a, pw) in pair {
+                let (bin, dir, a, pw) = (
+                    mta_bin.clone(),
+                    mta_dir.clone(),
+                    a.to_string(),
+                    format!("{pw}\n"),
+                );
+                tasks.push(tokio::spawn(async move {
+                    operator(
+                        &bin,
+                        &dir,
+                        &["account", "add", &a, "--password-stdin"],
+                        Some(&pw),
+                    )
+                    .await
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+        }
         operator(
-            &mta_bin,
-            &mta_dir,
-            &["account", "add", a, "--password-stdin"],
-            Some(&pw),
+            &ca_bin,
+            &ca_dir,
+            &[
+                "init",
+                "--name",
+                "mailid bench CA",
+                "--key-type",
+                ca_key_type,
+                "--base-url",
+                "http://pki.example.com",
+            ],
+            None,
         )
         .await?;
-    }
-    operator(
-        &ca_bin,
-        &ca_dir,
-        &[
-            "init",
-            "--name",
-            "mailid bench CA",
-            "--key-type",
-            &opts.ca_key_type,
-            "--base-url",
-            "http://pki.example.com",
-        ],
-        None,
-    )
-    .await?;
-    let cred = operator(&mta_bin, &mta_dir, &["ca", "add", "bench-ca"], None).await?;
-    let cred_file = tmp.path().join("cred");
-    std::fs::write(&cred_file, cred.trim())?;
-    let server_ca = BenchCa::new("bench server CA")?;
-    let client_ca = BenchCa::new("bench client CA")?;
-    let server = server_ca.server()?;
-    let (cert, key, cca) = (
-        tmp.path().join("server.pem"),
-        tmp.path().join("server.key"),
-        tmp.path().join("client-ca.pem"),
-    );
-    std::fs::write(&cert, &server.cert_pem)?;
-    std::fs::write(&key, &server.key_pem)?;
-    std::fs::write(&cca, &client_ca.pem)?;
-    let sca = tmp.path().join("server-ca.pem");
-    std::fs::write(&sca, &server_ca.pem)?;
-    let path = |p: &std::path::Path| p.display().to_string();
-    let mta = Service::start(
-        &mta_bin,
-        &mta_dir,
-        &[
-            "--tls-cert".into(),
-            path(&cert),
-            "--tls-key".into(),
-            path(&key),
-            "--client-ca".into(),
-            path(&cca),
-        ],
-    )
-    .await?;
-    operator(
-        &ca_bin,
-        &ca_dir,
-        &[
-            "mta",
-            "add",
-            "--domain",
-            "bench.example.com",
-            "--url",
-            &mta.url,
-            "--ca-name",
-            "bench-ca",
-            "--credential-file",
-            &path(&cred_file),
-        ],
-        None,
-    )
-    .await?;
-    // The CA calls the MTA over HTTPS: its TLS client (rustls platform
-    // verifier, native roots on Linux) takes the bench server CA from
-    // SSL_CERT_FILE.
-    std::env::set_var("SSL_CERT_FILE", &sca);
-    let ca = Service::start(&ca_bin, &ca_dir, &[])
-        .await
-        .context("starting the CA")?;
-    let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
-    let mut mta_clients = Vec::new();
-    for a in &accounts {
-        let pair = client_ca.client(a)?;
-        let id =
-            reqwest::Identity::from_pem(format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes())?;
-        mta_clients.push(
-            reqwest::Client::builder()
-                .tls_certs_only([root.clone()])
-                .identity(id)
-                .build()?,
-        );
-    }
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-
-    // CSRs: a few keys per account, reused round-robin.
-    let per_account = opts.requests.div_ceil(opts.accounts).max(1);
-    // Every job has its own (account, key) pair: a key's code is single
-    // use, so two jobs in flight with one key would refuse each other.
-    let keys_per_account = per_account;
-    let mut jobs = Vec::new();
-    for (i, a) in accounts.iter().enumerate() {
-        let mut csrs = Vec::new();
-        for _ in 0..keys_per_account {
-            let k = new_key(&opts.key_type)?;
-            csrs.push((
-                KeyId::of_spki(&k.subject_public_key_info()),
-                make_csr(a, &k)?,
-            ));
+        if seed > 0 {
+            let db = ca_dir.join("ca.sqlite");
+            tokio::task::spawn_blocking(move || crate::seed::certificates(&db, seed, 0)).await??;
         }
-        for n in 0..per_account {
-            let (key_id, csr) = csrs[n % keys_per_account].clone();
-            jobs.push(Job {
-                account: i,
-                key_id,
-                csr,
-            });
-        }
-    }
-    jobs.truncate(opts.requests);
-    println!(
-        "enroll: mode {}, CSR key {}, CA key {}, {} requests over {} accounts",
-        opts.mode,
-        opts.key_type,
-        opts.ca_key_type,
-        jobs.len(),
-        opts.accounts
-    );
-    let jobs = Arc::new(jobs);
-    let mta_clients = Arc::new(mta_clients);
-    for c in levels {
-        // A key's code can only be fetched after its previous one was used,
-        // so in `ca` mode codes are fetched per wave of distinct keys.
-        let bodies: Option<Vec<Vec<u8>>> = if full {
-            None
-        } else {
-            let mut out = Vec::with_capacity(jobs.len());
-            for j in jobs.iter() {
-                out.push(body(
-                    &j.csr,
-                    &totp(&mta_clients[j.account], &mta.url, &j.key_id).await?,
-                ));
-            }
-            Some(out)
+        let cred = operator(&mta_bin, &mta_dir, &["ca", "add", "bench-ca"], None).await?;
+        let cred_file = tmp.path().join("cred");
+        std::fs::write(&cred_file, cred.trim())?;
+        let server_ca = BenchCa::new("bench server CA")?;
+        let client_ca = BenchCa::new("bench client CA")?;
+        let server = server_ca.server()?;
+        let file = |name: &str, text: &str| -> anyhow::Result<String> {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, text)?;
+            Ok(p.display().to_string())
         };
-        let bodies = Arc::new(bodies);
+        let mta_args = vec![
+            "--tls-cert".to_string(),
+            file("server.pem", &server.cert_pem)?,
+            "--tls-key".to_string(),
+            file("server.key", &server.key_pem)?,
+            "--client-ca".to_string(),
+            file("client-ca.pem", &client_ca.pem)?,
+        ];
+        let sca = file("server-ca.pem", &server_ca.pem)?;
+        let mta = Service::start(&mta_bin, &mta_dir, &mta_args).await?;
+        operator(
+            &ca_bin,
+            &ca_dir,
+            &[
+                "mta",
+                "add",
+                "--domain",
+                "bench.example.com",
+                "--url",
+                &mta.url,
+                "--ca-name",
+                "bench-ca",
+                "--credential-file",
+                &cred_file.display().to_string(),
+            ],
+            None,
+        )
+        .await?;
+        // The CA calls the MTA over HTTPS and takes the bench server CA
+        // from SSL_CERT_FILE (its verifier uses the system roots).
+        std::env::set_var("SSL_CERT_FILE", &sca);
+        let ca = Service::start(&ca_bin, &ca_dir, &[])
+            .await
+            .context("starting the CA")?;
+        let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
+        let mut tls_clients = Vec::new();
+        for a in &names {
+            let pair = client_ca.client(a)?;
+            let id = reqwest::Identity::from_pem(
+                format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes(),
+            )?;
+            tls_clients.push(
+                reqwest::Client::builder()
+                    .tls_certs_only([root.clone()])
+                    .identity(id)
+                    .build()?,
+            );
+        }
+        let password_client = reqwest::Client::builder()
+            .tls_certs_only([root])
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        Ok(Env {
+            _tmp: tmp,
+            mta,
+            ca,
+            accounts: names,
+            passwords,
+            tls_clients,
+            password_client,
+            http,
+        })
+    }
+
+    async fn code(&self, mode: Mode, job: &Job) -> anyhow::Result<String> {
+        let req = match mode {
+            Mode::FullPassword => self
+                .password_client
+                .post(format!("{}/v1/totp", self.mta.url))
+                .basic_auth(
+                    &self.accounts[job.account],
+                    Some(&self.passwords[job.account]),
+                ),
+            _ => self.tls_clients[job.account].post(format!("{}/v1/totp", self.mta.url)),
+        };
+        let r = req
+            .json(&serde_json::json!({ "key_id": job.key_id }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "POST /v1/totp: {}", r.status());
+        Ok(r.json::<TotpResponse>().await?.totp)
+    }
+
+    async fn enroll(&self, body: Vec<u8>) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/v1/certificates", self.ca.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(
+            status.as_u16() == 201,
+            "POST /v1/certificates: {status} {text}"
+        );
+        Ok(())
+    }
+
+    /// Runs `f` over `0..n` with `concurrency` tasks; returns each call's
+    /// latency in microseconds and the elapsed time.
+    async fn run_concurrently<F, Fut>(
+        n: usize,
+        concurrency: usize,
+        f: F,
+    ) -> anyhow::Result<(Vec<u64>, Duration)>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    {
+        let f = Arc::new(f);
         let next = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
         let mut workers = Vec::new();
-        for _ in 0..c {
-            let (jobs, bodies, next, http, mta_clients) = (
-                jobs.clone(),
-                bodies.clone(),
-                next.clone(),
-                http.clone(),
-                mta_clients.clone(),
-            );
-            let (ca_url, mta_url) = (ca.url.clone(), mta.url.clone());
+        for _ in 0..concurrency.max(1) {
+            let (f, next) = (f.clone(), next.clone());
             workers.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(j) = jobs.get(i) else { break };
+                    if i >= n {
+                        break;
+                    }
                     let t0 = Instant::now();
-                    let b = match bodies.as_ref() {
-                        Some(b) => b[i].clone(),
-                        None => body(
-                            &j.csr,
-                            &totp(&mta_clients[j.account], &mta_url, &j.key_id).await?,
-                        ),
-                    };
-                    enroll(&http, &ca_url, b).await?;
+                    f(i).await?;
                     lat.push(t0.elapsed().as_micros() as u64);
                 }
                 Ok::<_, anyhow::Error>(lat)
             }));
         }
-        let mut lat = Vec::new();
+        let mut lat = Vec::with_capacity(n);
         for w in workers {
             lat.extend(w.await??);
         }
-        let elapsed = start.elapsed();
-        lat.sort_unstable();
-        println!(
-            "enroll: mode {} csr {} ca-key {} concurrency {:>3}: {:>6.0} enrollments/s, p50 {:.1} ms, p99 {:.1} ms ({} in {:.2} s)",
-            opts.mode,
-            opts.key_type,
-            opts.ca_key_type,
-            c,
-            lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-            percentile(&lat, 0.5) as f64 / 1000.0,
-            percentile(&lat, 0.99) as f64 / 1000.0,
-            lat.len(),
-            elapsed.as_secs_f64(),
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok((lat, start.elapsed()))
     }
-    ca.stop().await?;
-    mta.stop().await?;
-    Ok(())
+
+    /// Enrolls every job once with `concurrency` requests in flight and
+    /// returns the timed figures.
+    pub async fn measure(
+        self: &Arc<Self>,
+        mode: Mode,
+        jobs: &Arc<Vec<Job>>,
+        concurrency: usize,
+    ) -> anyhow::Result<Sample> {
+        // In `ca` mode the codes are fetched first (untimed, concurrently,
+        // right before the run so none expires).
+        let bodies: Arc<Option<Vec<Vec<u8>>>> = Arc::new(if mode == Mode::Ca {
+            let out = Arc::new(std::sync::Mutex::new(vec![Vec::new(); jobs.len()]));
+            let (env, js, o) = (self.clone(), jobs.clone(), out.clone());
+            Self::run_concurrently(jobs.len(), 32, move |i| {
+                let (env, js, o) = (env.clone(), js.clone(), o.clone());
+                async move {
+                    let code = env.code(Mode::Ca, &js[i]).await?;
+                    if let Ok(mut v) = o.lock() {
+                        v[i] = body(&js[i].csr, &code);
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+            let v = out.lock().map(|v| v.clone()).unwrap_or_default();
+            Some(v)
+        } else {
+            None
+        });
+        let (env, js) = (self.clone(), jobs.clone());
+        let (mut lat, elapsed) = Self::run_concurrently(jobs.len(), concurrency, move |i| {
+            let (env, js, bodies) = (env.clone(), js.clone(), bodies.clone());
+            async move {
+                let b = match bodies.as_ref() {
+                    Some(b) => b[i].clone(),
+                    None => body(&js[i].csr, &env.code(mode, &js[i]).await?),
+                };
+                env.enroll(b).await
+            }
+        })
+        .await?;
+        lat.sort_unstable();
+        Ok(Sample {
+            rate: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: percentile(&lat, 0.5) as f64 / 1000.0,
+            p99_ms: percentile(&lat, 0.99) as f64 / 1000.0,
+        })
+    }
+
+    /// Stops both services.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.ca.stop().await?;
+        self.mta.stop().await
+    }
+}
+
+/// Runs `mailid-bench enroll` and prints one line per concurrency level.
+pub async fn run(opts: Opts) -> anyhow::Result<()> {
+    let mode: Mode = opts.mode.parse()?;
+    let levels: Vec<usize> = opts
+        .concurrency
+        .split(',')
+        .map(|s| s.trim().parse().context("--concurrency"))
+        .collect::<anyhow::Result<_>>()?;
+    let bins = bin_dir(opts.bin_dir.as_deref())?;
+    let env = Arc::new(Env::start(&bins, opts.accounts, &opts.ca_key_type, opts.seed).await?);
+    let jobs = Arc::new(make_jobs(&env.accounts, &opts.key_type, opts.requests).await?);
+    println!(
+        "enroll: mode {}, CSR key {}, CA key {}, {} enrollments per run over {} accounts, {} seeded certificates",
+        opts.mode, opts.key_type, opts.ca_key_type, jobs.len(), opts.accounts, opts.seed
+    );
+    for c in levels {
+        let mut samples = Vec::new();
+        for _ in 0..opts.runs.max(1) {
+            samples.push(env.measure(mode, &jobs, c).await?);
+        }
+        let m = Sample::median(&samples);
+        println!(
+            "enroll: concurrency {c:>3}: {:>6.0} enrollments/s, p50 {:.1} ms, p99 {:.1} ms (median of {})",
+            m.rate,
+            m.p50_ms,
+            m.p99_ms,
+            samples.len()
+        );
+    }
+    Arc::try_unwrap(env)
+        .map_err(|_| anyhow::anyhow!("services still in use"))?
+        .stop()
+        .await
 }

@@ -1,9 +1,12 @@
 //! `mailid-bench`: benchmarks of the mailid services over real HTTP
 //! against their release binaries. See docs/BENCHMARKS.md.
 
+mod crl;
 mod enroll;
 mod pki;
+mod seed;
 mod server;
+mod suite;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +28,8 @@ enum Cmd {
     Validate(validate::Opts),
     /// Enrollments per second at the CA (with the real MTA).
     Enroll(enroll::Opts),
+    /// Every benchmark, as the Markdown tables of docs/BENCHMARKS.md.
+    Suite(suite::Opts),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +48,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Validate(opts) => validate::run(opts).await,
             Cmd::Enroll(opts) => enroll::run(opts).await,
+            Cmd::Suite(opts) => suite::run(opts).await,
         }
     });
     match res {

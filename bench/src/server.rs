@@ -41,6 +41,11 @@ impl Service {
         Ok(Service { child, url })
     }
 
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// CPU time (user + system) the process has used so far, if known.
     pub fn cpu_seconds(&self) -> Option<f64> {
         self.child

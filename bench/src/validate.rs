@@ -205,6 +205,12 @@ fn default_bin() -> anyhow::Result<PathBuf> {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
+    measure(opts).await.map(|_| ())
+}
+
+/// Runs the benchmark, prints its figures and returns each round's
+/// validations per second.
+pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
     anyhow::ensure!(
         opts.accounts > 0 && opts.keys > 0 && opts.concurrency > 0,
         "sizes must be positive"
@@ -371,5 +377,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         "overall: {total} validations in {secs:.3} s = {:.0} validations/s (each durable before its answer; every code valid once, replays refused)",
         total as f64 / secs
     );
-    Ok(())
+    Ok(rounds
+        .iter()
+        .map(|r| r.total as f64 / r.elapsed.as_secs_f64().max(1e-9))
+        .collect())
 }

@@ -1,0 +1,177 @@
+//! CRL benchmarks: time and peak memory of `mailid-ca crl` (a fresh CRL
+//! signed from the database) with N revoked certificates seeded, and how
+//! long a new revocation takes to show in the CRL the running CA serves.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mailid_shared::Serial;
+
+use crate::server::{operator, Service};
+
+/// Figures of one CRL size.
+#[derive(Debug, Clone, Copy)]
+pub struct SignFigures {
+    pub entries: usize,
+    /// Median wall time of the signing command, seconds.
+    pub secs: f64,
+    /// Largest peak resident memory of the command, MiB.
+    pub peak_mib: f64,
+    /// Size of the DER CRL, bytes.
+    pub bytes: u64,
+}
+
+/// Runs `cmd` to completion; returns its wall time and peak RSS (KiB).
+fn timed(mut cmd: std::process::Command) -> anyhow::Result<(Duration, u64)> {
+    let t0 = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the child is ours
+    // and not waited for elsewhere.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = t0.elapsed();
+    anyhow::ensure!(r == pid, "wait4 failed");
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
+    Ok((elapsed, usage.ru_maxrss as u64))
+}
+
+/// A CA data directory with `revoked` revoked and `valid` valid
+/// certificates; returns the serials of some valid ones.
+async fn seeded_ca(
+    bins: &Path,
+    dir: &Path,
+    revoked: usize,
+    valid: usize,
+) -> anyhow::Result<Vec<String>> {
+    operator(
+        &bins.join("mailid-ca"),
+        dir,
+        &[
+            "init",
+            "--name",
+            "mailid CRL bench CA",
+            "--base-url",
+            "http://pki.example.com",
+        ],
+        None,
+    )
+    .await?;
+    let db = dir.join("ca.sqlite");
+    tokio::task::spawn_blocking(move || crate::seed::certificates(&db, revoked + valid, revoked))
+        .await?
+}
+
+/// Signs a CRL of `entries` revoked certificates `runs` times with
+/// `mailid-ca crl --der --out`.
+pub async fn sign(bins: &Path, entries: usize, runs: usize) -> anyhow::Result<SignFigures> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("ca");
+    seeded_ca(bins, &dir, entries, 0).await?;
+    let out = tmp.path().join("crl.der");
+    let mut times = Vec::new();
+    let mut peak = 0;
+    for _ in 0..runs.max(1) {
+        let mut cmd = std::process::Command::new(bins.join("mailid-ca"));
+        cmd.arg("--data-dir")
+            .arg(&dir)
+            .args(["crl", "--der", "--out"])
+            .arg(&out);
+        let (t, rss) = tokio::task::spawn_blocking(move || timed(cmd)).await??;
+        times.push(t.as_secs_f64());
+        peak = peak.max(rss);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(SignFigures {
+        entries,
+        secs: times[times.len() / 2],
+        peak_mib: peak as f64 / 1024.0,
+        bytes: std::fs::metadata(&out)?.len(),
+    })
+}
+
+async fn fetch_crl(
+    http: &reqwest::Client,
+    url: &str,
+    etag: Option<&str>,
+) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+    let mut req = http.get(format!("{url}/v1/crl.der"));
+    if let Some(e) = etag {
+        req = req.header("if-none-match", e);
+    }
+    let r = req.send().await?;
+    if r.status() == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(None);
+    }
+    anyhow::ensure!(r.status().is_success(), "GET /v1/crl.der: {}", r.status());
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .context("CRL answer without ETag")?
+        .to_string();
+    Ok(Some((etag, r.bytes().await?.to_vec())))
+}
+
+/// With `entries` revocations in the served CRL, revokes certificates one
+/// at a time (`mailid-ca revoke`, while the CA runs) and returns, for each
+/// of `runs`, the milliseconds from the committed revocation to a served
+/// CRL that lists it.
+pub async fn visibility(bins: &Path, entries: usize, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("ca");
+    let valid = seeded_ca(bins, &dir, entries, runs.max(1)).await?;
+    let ca_bin = bins.join("mailid-ca");
+    let ca = Service::start(&ca_bin, &dir, &[]).await?;
+    let http = reqwest::Client::new();
+    // Wait for the CRL covering the seeded revocations.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut etag = loop {
+        if let Some((etag, der)) = fetch_crl(&http, &ca.url, None).await? {
+            if der.len() > entries * 20 {
+                break etag;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the CRL never covered the seed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut out = Vec::new();
+    for serial in valid.iter().take(runs.max(1)) {
+        operator(
+            &ca_bin,
+            &dir,
+            &["revoke", serial, "--reason", "keyCompromise"],
+            None,
+        )
+        .await?;
+        let t0 = Instant::now();
+        let needle = serial
+            .parse::<Serial>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .to_bytes();
+        loop {
+            if let Some((e, der)) = fetch_crl(&http, &ca.url, Some(&etag)).await? {
+                etag = e;
+                if der.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                    break;
+                }
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(60),
+                "revocation of {serial} never showed in the CRL"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        out.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    ca.stop().await?;
+    Ok(out)
+}
