@@ -1,6 +1,8 @@
 //! The TOTP check with an account's MTA auth service: `POST /v1/validate`,
 //! HMAC-signed with the CA's credential ([`mailid_shared::authsig`]), 5 s
-//! timeout, pooled connections.
+//! timeout, pooled connections. Redirects are not followed (the signed
+//! request goes to the configured MTA only) and the answer is read up to
+//! [`MAX_ANSWER_BYTES`]; anything else is "unavailable".
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,9 @@ use crate::store::MtaRoute;
 
 /// Time allowed for one validation, connect to answer.
 pub const MTA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest MTA answer read; a validation result is a few hundred bytes.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The MTA's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,7 @@ impl MtaClient {
             .connect_timeout(MTA_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(MtaClient { http })
     }
@@ -105,11 +111,36 @@ impl MtaClient {
         if !status.is_success() {
             return Verdict::Unavailable(format!("MTA answered {status}"));
         }
-        let answer: ValidateResponse = match resp.json().await {
+        let body = match read_limited(resp, MAX_ANSWER_BYTES).await {
+            Ok(b) => b,
+            Err(why) => return Verdict::Unavailable(why),
+        };
+        let answer: ValidateResponse = match serde_json::from_slice(&body) {
             Ok(a) => a,
             Err(_) => return Verdict::Unavailable("MTA answer is not a validation result".into()),
         };
         interpret(answer, account, key_id)
+    }
+}
+
+/// Reads an answer body of at most `max` bytes.
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err("MTA answer too large".into());
+    }
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err("MTA answer too large".into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err("MTA timed out".into()),
+            Err(_) => return Err("MTA answer cut off".into()),
+        }
     }
 }
 

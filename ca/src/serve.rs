@@ -16,9 +16,13 @@ use crate::ratelimit::Limiter;
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log that cannot be written (disk full, read-only, closed pipe) must
+    // not take requests down: by default the subscriber reports such errors
+    // with `eprintln!`, which panics when stderr itself fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .try_init();
 }
 
