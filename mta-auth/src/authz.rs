@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use axum::http::{header, HeaderMap};
 use mailid_shared::authsig::{self, Credential};
 use mailid_shared::http::PeerCertificate;
@@ -44,12 +44,49 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 
 /// Checks a password against a PHC string (parameters from the string).
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => argon2()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+    verify_password_in(hash, password, &mut Vec::new())
+}
+
+/// [`verify_password`] with caller-provided Argon2 working memory, grown
+/// to the hash's memory cost if needed and left allocated for the next
+/// call. Reusing it keeps the service's Argon2 memory at one buffer per
+/// permit: a fresh 19 MiB allocation per attempt made the process grow by
+/// gigabytes under a flood of wrong passwords (the allocator kept the
+/// freed buffers instead of reusing them).
+pub fn verify_password_in(hash: &str, password: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
     }
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    if Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..])
+        .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    password_hash::Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// Authenticates callers.
@@ -57,6 +94,8 @@ pub struct Authenticator {
     store: Store,
     /// Bounds concurrent Argon2 runs (each takes 19 MiB and a core).
     argon_permits: Semaphore,
+    /// Argon2 working memory, at most one buffer per permit, reused.
+    argon_memory: Mutex<Vec<Vec<Block>>>,
     ca_cache: Mutex<HashMap<String, CachedCa>>,
 }
 
@@ -90,6 +129,7 @@ impl Authenticator {
         Authenticator {
             store,
             argon_permits: Semaphore::new(permits),
+            argon_memory: Mutex::new(Vec::new()),
             ca_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -141,15 +181,25 @@ impl Authenticator {
             .acquire()
             .await
             .map_err(Problem::internal)?;
-        let ok = tokio::task::spawn_blocking(move || {
+        let mut memory = self
+            .argon_memory
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default();
+        let (ok, memory) = tokio::task::spawn_blocking(move || {
             let (hash, enabled) = match info {
                 Some((h, e)) => (h, e),
                 None => (Self::dummy_hash(), false),
             };
-            verify_password(&hash, &password) && enabled
+            let ok = verify_password_in(&hash, &password, &mut memory) && enabled;
+            (ok, memory)
         })
         .await
         .map_err(Problem::internal)?;
+        if let Ok(mut pool) = self.argon_memory.lock() {
+            pool.push(memory);
+        }
         drop(permit);
         match address {
             Some(a) if ok => {
@@ -238,6 +288,32 @@ mod tests {
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "correct horse "));
         assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn reused_memory_verifies_like_fresh_memory() {
+        let h = hash_password("correct horse").unwrap();
+        // A hash with other parameters (made by another tool or an older
+        // version) is checked with its own.
+        let params = Params::new(8 * 1024, 3, 1, None).unwrap();
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"battery staple", &salt)
+            .unwrap()
+            .to_string();
+        let mut memory = Vec::new();
+        for _ in 0..2 {
+            assert!(verify_password_in(&h, "correct horse", &mut memory));
+            assert!(!verify_password_in(&h, "wrong", &mut memory));
+            assert!(verify_password_in(&other, "battery staple", &mut memory));
+            assert!(!verify_password_in(&other, "correct horse", &mut memory));
+        }
+        assert_eq!(memory.len(), ARGON2_M_KIB as usize);
+        assert!(!verify_password_in(
+            "$argon2id$v=19$m=19456,t=2,p=1$",
+            "x",
+            &mut memory
+        ));
     }
 
     #[test]
