@@ -20,6 +20,15 @@ case "${1:-}" in
   *) echo "usage: scripts/bench.sh [--smoke]" >&2; exit 2 ;;
 esac
 
+if [ ! -x /usr/bin/time ]; then
+  # GNU time measures the CRL command's peak memory.
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
+  fi
+fi
+
 cargo build --release -p mailid-ca -p mailid-mta-auth -p mailid-bench
 mkdir -p target
 if [ "$smoke" = 1 ]; then

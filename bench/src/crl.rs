@@ -22,26 +22,35 @@ pub struct SignFigures {
     pub bytes: u64,
 }
 
-/// Runs `cmd` to completion; returns its wall time and peak RSS (KiB).
-fn timed(mut cmd: std::process::Command) -> anyhow::Result<(Duration, u64)> {
+/// Runs `program args…` to completion under GNU time; returns its wall
+/// time and peak RSS (KiB). (The rusage of a child spawned straight from
+/// this process would count this process's own memory, which the child
+/// shares until its exec.)
+fn timed(program: &Path, args: &[std::ffi::OsString]) -> anyhow::Result<(Duration, u64)> {
+    let report = tempfile::NamedTempFile::new()?;
     let t0 = Instant::now();
-    let child = cmd
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(report.path())
+        .arg(program)
+        .args(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in; the child is ours
-    // and not waited for elsewhere.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        .output()
+        .context("running /usr/bin/time (Debian package `time`)")?;
     let elapsed = t0.elapsed();
-    anyhow::ensure!(r == pid, "wait4 failed");
     anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed"
+        out.status.success(),
+        "{} failed: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok((elapsed, usage.ru_maxrss as u64))
+    let kib = std::fs::read_to_string(report.path())?
+        .trim()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .context("no peak memory from /usr/bin/time")?;
+    Ok((elapsed, kib))
 }
 
 /// A CA data directory with `revoked` revoked and `valid` valid
@@ -80,12 +89,16 @@ pub async fn sign(bins: &Path, entries: usize, runs: usize) -> anyhow::Result<Si
     let mut times = Vec::new();
     let mut peak = 0;
     for _ in 0..runs.max(1) {
-        let mut cmd = std::process::Command::new(bins.join("mailid-ca"));
-        cmd.arg("--data-dir")
-            .arg(&dir)
-            .args(["crl", "--der", "--out"])
-            .arg(&out);
-        let (t, rss) = tokio::task::spawn_blocking(move || timed(cmd)).await??;
+        let program = bins.join("mailid-ca");
+        let args: Vec<std::ffi::OsString> = vec![
+            "--data-dir".into(),
+            dir.clone().into(),
+            "crl".into(),
+            "--der".into(),
+            "--out".into(),
+            out.clone().into(),
+        ];
+        let (t, rss) = tokio::task::spawn_blocking(move || timed(&program, &args)).await??;
         times.push(t.as_secs_f64());
         peak = peak.max(rss);
     }

@@ -144,13 +144,13 @@ fn crl_response(st: &AppState, headers: &HeaderMap, pem: bool) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-pem-file"),
         );
-        (h, snap.pem.as_str().to_owned()).into_response()
+        (h, snap.pem()).into_response()
     } else {
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/pkix-crl"),
         );
-        (h, snap.der.as_slice().to_vec()).into_response()
+        (h, snap.der.clone()).into_response()
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use tokio::sync::Notify;
 
 use crate::issuer::{CaIssuer, BACKDATE_SECS};
@@ -29,14 +30,18 @@ use crate::store::Store;
 
 /// Shortest time between two signings (the coalescing window).
 pub const MIN_SIGN_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the revocation counter is polled.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the revocation counter is polled (it catches revocations made
+/// by other processes, e.g. `mailid-ca revoke`; the API's own revocations
+/// wake the publisher at once). One indexed single-row read.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A signed CRL ready to serve.
 #[derive(Debug, Clone)]
 pub struct CrlSnapshot {
-    pub der: Arc<Vec<u8>>,
-    pub pem: Arc<String>,
+    pub der: Bytes,
+    /// The PEM form, made on first use (a million-entry CRL is 65 MB of
+    /// PEM that most deployments never ask for).
+    pem: std::sync::OnceLock<Bytes>,
     pub number: i64,
     pub this_update: i64,
     pub next_update: i64,
@@ -70,10 +75,9 @@ impl CrlSnapshot {
         next_update: i64,
         entries: usize,
     ) -> CrlSnapshot {
-        let pem = mailid_shared::pem::encode("X509 CRL", &der);
         CrlSnapshot {
-            der: Arc::new(der),
-            pem: Arc::new(pem),
+            der: Bytes::from(der),
+            pem: std::sync::OnceLock::new(),
             number,
             this_update,
             next_update,
@@ -84,6 +88,13 @@ impl CrlSnapshot {
     }
 
     /// When this CRL should be replaced: half-way to nextUpdate.
+    /// The CRL in PEM.
+    pub fn pem(&self) -> Bytes {
+        self.pem
+            .get_or_init(|| Bytes::from(mailid_shared::pem::encode("X509 CRL", &self.der)))
+            .clone()
+    }
+
     pub fn refresh_at(&self) -> i64 {
         self.this_update + (self.next_update - self.this_update) / 2
     }
@@ -220,20 +231,21 @@ impl Publisher {
 
     async fn resign(self: &Arc<Self>) -> anyhow::Result<()> {
         let me = self.clone();
-        let snap = tokio::task::spawn_blocking(move || -> anyhow::Result<CrlSnapshot> {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let now = mailid_shared::timefmt::now_unix();
-            let (s, _) = sign_now(&me.store, &me.issuer, me.next_update_hours, now)?;
-            write_file(&me.path, &s.der)?;
-            Ok(s)
+            let (snap, _) = sign_now(&me.store, &me.issuer, me.next_update_hours, now)?;
+            me.metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
+            me.record(&snap);
+            tracing::info!(number = snap.number, entries = snap.entries, "CRL signed");
+            let der = snap.der.clone();
+            // Served at once; the file (a cache for the next start, checked
+            // against the database then) follows.
+            if let Ok(mut g) = me.current.write() {
+                *g = Arc::new(snap);
+            }
+            write_file(&me.path, &der)
         })
-        .await??;
-        self.metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
-        self.record(&snap);
-        tracing::info!(number = snap.number, entries = snap.entries, "CRL signed");
-        if let Ok(mut g) = self.current.write() {
-            *g = Arc::new(snap);
-        }
-        Ok(())
+        .await?
     }
 
     /// Runs until the process ends: polls and re-signs as described above.

@@ -269,9 +269,9 @@ fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
     let (snap, _) = crate::crl::sign_now(&store, &issuer, cfg.crl_next_update_hours, now_unix())?;
     crate::crl::write_file(&Paths::new(dir).crl, &snap.der)?;
     match out {
-        Some(path) if der => std::fs::write(path, snap.der.as_slice())?,
-        Some(path) => std::fs::write(path, snap.pem.as_bytes())?,
-        None => print!("{}", snap.pem),
+        Some(path) if der => std::fs::write(path, &snap.der)?,
+        Some(path) => std::fs::write(path, snap.pem())?,
+        None => print!("{}", String::from_utf8_lossy(&snap.pem())),
     }
     Ok(())
 }
