@@ -57,7 +57,9 @@ fn check_account(st: &Shared, account: &Address) -> Result<(), Problem> {
         .map_err(|s| rate_limited(s, "for this account"))
 }
 
-fn check_totp_text(totp: &str) -> Result<(), Problem> {
+/// Checks the form of a request's `totp` before it goes to an MTA: 1 to
+/// [`MAX_TOTP_LEN`] decimal digits.
+pub fn check_totp_text(totp: &str) -> Result<(), Problem> {
     if totp.is_empty() || totp.len() > MAX_TOTP_LEN || !totp.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Problem::bad_request("totp must be 1 to 16 decimal digits"));
     }

@@ -25,12 +25,15 @@ pub struct CrlChecker {
 }
 
 /// A CRL that verified with the issuer's key.
-struct VerifiedCrl {
-    list: CertificateList,
-    row: CrlRow,
+pub struct VerifiedCrl {
+    /// The parsed CRL.
+    pub list: CertificateList,
+    /// What the store keeps of it.
+    pub row: CrlRow,
 }
 
-fn verify_crl(der: &[u8], issuer: &Certificate) -> Result<VerifiedCrl, String> {
+/// Parses a DER CRL and verifies that `issuer` issued and signed it.
+pub fn verify_crl(der: &[u8], issuer: &Certificate) -> Result<VerifiedCrl, String> {
     let list = CertificateList::from_der(der).map_err(|e| format!("unparsable CRL: {e}"))?;
     if list.tbs_cert_list.issuer != issuer.tbs_certificate.subject {
         return Err("CRL issuer is not the certificate's issuer".into());
@@ -61,7 +64,8 @@ fn verify_crl(der: &[u8], issuer: &Certificate) -> Result<VerifiedCrl, String> {
     })
 }
 
-fn lists_serial(list: &CertificateList, cert: &Certificate) -> bool {
+/// Whether the CRL lists the certificate's serial number.
+pub fn lists_serial(list: &CertificateList, cert: &Certificate) -> bool {
     list.tbs_cert_list
         .revoked_certificates
         .as_ref()

@@ -22,7 +22,9 @@ use crl::CrlChecker;
 /// Longest chain of intermediates followed.
 const MAX_INTERMEDIATES: usize = 4;
 
-fn parse_certs(text: &str, what: &str) -> Result<Vec<(Vec<u8>, Certificate)>, Problem> {
+/// Decodes a PEM bundle of certificates (the `certificate` or `chain` of an
+/// upload) and parses each; `what` names the field in errors.
+pub fn parse_certs(text: &str, what: &str) -> Result<Vec<(Vec<u8>, Certificate)>, Problem> {
     let ders = pem::decode_chain(text, "CERTIFICATE")
         .map_err(|e| Problem::bad_request(format!("{what}: {e}")))?;
     ders.into_iter()
