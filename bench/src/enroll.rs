@@ -95,6 +95,9 @@ pub struct Sample {
     pub rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU time per enrollment (user + system), microseconds: CA, MTA and
+    /// this load generator.
+    pub cpu_us: [f64; 3],
 }
 
 impl Sample {
@@ -109,6 +112,11 @@ impl Sample {
             rate: med(|s| s.rate),
             p50_ms: med(|s| s.p50_ms),
             p99_ms: med(|s| s.p99_ms),
+            cpu_us: [
+                med(|s| s.cpu_us[0]),
+                med(|s| s.cpu_us[1]),
+                med(|s| s.cpu_us[2]),
+            ],
         }
     }
 }
@@ -447,6 +455,14 @@ impl Env {
         } else {
             None
         });
+        let cpu = || {
+            [
+                self.ca.cpu_seconds().unwrap_or(0.0),
+                self.mta.cpu_seconds().unwrap_or(0.0),
+                crate::server::cpu_seconds("/proc/self/stat").unwrap_or(0.0),
+            ]
+        };
+        let cpu0 = cpu();
         let (env, js) = (self.clone(), jobs.clone());
         let (mut lat, elapsed) = Self::run_concurrently(jobs.len(), concurrency, move |i| {
             let (env, js, bodies) = (env.clone(), js.clone(), bodies.clone());
@@ -459,11 +475,14 @@ impl Env {
             }
         })
         .await?;
+        let cpu1 = cpu();
         lat.sort_unstable();
+        let n = lat.len().max(1) as f64;
         Ok(Sample {
             rate: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
             p50_ms: percentile(&lat, 0.5) as f64 / 1000.0,
             p99_ms: percentile(&lat, 0.99) as f64 / 1000.0,
+            cpu_us: [0, 1, 2].map(|i| (cpu1[i] - cpu0[i]) * 1e6 / n),
         })
     }
 
@@ -496,10 +515,13 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         }
         let m = Sample::median(&samples);
         println!(
-            "enroll: concurrency {c:>3}: {:>6.0} enrollments/s, p50 {:.1} ms, p99 {:.1} ms (median of {})",
+            "enroll: concurrency {c:>3}: {:>6.0} enrollments/s, p50 {:.1} ms, p99 {:.1} ms, CPU per enrollment: CA {:.0} us, MTA {:.0} us, load generator {:.0} us (median of {})",
             m.rate,
             m.p50_ms,
             m.p99_ms,
+            m.cpu_us[0],
+            m.cpu_us[1],
+            m.cpu_us[2],
             samples.len()
         );
     }
