@@ -44,6 +44,9 @@ fi
 log "scripts/interop.sh (pkilint, OpenSSL, NSS, GnuTLS, Python cryptography)"
 scripts/interop.sh
 
+log "scripts/bench.sh --smoke (the benchmark harness works; no speed is asserted)"
+scripts/bench.sh --smoke
+
 log "all checks passed"
-echo "(cargo test total below; scripts/e2e.sh and scripts/interop.sh printed their own counts above)"
+echo "(cargo test total below; the scripts above printed their own counts)"
 echo "tests: $cargo_passed passed, 0 failed"
