@@ -19,8 +19,11 @@ fn init_logging() {
     // A log that cannot be written (disk full, read-only, closed pipe) must
     // not take requests down: by default the subscriber reports such errors
     // with `eprintln!`, which panics when stderr itself fails.
+    // Colours only on a terminal, not in log files.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .try_init();
