@@ -934,7 +934,13 @@ fn a_read_only_database_at_start_is_refused_in_one_line() {
     let mta = env.mta.url();
     let second = serial_of(&try_enroll(&mta, &ca, ALICE));
     assert_eq!(account_state(&ca, ALICE), (Some(second), 2));
-    let _ = first;
+    let old: Value = flow::http()
+        .get(format!("{ca}/v1/certificates/{first}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(old["status"], "revoked");
     drop(env);
     drop(disk);
 }
