@@ -130,7 +130,7 @@ pub fn sign_now(
             .min(4_000_000),
     );
     store.for_each_crl_entry_blocking(prev_this, |serial, at, reason| {
-        list.push(&serial.to_bytes(), at, reason)
+        list.push(serial, at, reason)
     })?;
     let entries = list.len();
     let der = issuer.sign_crl(number, this_update, next_update, list)?;

@@ -29,6 +29,7 @@ pub struct RevokedList {
     buf: Vec<u8>,
     count: usize,
     reasons: Vec<(RevocationReason, Vec<u8>)>,
+    last_time: Option<(i64, Vec<u8>)>,
 }
 
 impl RevokedList {
@@ -39,6 +40,7 @@ impl RevokedList {
             buf: Vec::with_capacity(capacity_hint.saturating_mul(40)),
             count: 0,
             reasons: Vec::new(),
+            last_time: None,
         }
     }
 
@@ -60,16 +62,33 @@ impl RevokedList {
         revoked_at: i64,
         reason: RevocationReason,
     ) -> anyhow::Result<()> {
-        let serial = UintRef::new(serial)?;
-        let time = Time::at(revoked_at)?;
+        let mut int = [0u8; 48];
+        let int = {
+            let n = UintRef::new(serial)?.encode_to_slice(&mut int)?.len();
+            &int[..n]
+        };
+        // Revocation times repeat (a batch of supersessions shares a second):
+        // encode each distinct time once.
+        if self
+            .last_time
+            .as_ref()
+            .is_none_or(|(t, _)| *t != revoked_at)
+        {
+            let time = Time::at(revoked_at)?;
+            let mut der = Vec::with_capacity(20);
+            time.encode_to_vec(&mut der)?;
+            self.last_time = Some((revoked_at, der));
+        }
         let i = self.reason_extensions(reason)?;
+        let time = self
+            .last_time
+            .as_ref()
+            .map_or(&[][..], |(_, d)| d.as_slice());
         let ext = &self.reasons[i].1;
-        let body_len = usize::try_from(serial.encoded_len()?)?
-            + usize::try_from(time.encoded_len()?)?
-            + ext.len();
+        let body_len = int.len() + time.len() + ext.len();
         Header::new(Tag::Sequence, Length::try_from(body_len)?)?.encode_to_vec(&mut self.buf)?;
-        serial.encode_to_vec(&mut self.buf)?;
-        time.encode_to_vec(&mut self.buf)?;
+        self.buf.extend_from_slice(int);
+        self.buf.extend_from_slice(time);
         self.buf.extend_from_slice(ext);
         self.count += 1;
         Ok(())
@@ -126,13 +145,6 @@ impl Time {
             Ok(t) => Time::Utc(t),
             Err(_) => Time::General(GeneralizedTime::from_unix_duration(d)?),
         })
-    }
-
-    fn encoded_len(&self) -> der::Result<Length> {
-        match self {
-            Time::Utc(t) => t.encoded_len(),
-            Time::General(t) => t.encoded_len(),
-        }
     }
 
     fn encode_to_vec(&self, out: &mut Vec<u8>) -> der::Result<Length> {
@@ -227,22 +239,28 @@ pub fn assemble(
         Header::new(Tag::Sequence, Length::try_from(entries_len)?)?.encode_to_vec(&mut head)?;
     }
     let tbs_len = head.len() + entries_len + suffix.len();
-    let mut tbs_head = Vec::new();
-    Header::new(Tag::Sequence, Length::try_from(tbs_len)?)?.encode_to_vec(&mut tbs_head)?;
-    tbs_head.extend_from_slice(&head);
-    // The head goes in front of the entries (one move of the buffer).
-    list.buf.splice(0..0, tbs_head.iter().copied());
-    list.buf.extend_from_slice(&suffix);
-    let tbs = &list.buf[..];
-    let signature = sign(tbs)?;
-    let sig = BitStringRef::from_bytes(&signature)?;
-    let total = tbs.len() + alg.len() + usize::try_from(sig.encoded_len()?)?;
-    let mut out = Vec::with_capacity(total + 8);
-    Header::new(Tag::Sequence, Length::try_from(total)?)?.encode_to_vec(&mut out)?;
-    out.extend_from_slice(tbs);
+    // One output buffer: room for the CertificateList header (at most 6
+    // bytes, known only after signing), then the TBSCertList, signed in
+    // place, then algorithm and signature. The entries are copied once and
+    // their buffer freed; nothing is reallocated.
+    const OUTER: usize = 6;
+    let mut out = Vec::with_capacity(OUTER + tbs_len + 16 + alg.len() + 1024);
+    out.resize(OUTER, 0);
+    Header::new(Tag::Sequence, Length::try_from(tbs_len)?)?.encode_to_vec(&mut out)?;
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&list.buf);
     drop(std::mem::take(&mut list.buf));
+    out.extend_from_slice(&suffix);
+    let signature = sign(&out[OUTER..])?;
+    let sig = BitStringRef::from_bytes(&signature)?;
     out.extend_from_slice(alg);
     sig.encode_to_vec(&mut out)?;
+    let mut outer = Vec::with_capacity(OUTER);
+    Header::new(Tag::Sequence, Length::try_from(out.len() - OUTER)?)?.encode_to_vec(&mut outer)?;
+    anyhow::ensure!(outer.len() <= OUTER, "CRL too large");
+    let start = OUTER - outer.len();
+    out[start..OUTER].copy_from_slice(&outer);
+    out.drain(..start);
     Ok(out)
 }
 

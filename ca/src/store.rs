@@ -448,12 +448,13 @@ impl Store {
     }
 
     /// Calls `f` with every revoked certificate still unexpired at `after`
-    /// (serial, revocation time, reason), in revocation order, straight
-    /// from the covering index `certificates_crl` (no row is read).
+    /// (serial number bytes, revocation time, reason), in revocation order,
+    /// straight from the covering index `certificates_crl` (no table row is
+    /// read, nothing is sorted, nothing is allocated per entry).
     pub fn for_each_crl_entry_blocking(
         &self,
         after: Option<i64>,
-        mut f: impl FnMut(&Serial, i64, RevocationReason) -> anyhow::Result<()>,
+        mut f: impl FnMut(&[u8], i64, RevocationReason) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let after = after.unwrap_or(i64::MIN);
         self.db.read_blocking(move |c| -> anyhow::Result<()> {
@@ -462,16 +463,17 @@ impl Store {
                  WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at, serial",
             )?;
             let mut rows = stmt.query([after])?;
+            let mut buf = [0u8; 32];
             while let Some(row) = rows.next()? {
-                let text = row.get_ref(0)?.as_str()?;
-                let serial: Serial = text
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("serial {text}")))?;
+                let text = row.get_ref(0)?.as_bytes()?;
+                let serial = decode_serial(text, &mut buf).ok_or_else(|| {
+                    StoreError::Corrupt(format!("serial {}", String::from_utf8_lossy(text)))
+                })?;
                 let reason = u8::try_from(row.get::<_, i64>(2)?)
                     .ok()
                     .and_then(RevocationReason::from_code)
                     .unwrap_or(RevocationReason::Unspecified);
-                f(&serial, row.get(1)?, reason)?;
+                f(serial, row.get(1)?, reason)?;
             }
             Ok(())
         })
@@ -482,7 +484,7 @@ impl Store {
         let mut out = Vec::new();
         self.for_each_crl_entry_blocking(after, |serial, revoked_at, reason| {
             out.push(CrlEntry {
-                serial: serial.clone(),
+                serial: Serial::from_bytes(serial),
                 revoked_at,
                 reason,
             });
@@ -490,6 +492,23 @@ impl Store {
         })?;
         Ok(out)
     }
+}
+
+/// Decodes a stored serial (lowercase hex, as [`Serial`] stores it) into
+/// `buf`; `None` for anything else or more than 32 bytes.
+fn decode_serial<'a>(hex: &[u8], buf: &'a mut [u8; 32]) -> Option<&'a [u8]> {
+    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 2 * buf.len() {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        buf[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(&buf[..hex.len() / 2])
 }
 
 fn route_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MtaRoute> {

@@ -51,8 +51,34 @@ fn the_database_forbids_two_valid_identities() {
         .revoke_blocking(b.serial.clone(), RevocationReason::KeyCompromise, 41)
         .unwrap();
     assert_eq!(out, RevokeOutcome::AlreadyRevoked);
-    assert_eq!(store.crl_entries_blocking(None).unwrap().len(), 2);
+    let entries = store.crl_entries_blocking(None).unwrap();
+    let listed: Vec<(Serial, i64, RevocationReason)> = entries
+        .iter()
+        .map(|e| (e.serial.clone(), e.revoked_at, e.reason))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (a.serial.clone(), 20, RevocationReason::Superseded),
+            (b.serial.clone(), 40, RevocationReason::KeyCompromise),
+        ]
+    );
     assert_eq!(store.crl_entries_blocking(Some(1000)).unwrap().len(), 0);
+}
+
+#[test]
+fn stored_serials_decode_to_their_bytes() {
+    let mut buf = [0u8; 32];
+    for _ in 0..100 {
+        let s = Serial::random();
+        assert_eq!(
+            decode_serial(s.as_str().as_bytes(), &mut buf).unwrap(),
+            s.to_bytes().as_slice()
+        );
+    }
+    for bad in ["", "a", "0G", "AB", "0x12", &"00".repeat(33)] {
+        assert!(decode_serial(bad.as_bytes(), &mut buf).is_none(), "{bad}");
+    }
 }
 
 #[test]
