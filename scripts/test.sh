@@ -41,6 +41,9 @@ if [ -x scripts/e2e.sh ]; then
   scripts/e2e.sh
 fi
 
+log "scripts/schemathesis.sh (both services against docs/openapi/*.yaml)"
+scripts/schemathesis.sh
+
 log "scripts/interop.sh (pkilint, OpenSSL, NSS, GnuTLS, Python cryptography)"
 scripts/interop.sh
 

@@ -110,7 +110,8 @@ impl Config {
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let path = Paths::new(dir).config;
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))
+        mailid_shared::files::write_atomic(&path, (text + "\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

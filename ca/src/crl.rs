@@ -140,15 +140,9 @@ pub fn sign_now(
     ))
 }
 
-/// Writes a CRL file atomically (temporary file, fsync, rename).
+/// Writes a CRL file atomically and durably.
 pub fn write_file(path: &std::path::Path, der: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(der)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    Ok(mailid_shared::files::write_atomic(path, der)?)
 }
 
 /// The publisher: the current CRL plus what is needed to make the next.

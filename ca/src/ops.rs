@@ -132,7 +132,10 @@ fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
     let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
 
     keys::save_key(&paths.key, &pkcs8, pass)?;
-    std::fs::write(&paths.ca_pem, mailid_shared::pem::encode_chain(&chain))?;
+    mailid_shared::files::write_atomic(
+        &paths.ca_pem,
+        mailid_shared::pem::encode_chain(&chain).as_bytes(),
+    )?;
     let store = Store::open(&paths.db)?;
     cfg.save(dir)?;
     let (snap, _) = crate::crl::sign_now(&store, &ca_issuer, cfg.crl_next_update_hours, now)?;

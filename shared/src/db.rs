@@ -35,7 +35,7 @@ pub enum DbError {
     Closed,
     #[error("a storage job panicked")]
     Panicked,
-    #[error("opening database {path}: {source}")]
+    #[error("opening database {path}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -250,7 +250,16 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, &mut batch);
+        // A panic outside the jobs (which are caught on their own) must not
+        // end the only writer: the batch's callers get an error and the
+        // next batch runs.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&conn, &mut batch)
+        }));
+        if caught.is_err() {
+            batch.clear();
+            let _ = exec(&conn, "ROLLBACK");
+        }
     }
 }
 

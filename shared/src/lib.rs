@@ -13,6 +13,7 @@
 pub mod address;
 pub mod authsig;
 pub mod db;
+pub mod files;
 pub mod http;
 pub mod keyid;
 pub mod metrics;
