@@ -66,36 +66,8 @@ done
 MAILID="$BIN/mailid"
 cd "$WORK" || fatal "cd $WORK"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    # Below the kernel's ephemeral range (32768+), so no outgoing
-    # connection can be holding the port when the service binds it.
-    p=$((20000 + RANDOM % 12000))
-    port_busy "$p" || { echo "$p"; return 0; }
-  done
-  return 1
-}
-
-# start NAME CMD...: starts a service, records its PID, waits for the
-# "listening on URL" line and sets URL. It must run in this shell (not in
-# a command substitution), or the PID would not reach the cleanup trap.
-start() {
-  local name="$1"; shift
-  "$@" >"$name.out" 2>"$name.log" </dev/null &
-  PIDS+=("$!")
-  for _ in $(seq 1 600); do
-    if grep -q '^listening on ' "$name.out" 2>/dev/null; then
-      URL="$(sed -n 's/^listening on //p' "$name.out" | head -n 1)"
-      return 0
-    fi
-    kill -0 "${PIDS[-1]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  tail -n 20 "$name.log" >&2
-  return 1
-}
+# port_busy, free_port, start
+. "$ROOT/scripts/lib/services.sh"
 
 PASSWORD="e2e $(head -c 12 /dev/urandom | base32 | tr -d =)"
 ALICE=alice@example.com

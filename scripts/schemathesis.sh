@@ -90,32 +90,8 @@ for b in mailid mailid-ca mailid-mta-auth; do
 done
 cd "$WORK" || fatal "cd $WORK"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 12000))
-    port_busy "$p" || { echo "$p"; return 0; }
-  done
-  return 1
-}
-# start NAME CMD...: as in scripts/e2e.sh (runs in this shell so the PID
-# reaches the cleanup trap; sets URL from the "listening on" line).
-start() {
-  local name="$1"; shift
-  "$@" >"$name.out" 2>"$name.log" </dev/null &
-  PIDS+=("$!")
-  for _ in $(seq 1 600); do
-    if grep -q '^listening on ' "$name.out" 2>/dev/null; then
-      URL="$(sed -n 's/^listening on //p' "$name.out" | head -n 1)"
-      return 0
-    fi
-    kill -0 "${PIDS[-1]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  tail -n 20 "$name.log" >&2
-  return 1
-}
+# port_busy, free_port, start
+. "$ROOT/scripts/lib/services.sh"
 
 # --- services ----------------------------------------------------------------
 ALICE=alice@example.com
