@@ -264,7 +264,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let vis = crate::crl::visibility(&bins, largest, plan.runs).await?;
     let _ = writeln!(
         md,
-        "### 4. CRL signing\n\n`mailid-ca crl --der --out F` on a database seeded with N revoked, unexpired certificates: the whole command (open, read, build, sign, write), {runs_note}; peak = the command's maximum resident set.\n\n| entries | seconds | peak MiB | CRL MB |\n|---:|---:|---:|---:|\n{crl}\nA revocation (`mailid-ca revoke` against the running CA's database) was listed in the served `/v1/crl.der` after {} ms with {largest} entries present (each run; the publisher polls the database every second and re-signs at most once a second).\n",
+        "### 4. CRL signing\n\n`mailid-ca crl --der --out F` on a database seeded with N revoked, unexpired certificates: the whole command (open, read, build, sign, write), {runs_note}; peak = the command's maximum resident set.\n\n| entries | seconds | peak MiB | CRL MB |\n|---:|---:|---:|---:|\n{crl}\nA revocation (`mailid-ca revoke` against the running CA's database) was listed in the served `/v1/crl.der` after {} ms with {largest} entries present (each run; the publisher polls the revocation counter every 250 ms and re-signs at most once a second).\n",
         vis.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
     );
 
