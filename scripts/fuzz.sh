@@ -28,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(csr pem keyid address json upload)
+ALL_TARGETS=(csr upload json pem keyid address)
 runs=10000000
 total_time=""
 targets=()
