@@ -47,6 +47,9 @@ scripts/schemathesis.sh
 log "scripts/interop.sh (pkilint, OpenSSL, NSS, GnuTLS, Python cryptography)"
 scripts/interop.sh
 
+log "scripts/fuzz.sh --short 10 (every fuzz target for 10 s; skipped with a reason if the toolchain cannot build them)"
+scripts/fuzz.sh --short 10
+
 log "scripts/bench.sh --smoke (the benchmark harness works; no speed is asserted)"
 scripts/bench.sh --smoke
 
