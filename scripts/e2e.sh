@@ -12,26 +12,9 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PASSED=0
-FAILED=0
-PIDS=()
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mailid-e2e.XXXXXX")"
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$FAILED" -eq 0 ] && [ -z "${MAILID_E2E_KEEP:-}" ]; then
-    rm -rf "$WORK"
-  else
-    echo "e2e: files and logs kept in $WORK"
-  fi
-}
-trap cleanup EXIT
+# services_setup, fatal, port_busy, free_port, start
+. "$ROOT/scripts/lib/services.sh"
+services_setup e2e MAILID_E2E_KEEP
 
 pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
@@ -39,13 +22,6 @@ fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
 check() {
   local what="$1"; shift
   if "$@" >"$WORK/last.out" 2>&1; then pass "$what"; else fail "$what"; sed 's/^/       /' "$WORK/last.out" | tail -n 15; fi
-}
-# fatal: a set-up step the rest depends on.
-fatal() {
-  echo "FAIL - $*"
-  FAILED=$((FAILED + 1))
-  echo "e2e: $PASSED passed, $FAILED failed"
-  exit 1
 }
 
 for tool in openssl curl base32 sed; do
@@ -66,8 +42,6 @@ done
 MAILID="$BIN/mailid"
 cd "$WORK" || fatal "cd $WORK"
 
-# port_busy, free_port, start
-. "$ROOT/scripts/lib/services.sh"
 
 PASSWORD="e2e $(head -c 12 /dev/urandom | base32 | tr -d =)"
 ALICE=alice@example.com

@@ -26,33 +26,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SCHEMATHESIS_VERSION=4.32.5
 VENV="$ROOT/target/schemathesis-venv"
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
-PASSED=0
-FAILED=0
-PIDS=()
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mailid-schemathesis.XXXXXX")"
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$FAILED" -eq 0 ] && [ -z "${MAILID_SCHEMATHESIS_KEEP:-}" ]; then
-    rm -rf "$WORK"
-  else
-    echo "schemathesis: files, logs and reports kept in $WORK"
-  fi
-}
-trap cleanup EXIT
-
-fatal() {
-  echo "FAIL - $*"
-  FAILED=$((FAILED + 1))
-  echo "schemathesis: $PASSED passed, $FAILED failed"
-  exit 1
-}
+# services_setup, fatal, port_busy, free_port, start
+. "$ROOT/scripts/lib/services.sh"
+services_setup schemathesis MAILID_SCHEMATHESIS_KEEP
 
 # --- schemathesis in a virtualenv --------------------------------------------
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
@@ -90,8 +66,6 @@ for b in mailid mailid-ca mailid-mta-auth; do
 done
 cd "$WORK" || fatal "cd $WORK"
 
-# port_busy, free_port, start
-. "$ROOT/scripts/lib/services.sh"
 
 # --- services ----------------------------------------------------------------
 ALICE=alice@example.com

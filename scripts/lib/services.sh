@@ -1,6 +1,44 @@
 # Shell helpers shared by the scripts that start the real services
-# (scripts/e2e.sh, scripts/schemathesis.sh). Source it after setting up a
-# PIDS=() array that the caller's cleanup trap kills.
+# (scripts/e2e.sh, scripts/schemathesis.sh). Source it, then call
+# `services_setup NAME KEEP_VAR` before starting anything.
+
+# services_setup NAME KEEP_VAR: sets PASSED=0, FAILED=0, PIDS=() and WORK (a
+# new temp dir mailid-NAME.XXXXXX) and installs an EXIT trap that stops every
+# PID in PIDS and removes WORK, unless something failed or the environment
+# variable named KEEP_VAR is set.
+services_setup() {
+  SERVICES_NAME="$1"
+  SERVICES_KEEP_VAR="$2"
+  PASSED=0
+  FAILED=0
+  PIDS=()
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/mailid-$1.XXXXXX")"
+  trap services_cleanup EXIT
+}
+
+services_cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$FAILED" -eq 0 ] && [ -z "${!SERVICES_KEEP_VAR:-}" ]; then
+    rm -rf "$WORK"
+  else
+    echo "$SERVICES_NAME: files and logs kept in $WORK"
+  fi
+}
+
+# fatal MESSAGE: a set-up step the rest depends on failed; prints the totals
+# and exits 1.
+fatal() {
+  echo "FAIL - $*"
+  FAILED=$((FAILED + 1))
+  echo "$SERVICES_NAME: $PASSED passed, $FAILED failed"
+  exit 1
+}
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
