@@ -680,16 +680,22 @@ fn fill_disk(dir: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------
 // MTA faults.
 
+/// Both services under `root`, with the CA's route for the domain going
+/// through a [`FaultyMta`] that forwards to the real MTA until told otherwise.
+fn env_behind_faulty_mta(root: &Path) -> (Env, FaultyMta) {
+    let fake: std::cell::OnceCell<FaultyMta> = std::cell::OnceCell::new();
+    let env = env_in(
+        root,
+        root,
+        Some(&|real: &str| fake.get_or_init(|| FaultyMta::start(real)).url()),
+    );
+    (env, fake.into_inner().expect("fake MTA"))
+}
+
 #[test]
 fn mta_faults_give_503_change_nothing_and_clear_without_restart() {
     let root = temp_dir();
-    let fake: std::cell::OnceCell<FaultyMta> = std::cell::OnceCell::new();
-    let env = env_in(
-        root.path(),
-        root.path(),
-        Some(&|real: &str| fake.get_or_init(|| FaultyMta::start(real)).url()),
-    );
-    let fake = fake.get().expect("fake MTA");
+    let (env, fake) = env_behind_faulty_mta(root.path());
     let (mta, ca) = (env.mta.url(), env.ca.url());
     let pid = ca_pid(&env);
 
@@ -736,13 +742,7 @@ fn mta_faults_give_503_change_nothing_and_clear_without_restart() {
 #[test]
 fn an_endless_mta_answer_is_cut_off_and_memory_stays_bounded() {
     let root = temp_dir();
-    let fake: std::cell::OnceCell<FaultyMta> = std::cell::OnceCell::new();
-    let env = env_in(
-        root.path(),
-        root.path(),
-        Some(&|real: &str| fake.get_or_init(|| FaultyMta::start(real)).url()),
-    );
-    let fake = fake.get().expect("fake MTA");
+    let (env, fake) = env_behind_faulty_mta(root.path());
     let (mta, ca) = (env.mta.url(), env.ca.url());
     let pid = ca_pid(&env);
     let first = serial_of(&try_enroll(&mta, &ca, ALICE));
