@@ -320,19 +320,7 @@ impl Env {
             .await
             .context("starting the CA")?;
         let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
-        let mut tls_clients = Vec::new();
-        for a in &names {
-            let pair = client_ca.client(a)?;
-            let id = reqwest::Identity::from_pem(
-                format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes(),
-            )?;
-            tls_clients.push(
-                reqwest::Client::builder()
-                    .tls_certs_only([root.clone()])
-                    .identity(id)
-                    .build()?,
-            );
-        }
+        let tls_clients = client_ca.login_clients(&root, &names)?;
         let password_client = reqwest::Client::builder()
             .tls_certs_only([root])
             .pool_max_idle_per_host(256)

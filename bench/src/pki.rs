@@ -56,4 +56,26 @@ impl BenchCa {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(p)
     }
+
+    /// One HTTPS client per account, each logging in with that account's
+    /// TLS client certificate and trusting only `server_root`.
+    pub fn login_clients(
+        &self,
+        server_root: &reqwest::Certificate,
+        accounts: &[String],
+    ) -> anyhow::Result<Vec<reqwest::Client>> {
+        accounts
+            .iter()
+            .map(|a| {
+                let pair = self.client(a)?;
+                let id = reqwest::Identity::from_pem(
+                    format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes(),
+                )?;
+                Ok(reqwest::Client::builder()
+                    .tls_certs_only([server_root.clone()])
+                    .identity(id)
+                    .build()?)
+            })
+            .collect()
+    }
 }

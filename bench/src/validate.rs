@@ -275,18 +275,7 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
     })
     .collect();
     let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
-    let mut tls_clients = Vec::new();
-    for a in &accounts {
-        let pair = client_ca.client(a)?;
-        let id =
-            reqwest::Identity::from_pem(format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes())?;
-        tls_clients.push(
-            reqwest::Client::builder()
-                .tls_certs_only([root.clone()])
-                .identity(id)
-                .build()?,
-        );
-    }
+    let tls_clients = client_ca.login_clients(&root, &accounts)?;
     let keys: Vec<Vec<KeyId>> = (0..opts.accounts)
         .map(|_| {
             (0..opts.keys)
