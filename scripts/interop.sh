@@ -27,10 +27,14 @@ if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Pinned so that a new pkilint release (new lints) cannot change the verdict
+# on an unchanged tree; bump them on purpose.
+PKILINT_VERSION=0.13.3
+CRYPTOGRAPHY_VERSION=50.0.2
 VENV=$root/target/interop-venv
-if [ ! -x "$VENV/bin/lint_cabf_smime_cert" ] || ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('pkilint') != '$PKILINT_VERSION' or m.version('cryptography') != '$CRYPTOGRAPHY_VERSION')" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check pkilint cryptography
+  "$VENV/bin/pip" install -q --disable-pip-version-check "pkilint==$PKILINT_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION"
 fi
 PY="$VENV/bin/python"
 
