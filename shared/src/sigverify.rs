@@ -4,7 +4,6 @@
 
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Encode};
-use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
@@ -120,16 +119,28 @@ pub fn classify(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, VerifyError
                 Ok(KeyKind::P384)
             }
             Some(c) => Ok(KeyKind::Other(format!("EC curve {c}"))),
-            None => Err(VerifyError::BadKey),
+            // Explicit curve parameters (or none): not a named curve.
+            None => Ok(KeyKind::Other("EC key without a named curve".into())),
         };
     }
     if alg == oids::RSA_ENCRYPTION {
-        let key = rsa_key(spki)?;
-        let e = key.e();
-        let exponent_ok =
-            e >= &rsa::BigUint::from(65537u32) && (e % 2u32) == rsa::BigUint::from(1u32);
+        // Sized from the DER structure, so keys larger than the rsa crate
+        // takes (4096 bits) are classified, and refused by policy, rather
+        // than reported as malformed.
+        let bytes = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(VerifyError::BadKey)?;
+        let key = rsa::pkcs1::RsaPublicKey::from_der(bytes).map_err(|_| VerifyError::BadKey)?;
+        let n = rsa::BigUint::from_bytes_be(key.modulus.as_bytes());
+        let e = rsa::BigUint::from_bytes_be(key.public_exponent.as_bytes());
+        if n.bits() == 0 {
+            return Err(VerifyError::BadKey);
+        }
+        let odd = key.public_exponent.as_bytes().last().is_some_and(|b| b & 1 == 1);
+        let exponent_ok = e >= rsa::BigUint::from(65537u32) && odd;
         return Ok(KeyKind::Rsa {
-            bits: key.n().bits(),
+            bits: n.bits() as usize,
             exponent_ok,
         });
     }

@@ -264,6 +264,23 @@ async fn bad_inputs_get_their_codes_and_change_nothing() {
         Csr::openssl(dir, "ed25519", &account, &[]).pem,
         "unsupported-key",
     );
+    // Keys outside the policy, including ones the rsa crate would not even
+    // load (over 4096 bits) and a P-256 key with explicit curve parameters.
+    let too_big = (
+        "RSA-4104",
+        Csr::openssl(dir, "rsa4104", &account, &[]).pem,
+        "unsupported-key",
+    );
+    let p521 = (
+        "P-521",
+        Csr::openssl(dir, "p521", &account, &[]).pem,
+        "unsupported-key",
+    );
+    let explicit = (
+        "P-256 with explicit parameters",
+        Csr::openssl(dir, "p256-explicit", &account, &[]).pem,
+        "unsupported-key",
+    );
     let unknown = (
         "unknown domain",
         Csr::openssl(dir, "p256", "eve@unknown.test", &[]).pem,
@@ -276,6 +293,9 @@ async fn bad_inputs_get_their_codes_and_change_nothing() {
         two_addresses,
         rsa1024,
         ed25519,
+        too_big,
+        p521,
+        explicit,
         unknown,
     ] {
         let (status, v) = env.enroll(&pem, "12345678").await;

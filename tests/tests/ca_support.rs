@@ -226,17 +226,29 @@ pub fn csr_key_id(dir: &Path, csr_pem: &str) -> KeyId {
 }
 
 impl Csr {
-    /// A key made by `openssl genpkey` (`p256`, `p384`, `rsa2048`, `rsa3072`,
-    /// `rsa1024`, `ed25519`) and a CSR by `openssl req` with `extra`
+    /// A key made by `openssl genpkey` (`p256`, `p384`, `p521`,
+    /// `p256-explicit` (explicit curve parameters), `ed25519`, or `rsaBITS`) and a CSR by `openssl req` with `extra`
     /// arguments (defaults: CN and rfc822Name SAN = `account`).
     pub fn openssl(dir: &Path, kind: &str, account: &str, extra: &[&str]) -> Csr {
         let key = tmp_name(dir, "key");
         let k = key.to_str().unwrap();
         match kind {
-            "p256" | "p384" => {
-                let curve = if kind == "p256" { "P-256" } else { "P-384" };
-                let opt = format!("ec_paramgen_curve:{curve}");
+            "p256" | "p384" | "p521" => {
+                let opt = format!("ec_paramgen_curve:P-{}", &kind[1..]);
                 openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", &opt, "-out", k]);
+            }
+            "p256-explicit" => {
+                openssl(&[
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-pkeyopt",
+                    "ec_param_enc:explicit",
+                    "-out",
+                    k,
+                ]);
             }
             "ed25519" => {
                 openssl(&["genpkey", "-algorithm", "ED25519", "-out", k]);
