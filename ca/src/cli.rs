@@ -130,14 +130,7 @@ pub enum MtaCommand {
 /// Parses the command line, runs it, and returns the exit status:
 /// 0 success, 1 failure (one line on stderr), 2 usage error.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
-    };
+    let cli: Cli = mailid_shared::cli::parse_or_exit("mailid-ca");
     let res = match &cli.command {
         Command::Serve(args) => crate::serve::run(&cli, args),
         _ => crate::ops::run(&cli),
@@ -145,8 +138,7 @@ pub fn main() -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("mailid-ca: {msg}");
+            mailid_shared::cli::error_line("mailid-ca", format!("{e:#}"));
             1
         }
     }

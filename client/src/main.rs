@@ -7,7 +7,7 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 }
 
 fn real_main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = mailid_shared::cli::parse_or_exit("mailid");
     let login = match &cli.command {
         Command::Enroll(a) => Some(&a.login),
         Command::Revoke(a) => Some(&a.login),
@@ -39,13 +39,14 @@ fn real_main() -> ExitCode {
     let creds = match login.map(commands::credentials) {
         None => None,
         Some(Ok(Some(c))) => Some(c),
-        Some(Ok(None)) => Cli::command()
-            .error(
+        Some(Ok(None)) => mailid_shared::cli::usage_exit(
+            "mailid",
+            &Cli::command().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
                 "no MTA credentials: give --password-stdin, set MAILID_PASSWORD, \
                  or give --client-cert and --client-key",
-            )
-            .exit(),
+            ),
+        ),
         Some(Err(e)) => return fail(&e),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -65,7 +66,6 @@ fn real_main() -> ExitCode {
 }
 
 fn fail(e: &mailid_client::Error) -> ExitCode {
-    let line = e.to_string().replace(['\n', '\r'], " ");
-    eprintln!("mailid: {line}");
+    mailid_shared::cli::error_line("mailid", e);
     ExitCode::from(1)
 }

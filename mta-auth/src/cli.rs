@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mailid_shared::authsig::Credential;
+use mailid_shared::cli;
 use mailid_shared::Address;
 use zeroize::Zeroizing;
 
@@ -111,12 +112,15 @@ pub struct ServeArgs {
     pub lockout_base_secs: Option<u64>,
 }
 
+/// The binary's name, the prefix of its error lines.
+const BIN: &str = "mailid-mta-auth";
+
 /// Entry point of the binary: parses, runs, maps errors to exit codes.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = cli::parse_or_exit(BIN);
     init_logging();
     let Some(data_dir) = cli.data_dir.clone() else {
-        eprintln!("error: --data-dir is required (or set MAILID_MTA_DATA_DIR)");
+        cli::error_line(BIN, "--data-dir is required (or set MAILID_MTA_DATA_DIR)");
         return ExitCode::from(2);
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -125,15 +129,14 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting runtime: {e}");
+            cli::error_line(BIN, format!("starting runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli, data_dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            cli::error_line(BIN, format!("{e:#}"));
             ExitCode::from(1)
         }
     }

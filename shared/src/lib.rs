@@ -12,6 +12,7 @@
 
 pub mod address;
 pub mod authsig;
+pub mod cli;
 pub mod db;
 pub mod files;
 pub mod http;

@@ -137,7 +137,11 @@ pub fn classify(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, VerifyError
         if n.bits() == 0 {
             return Err(VerifyError::BadKey);
         }
-        let odd = key.public_exponent.as_bytes().last().is_some_and(|b| b & 1 == 1);
+        let odd = key
+            .public_exponent
+            .as_bytes()
+            .last()
+            .is_some_and(|b| b & 1 == 1);
         let exponent_ok = e >= rsa::BigUint::from(65537u32) && odd;
         return Ok(KeyKind::Rsa {
             bits: n.bits() as usize,

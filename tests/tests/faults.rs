@@ -923,7 +923,7 @@ fn a_read_only_database_at_start_is_refused_in_one_line() {
     let line = assert_one_line_failure(&out, "mailid-ca: ", &["read-only"]);
     eprintln!("CA: {line}");
     let out = serve_must_fail(&bin(MTA_BIN), &env.mta.dir, &[]);
-    let line = assert_one_line_failure(&out, "error: ", &["read-only"]);
+    let line = assert_one_line_failure(&out, "mailid-mta-auth: ", &["read-only"]);
     eprintln!("MTA: {line}");
 
     disk.remount("rw").expect("remount read-write");
@@ -1093,7 +1093,7 @@ fn a_corrupt_database_stops_either_service_in_one_line() {
     let ca = CaFixture::init(root.path(), "ca", &[]);
     for (bin_name, program, dir, db) in [
         (CA_BIN, "mailid-ca: ", &ca.dir, "ca.sqlite"),
-        (MTA_BIN, "error: ", &mta.dir, "mta-auth.sqlite"),
+        (MTA_BIN, "mailid-mta-auth: ", &mta.dir, "mta-auth.sqlite"),
     ] {
         let path = dir.join(db);
         assert!(path.exists(), "{}", path.display());
