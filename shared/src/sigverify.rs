@@ -144,7 +144,7 @@ pub fn classify(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, VerifyError
             .is_some_and(|b| b & 1 == 1);
         let exponent_ok = e >= rsa::BigUint::from(65537u32) && odd;
         return Ok(KeyKind::Rsa {
-            bits: n.bits() as usize,
+            bits: n.bits(),
             exponent_ok,
         });
     }
