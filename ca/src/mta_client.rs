@@ -144,19 +144,28 @@ async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>
     }
 }
 
-/// Turns the MTA's answer into a verdict; a "valid" for another account or
-/// key counts as a rejection.
+/// Turns the MTA's answer into a verdict. A "valid" must name this account
+/// and this key: one for another account or key counts as a rejection, and
+/// one that names neither is not a validation result at all (the MTA is not
+/// speaking the protocol), so nothing is granted.
 pub fn interpret(answer: ValidateResponse, account: &Address, key_id: &KeyId) -> Verdict {
     if answer.valid {
-        let same_account = answer.account.as_ref().is_none_or(|a| a == account);
-        let same_key = answer.key_id.as_ref().is_none_or(|k| k == key_id);
-        if same_account && same_key {
-            return Verdict::Valid;
-        }
-        return Verdict::Rejected {
-            reason: ValidateReason::KeyMismatch,
-            retry_after: None,
+        let (Some(for_account), Some(for_key)) = (&answer.account, &answer.key_id) else {
+            return Verdict::Unavailable("MTA answer does not name the account and key".into());
         };
+        if for_account != account {
+            return Verdict::Rejected {
+                reason: ValidateReason::Invalid,
+                retry_after: None,
+            };
+        }
+        if for_key != key_id {
+            return Verdict::Rejected {
+                reason: ValidateReason::KeyMismatch,
+                retry_after: None,
+            };
+        }
+        return Verdict::Valid;
     }
     Verdict::Rejected {
         reason: answer.reason.unwrap_or(ValidateReason::Invalid),
@@ -178,14 +187,36 @@ mod tests {
             interpret(ValidateResponse::ok(a.clone(), k.clone()), &a, &k),
             Verdict::Valid
         );
-        assert!(matches!(
+        assert_eq!(
             interpret(ValidateResponse::ok(b, k.clone()), &a, &k),
-            Verdict::Rejected { .. }
-        ));
-        assert!(matches!(
+            Verdict::Rejected {
+                reason: ValidateReason::Invalid,
+                retry_after: None
+            }
+        );
+        assert_eq!(
             interpret(ValidateResponse::ok(a.clone(), other), &a, &k),
-            Verdict::Rejected { .. }
-        ));
+            Verdict::Rejected {
+                reason: ValidateReason::KeyMismatch,
+                retry_after: None
+            }
+        );
+        // A bare {"valid":true} grants nothing.
+        for bare in [
+            ValidateResponse {
+                account: None,
+                ..ValidateResponse::ok(a.clone(), k.clone())
+            },
+            ValidateResponse {
+                key_id: None,
+                ..ValidateResponse::ok(a.clone(), k.clone())
+            },
+        ] {
+            assert!(matches!(
+                interpret(bare, &a, &k),
+                Verdict::Unavailable(_)
+            ));
+        }
         assert_eq!(
             interpret(
                 ValidateResponse::rejected(ValidateReason::Locked, Some(60)),

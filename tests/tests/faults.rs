@@ -64,6 +64,8 @@ enum Mode {
     Redirect,
     /// Answers `{"valid":true}` for another account.
     ValidForOther,
+    /// Answers a bare `{"valid":true}` that names no account and no key.
+    BareValid,
     /// Refuses connections (nothing listens on the port).
     Refuse,
 }
@@ -79,6 +81,7 @@ impl Mode {
             Mode::EndlessBody,
             Mode::Redirect,
             Mode::ValidForOther,
+            Mode::BareValid,
             Mode::Refuse,
         ][v as usize]
     }
@@ -323,6 +326,9 @@ fn handle(mut s: TcpStream, mode: Mode, upstream: &str, trap_port: u16, sent: &A
             let v =
                 json!({"valid": true, "account": "mallory@example.com", "key_id": req["key_id"]});
             respond(&mut s, "200 OK", "application/json", &v.to_string());
+        }
+        Mode::BareValid => {
+            respond(&mut s, "200 OK", "application/json", r#"{"valid":true}"#);
         }
         Mode::Refuse => {}
     }
@@ -710,6 +716,7 @@ fn mta_faults_give_503_change_nothing_and_clear_without_restart() {
         (Mode::Redirect, 503, "mta-unavailable"),
         (Mode::Refuse, 503, "mta-unavailable"),
         (Mode::ValidForOther, 403, "totp-rejected"),
+        (Mode::BareValid, 503, "mta-unavailable"),
     ];
     for (mode, status, code) in faults {
         let what = format!("MTA fault {mode:?}");
