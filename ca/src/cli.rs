@@ -70,7 +70,8 @@ pub enum Command {
 /// `init` options.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The CA's name (common name of the root).
+    /// The CA's name (common name of the root; with --import-cert the
+    /// imported certificate's subject names the CA instead).
     #[arg(long)]
     pub name: String,
     #[arg(long, default_value = "p256")]

@@ -65,6 +65,10 @@ pub struct Config {
 impl Config {
     /// Checks the ranges of SPEC §5.
     pub fn validate(&self) -> anyhow::Result<()> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            anyhow::bail!("the CA name must not be empty or hold control characters");
+        }
         if self.validity_days == 0 || self.validity_days > MAX_VALIDITY_DAYS {
             anyhow::bail!("validity must be 1 to {MAX_VALIDITY_DAYS} days");
         }
@@ -110,7 +114,7 @@ impl Config {
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let path = Paths::new(dir).config;
         let text = serde_json::to_string_pretty(self)?;
-        mailid_shared::files::write_atomic(&path, (text + "\n").as_bytes())
+        mailid_shared::files::write_atomic_mode(&path, (text + "\n").as_bytes(), 0o600)
             .with_context(|| format!("writing {}", path.display()))
     }
 }

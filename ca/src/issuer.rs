@@ -32,6 +32,15 @@ use crate::policy::CheckedCsr;
 
 /// How far notBefore and thisUpdate are backdated, in seconds.
 pub const BACKDATE_SECS: i64 = 60;
+
+/// notAfter for an identity valid `days` days from `not_before`. The S/MIME
+/// BR count the validity period inclusively (notBefore through notAfter), so
+/// at the 825-day maximum the certificate ends one second early to stay
+/// within 825 days; shorter periods are exactly `days` × 86,400 s.
+pub fn not_after_for(not_before: i64, days: u32) -> i64 {
+    let max = i64::from(crate::config::MAX_VALIDITY_DAYS) * 86_400 - 1;
+    not_before + (i64::from(days) * 86_400).min(max)
+}
 /// Validity of a self-signed root made by `init`, in days.
 pub const ROOT_VALIDITY_DAYS: i64 = 3650;
 
@@ -283,7 +292,7 @@ impl CaIssuer {
     pub fn issue(&self, csr: &CheckedCsr, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
         let serial = Serial::random();
         let not_before = now - BACKDATE_SECS;
-        let not_after = not_before + i64::from(self.validity_days) * 86_400;
+        let not_after = not_after_for(not_before, self.validity_days);
         let params = self.profile(csr, &serial, not_before, not_after)?;
         let cert = params
             .signed_by(key, &self.issuer)

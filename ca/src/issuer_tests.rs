@@ -247,3 +247,12 @@ fn crl_splice_matches_rcgen() {
         }
     }
 }
+
+#[test]
+fn validity_never_exceeds_825_days_counted_inclusively() {
+    use crate::issuer::not_after_for;
+    assert_eq!(not_after_for(1000, 365) - 1000, 365 * 86_400);
+    assert_eq!(not_after_for(1000, 824) - 1000, 824 * 86_400);
+    // Inclusive period: notAfter - notBefore + 1 s <= 825 days.
+    assert_eq!(not_after_for(1000, 825) - 1000 + 1, 825 * 86_400);
+}

@@ -139,8 +139,9 @@ pub fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<String
         return Ok(Some(Zeroizing::new(line.to_string())));
     }
     match std::env::var(PASSPHRASE_ENV) {
-        Ok(v) if !v.is_empty() => Ok(Some(Zeroizing::new(v))),
-        _ => Ok(None),
+        Ok(v) if v.is_empty() => anyhow::bail!("{PASSPHRASE_ENV} is set but empty"),
+        Ok(v) => Ok(Some(Zeroizing::new(v))),
+        Err(_) => Ok(None),
     }
 }
 

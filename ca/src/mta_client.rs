@@ -212,10 +212,7 @@ mod tests {
                 ..ValidateResponse::ok(a.clone(), k.clone())
             },
         ] {
-            assert!(matches!(
-                interpret(bare, &a, &k),
-                Verdict::Unavailable(_)
-            ));
+            assert!(matches!(interpret(bare, &a, &k), Verdict::Unavailable(_)));
         }
         assert_eq!(
             interpret(

@@ -8,7 +8,7 @@ use der::Decode;
 
 use mailid_shared::authsig::Credential;
 use mailid_shared::protocol::{CertStatus, CertificateInfo};
-use mailid_shared::timefmt::now_unix;
+use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{Address, Serial};
 
 use crate::cli::{Cli, Command, InitArgs, MtaCommand};
@@ -78,13 +78,24 @@ pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow
     CaIssuer::new(chain, key, cfg)
 }
 
+/// `init`; a failed `init` removes the data directory again if it made it.
 fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
     let dir = &cli.data_dir;
     let paths = Paths::new(dir);
     if paths.config.exists() || paths.key.exists() || paths.ca_pem.exists() {
         anyhow::bail!("{} already holds a CA", dir.display());
     }
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = init_in(cli, a, &paths);
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
+    let dir = &cli.data_dir;
     let pass = keys::passphrase(cli.passphrase_file.as_deref())?;
     let pass = pass.as_deref().map(String::as_str);
     let now = now_unix();
@@ -103,13 +114,28 @@ fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
             (kt, der.to_vec(), chain)
         }
         _ => {
+            // The root's common name (ub-common-name is 64).
+            if a.name.trim().is_empty() || a.name.chars().count() > 64 {
+                anyhow::bail!("--name must be 1 to 64 characters");
+            }
             let key = a.key_type.generate()?;
             let root = issuer::self_signed_root(&a.name, &key, now)?;
             (a.key_type, key.serialize_der(), vec![root])
         }
     };
+    let first = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
+    let ca_cert =
+        x509_cert::Certificate::from_der(first).context("CA certificate does not parse")?;
+    // An imported CA is named by its certificate, not by --name.
+    let name = if a.import_cert.is_some() {
+        ca_cert.tbs_certificate.subject.to_string()
+    } else {
+        a.name.clone()
+    };
     let cfg = Config {
-        name: a.name.clone(),
+        name,
         base_url: a.base_url.trim_end_matches('/').to_string(),
         validity_days: a.validity_days,
         key_type,
@@ -123,11 +149,6 @@ fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
     let key =
         rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.clone().into(), key_type.algorithm())
             .map_err(|e| anyhow::anyhow!("CA key: {e}"))?;
-    let first = chain
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
-    let ca_cert =
-        x509_cert::Certificate::from_der(first).context("CA certificate does not parse")?;
     issuer::check_ca_cert(&ca_cert, &key)?;
     let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
 
@@ -184,7 +205,15 @@ fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
                 ca_name: ca_name.clone(),
                 credential: cred.to_text(),
             })?;
-            println!("MTA for {domain}: {url} (as CA '{ca_name}')");
+            let url = url.trim_end_matches('/');
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"domain": domain, "url": url, "ca_name": ca_name})
+                );
+            } else {
+                println!("MTA for {domain}: {url} (as CA '{ca_name}')");
+            }
         }
         MtaCommand::List => {
             let routes = store.routes_blocking()?;
@@ -204,7 +233,11 @@ fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
             if !store.remove_route_blocking(domain)? {
                 anyhow::bail!("no MTA for {domain}");
             }
-            println!("removed the MTA for {domain}");
+            if json {
+                println!("{}", serde_json::json!({"removed": domain}));
+            } else {
+                println!("removed the MTA for {domain}");
+            }
         }
     }
     Ok(())
@@ -269,12 +302,33 @@ fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
     let cfg = Config::load(dir)?;
     let store = open_store(dir)?;
     let issuer = load_issuer(dir, &cfg, cli.passphrase_file.as_deref())?;
+    // Open the output before signing, so a bad --out uses up no CRL number.
+    let mut file = out
+        .map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display())))
+        .transpose()?;
     let (snap, _) = crate::crl::sign_now(&store, &issuer, cfg.crl_next_update_hours, now_unix())?;
     crate::crl::write_file(&Paths::new(dir).crl, &snap.der)?;
-    match out {
-        Some(path) if der => std::fs::write(path, &snap.der)?,
-        Some(path) => std::fs::write(path, snap.pem())?,
-        None => print!("{}", String::from_utf8_lossy(&snap.pem())),
+    let bytes = if der { snap.der.clone() } else { snap.pem() };
+    if let (Some(f), Some(p)) = (file.as_mut(), out) {
+        use std::io::Write;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if cli.json {
+        let mut v = serde_json::json!({
+            "crl_number": snap.number,
+            "this_update": rfc3339(snap.this_update),
+            "next_update": rfc3339(snap.next_update),
+            "entries": snap.entries,
+        });
+        match out {
+            Some(p) => v["out"] = p.display().to_string().into(),
+            None => v["crl"] = String::from_utf8_lossy(&snap.pem()).into_owned().into(),
+        }
+        println!("{v}");
+    } else if out.is_none() {
+        print!("{}", String::from_utf8_lossy(&snap.pem()));
     }
     Ok(())
 }
