@@ -118,8 +118,13 @@ async fn account(
 
 fn crl_response(st: &AppState, headers: &HeaderMap, pem: bool) -> Response {
     let snap = st.crl.current();
+    let etag = if pem {
+        snap.etag_pem()
+    } else {
+        snap.etag.clone()
+    };
     let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&snap.etag) {
+    if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&snap.last_modified) {
@@ -129,14 +134,7 @@ fn crl_response(st: &AppState, headers: &HeaderMap, pem: bool) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, no-cache"),
     );
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == snap.etag || t.trim() == "*")
-        });
-    if matches {
+    if not_modified(headers, &etag, snap.this_update) {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
     if pem {
@@ -152,6 +150,27 @@ fn crl_response(st: &AppState, headers: &HeaderMap, pem: bool) -> Response {
         );
         (h, snap.der.clone()).into_response()
     }
+}
+
+/// RFC 9110 §13.1.2–13.1.3 for a GET: `If-None-Match` (weak comparison,
+/// `*`, lists) decides when present; otherwise `If-Modified-Since` against
+/// `last_modified` (each CRL's thisUpdate is later than the one before, so
+/// a newer CRL is never hidden).
+fn not_modified(headers: &HeaderMap, etag: &str, last_modified: i64) -> bool {
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+        let Ok(inm) = inm.to_str() else {
+            return false;
+        };
+        return inm
+            .split(',')
+            .any(|t| t.trim() == "*" || weak(t) == weak(etag));
+    }
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::crl::parse_http_date)
+        .is_some_and(|since| last_modified <= since)
 }
 
 async fn crl_der(State(st): State<Shared>, headers: HeaderMap) -> Response {

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::issuer::{CaIssuer, BACKDATE_SECS};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{NextCrl, Store};
 
 /// Shortest time between two signings (the coalescing window).
 pub const MIN_SIGN_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,13 +46,20 @@ pub struct CrlSnapshot {
     pub this_update: i64,
     pub next_update: i64,
     pub entries: usize,
-    /// Quoted entity tag.
+    /// Quoted entity tag of the DER form; the PEM form's is
+    /// [`CrlSnapshot::etag_pem`].
     pub etag: String,
     /// HTTP date of thisUpdate.
     pub last_modified: String,
 }
 
 impl CrlSnapshot {
+    /// Quoted entity tag of the PEM form (another representation, so
+    /// another strong tag).
+    pub fn etag_pem(&self) -> String {
+        format!("\"crl-{}-pem\"", self.number)
+    }
+
     /// Parses a DER CRL (from disk) into a snapshot.
     pub fn from_der(der: Vec<u8>) -> anyhow::Result<CrlSnapshot> {
         let s = crate::crl_der::summary(&der)?;
@@ -111,6 +118,16 @@ pub fn http_date(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Parses an HTTP date (IMF-fixdate, RFC 9110 §5.6.7) to Unix seconds.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text.trim(), &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
 /// Signs a fresh CRL: allocates the number, lists the entries, signs.
 /// Blocking (call from a blocking thread or the CLI).
 pub fn sign_now(
@@ -121,9 +138,16 @@ pub fn sign_now(
 ) -> anyhow::Result<(CrlSnapshot, i64)> {
     let state = store.crl_state_blocking()?;
     let covered = state.revocations;
-    let this_update = now - BACKDATE_SECS;
-    let next_update = this_update + i64::from(next_update_hours) * 3600;
-    let (number, prev_this) = store.next_crl_blocking(this_update, next_update, covered)?;
+    let NextCrl {
+        number,
+        this_update,
+        next_update,
+        prev_this_update: prev_this,
+    } = store.next_crl_blocking(
+        (now - BACKDATE_SECS, now),
+        i64::from(next_update_hours) * 3600,
+        covered,
+    )?;
     let mut list = crate::crl_der::RevokedList::with_capacity(
         usize::try_from(state.revocations)
             .unwrap_or(0)
@@ -340,5 +364,10 @@ mod tests {
     #[test]
     fn http_dates() {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
     }
 }

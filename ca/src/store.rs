@@ -423,28 +423,17 @@ impl Store {
     }
 
     /// Allocates the next CRL number for a CRL covering revocation counter
-    /// `covered`; durable before it returns. Gives the number and the
-    /// previous CRL's thisUpdate.
+    /// `covered`, to be valid from `times.0` (at the latest `times.1`, the
+    /// present) for `lifetime` seconds; durable before it returns. See
+    /// [`NextCrl`].
     pub fn next_crl_blocking(
         &self,
-        this_update: i64,
-        next_update: i64,
+        times: (i64, i64),
+        lifetime: i64,
         covered: i64,
-    ) -> Result<(i64, Option<i64>), StoreError> {
+    ) -> Result<NextCrl, StoreError> {
         self.db
-            .write_blocking(move |c| next_crl_in(c, this_update, next_update, covered))
-    }
-
-    /// [`Store::next_crl_blocking`] for async callers.
-    pub async fn next_crl(
-        &self,
-        this_update: i64,
-        next_update: i64,
-        covered: i64,
-    ) -> Result<(i64, Option<i64>), StoreError> {
-        self.db
-            .write(move |c| next_crl_in(c, this_update, next_update, covered))
-            .await
+            .write_blocking(move |c| next_crl_in(c, times, lifetime, covered))
     }
 
     /// Calls `f` with every revoked certificate still unexpired at `after`
@@ -596,23 +585,47 @@ fn revoke_one(
     }
 }
 
+/// The number and times a new CRL gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextCrl {
+    pub number: i64,
+    /// thisUpdate: the one asked for, or one second after the previous
+    /// CRL's when that is not earlier, so each CRL's thisUpdate (its HTTP
+    /// Last-Modified) is later than the one before and `If-Modified-Since`
+    /// can never hide a newer CRL; but never later than the present.
+    pub this_update: i64,
+    pub next_update: i64,
+    /// The previous CRL's thisUpdate.
+    pub prev_this_update: Option<i64>,
+}
+
 fn next_crl_in(
     conn: &Connection,
-    this_update: i64,
-    next_update: i64,
+    (this_update, latest): (i64, i64),
+    lifetime: i64,
     covered: i64,
-) -> Result<(i64, Option<i64>), StoreError> {
+) -> Result<NextCrl, StoreError> {
     let prev: Option<i64> =
         conn.query_row("SELECT this_update FROM crl_state WHERE id = 1", [], |r| {
             r.get(0)
         })?;
+    let this_update = match prev {
+        Some(p) if p >= this_update => (p + 1).min(latest),
+        _ => this_update,
+    };
+    let next_update = this_update + lifetime;
     let number: i64 = conn.query_row(
         "UPDATE crl_state SET number = number + 1, this_update = ?1, next_update = ?2, covered = ?3
          WHERE id = 1 RETURNING number",
         params![this_update, next_update, covered],
         |r| r.get(0),
     )?;
-    Ok((number, prev))
+    Ok(NextCrl {
+        number,
+        this_update,
+        next_update,
+        prev_this_update: prev,
+    })
 }
 
 #[cfg(test)]

@@ -82,14 +82,32 @@ fn stored_serials_decode_to_their_bytes() {
 }
 
 #[test]
-fn crl_numbers_strictly_increase() {
+fn crl_numbers_and_this_updates_strictly_increase() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
-    let (n1, prev1) = store.next_crl_blocking(100, 200, 0).unwrap();
-    let (n2, prev2) = store.next_crl_blocking(150, 250, 0).unwrap();
-    assert_eq!((n1, prev1), (1, None));
-    assert_eq!((n2, prev2), (2, Some(100)));
+    let a = store.next_crl_blocking((100, 160), 100, 0).unwrap();
+    let b = store.next_crl_blocking((150, 210), 100, 0).unwrap();
+    assert_eq!(
+        (a.number, a.this_update, a.next_update, a.prev_this_update),
+        (1, 100, 200, None)
+    );
+    assert_eq!(
+        (b.number, b.this_update, b.prev_this_update),
+        (2, 150, Some(100))
+    );
+    // Signed in the same second: thisUpdate moves on by one second.
+    let c = store.next_crl_blocking((150, 210), 100, 0).unwrap();
+    assert_eq!((c.number, c.this_update, c.next_update), (3, 151, 251));
+    // ...but never later than the present.
+    let mut last = c;
+    for _ in 0..100 {
+        last = store.next_crl_blocking((150, 210), 100, 0).unwrap();
+    }
+    assert_eq!(last.this_update, 210);
     drop(store);
     let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
-    assert_eq!(store.next_crl_blocking(160, 260, 0).unwrap().0, 3);
+    assert_eq!(
+        store.next_crl_blocking((160, 220), 100, 0).unwrap().number,
+        104
+    );
 }

@@ -431,14 +431,43 @@ async fn crl_and_ca_are_served_with_cache_headers() {
     let etag = resp.headers()["etag"].to_str().unwrap().to_string();
     assert!(resp.headers().contains_key("last-modified"));
     assert!(resp.headers().contains_key("cache-control"));
-    let resp = env
-        .http
-        .get(format!("{}/v1/crl.der", env.ca.url()))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 304);
+    let last_modified = resp.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Conditional GETs (RFC 9110 §13.1): If-None-Match with the tag, its weak
+    // form, a list or `*`, and If-Modified-Since, give 304; the PEM form is
+    // another representation with another tag.
+    let get = |path: &'static str, h: &'static str, v: String| {
+        let req = env.http.get(format!("{}{path}", env.ca.url())).header(h, v);
+        async move { req.send().await.unwrap() }
+    };
+    for (h, v) in [
+        ("if-none-match", etag.clone()),
+        ("if-none-match", format!("W/{etag}")),
+        ("if-none-match", format!("\"other\", {etag}")),
+        ("if-none-match", "*".to_string()),
+        ("if-modified-since", last_modified.clone()),
+    ] {
+        let resp = get("/v1/crl.der", h, v.clone()).await;
+        assert_eq!(resp.status(), 304, "{h}: {v}");
+        assert_eq!(resp.headers()["etag"].to_str().unwrap(), etag);
+    }
+    let pem_resp = get("/v1/crl.pem", "if-none-match", etag.clone()).await;
+    assert_eq!(pem_resp.status(), 200, "the DER tag must not match the PEM");
+    let pem_etag = pem_resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(pem_etag, etag);
+    assert_eq!(
+        get("/v1/crl.pem", "if-none-match", pem_etag).await.status(),
+        304
+    );
+    let older = "Sun, 06 Nov 1994 08:49:37 GMT".to_string();
+    assert_eq!(
+        get("/v1/crl.der", "if-modified-since", older)
+            .await
+            .status(),
+        200
+    );
     let der = env
         .http
         .get(format!("{}/v1/ca.der", env.ca.url()))
