@@ -14,6 +14,10 @@ use mailid_shared::db::{Db, DbError};
 use mailid_shared::protocol::{CertStatus, RevocationReason};
 use mailid_shared::{Address, KeyId, Serial};
 
+mod txn;
+use txn::{insert_superseding_in, next_crl_in, revoke_one};
+pub use txn::NextCrl;
+
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE certificates (
@@ -205,25 +209,6 @@ fn query_certs(
         out.push(finish(raw, der)?);
     }
     Ok(out)
-}
-
-fn revoke_in(
-    conn: &Connection,
-    serial: &str,
-    reason: RevocationReason,
-    now: i64,
-) -> Result<usize, StoreError> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE certificates SET revoked_at = ?2, reason = ?3, active = 0
-         WHERE serial = ?1 AND revoked_at IS NULL",
-        )?
-        .execute(params![serial, now, reason.code()])?;
-    if n > 0 {
-        conn.prepare_cached("UPDATE crl_state SET revocations = revocations + ?1 WHERE id = 1")?
-            .execute([n as i64])?;
-    }
-    Ok(n)
 }
 
 /// A certificate about to be stored.
@@ -517,117 +502,5 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|_| StoreError::Db(DbError::Panicked))?
 }
 
-fn insert_superseding_in(
-    conn: &Connection,
-    cert: &NewCert,
-    now: i64,
-) -> Result<Vec<Serial>, StoreError> {
-    let account = cert.account.as_str();
-    let mut stmt = conn.prepare_cached(
-        "SELECT serial, not_after FROM certificates WHERE account = ?1 AND active = 1",
-    )?;
-    let current: Vec<(String, i64)> = stmt
-        .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut revoked = Vec::new();
-    for (serial, not_after) in current {
-        if not_after < now {
-            // Expired: no longer valid, so nothing to revoke; just retire it.
-            conn.prepare_cached("UPDATE certificates SET active = 0 WHERE serial = ?1")?
-                .execute([&serial])?;
-        } else if revoke_in(conn, &serial, RevocationReason::Superseded, now)? > 0 {
-            revoked.push(
-                serial
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("serial {serial}")))?,
-            );
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, active)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
-    )?
-    .execute(
-        params![
-            cert.serial.as_str(),
-            account,
-            cert.key_id.to_string(),
-            cert.not_before,
-            cert.not_after,
-            now,
-            cert.der
-        ],
-    )?;
-    Ok(revoked)
-}
-
-fn revoke_one(
-    conn: &Connection,
-    serial: &Serial,
-    reason: RevocationReason,
-    now: i64,
-) -> Result<RevokeOutcome, StoreError> {
-    let row: Option<(Option<i64>, i64)> = conn
-        .query_row(
-            "SELECT revoked_at, not_after FROM certificates WHERE serial = ?1",
-            [serial.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    match row {
-        None => Ok(RevokeOutcome::NotFound),
-        Some((Some(_), _)) => Ok(RevokeOutcome::AlreadyRevoked),
-        Some((None, not_after)) if not_after < now => Ok(RevokeOutcome::Expired),
-        Some((None, _)) => {
-            revoke_in(conn, serial.as_str(), reason, now)?;
-            Ok(RevokeOutcome::Revoked { at: now })
-        }
-    }
-}
-
-/// The number and times a new CRL gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextCrl {
-    pub number: i64,
-    /// thisUpdate: the one asked for, or one second after the previous
-    /// CRL's when that is not earlier, so each CRL's thisUpdate (its HTTP
-    /// Last-Modified) is later than the one before and `If-Modified-Since`
-    /// can never hide a newer CRL; but never later than the present.
-    pub this_update: i64,
-    pub next_update: i64,
-    /// The previous CRL's thisUpdate.
-    pub prev_this_update: Option<i64>,
-}
-
-fn next_crl_in(
-    conn: &Connection,
-    (this_update, latest): (i64, i64),
-    lifetime: i64,
-    covered: i64,
-) -> Result<NextCrl, StoreError> {
-    let prev: Option<i64> =
-        conn.query_row("SELECT this_update FROM crl_state WHERE id = 1", [], |r| {
-            r.get(0)
-        })?;
-    let this_update = match prev {
-        Some(p) if p >= this_update => (p + 1).min(latest),
-        _ => this_update,
-    };
-    let next_update = this_update + lifetime;
-    let number: i64 = conn.query_row(
-        "UPDATE crl_state SET number = number + 1, this_update = ?1, next_update = ?2, covered = ?3
-         WHERE id = 1 RETURNING number",
-        params![this_update, next_update, covered],
-        |r| r.get(0),
-    )?;
-    Ok(NextCrl {
-        number,
-        this_update,
-        next_update,
-        prev_this_update: prev,
-    })
-}
-
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;
