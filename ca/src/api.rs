@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use mailid_shared::problem::Problem;
+use mailid_shared::problem::{ErrorCode, Problem};
 use mailid_shared::protocol::{AccountInfo, CertStatus, CertificateInfo};
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{Address, Serial};
@@ -42,7 +42,10 @@ pub type Shared = Arc<AppState>;
 
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
-        Problem::internal(e)
+        match e {
+            StoreError::CompromisedKey => Problem::new(ErrorCode::UnsupportedKey, e.to_string()),
+            other => Problem::internal(other),
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::{Extension, Json};
 
 use mailid_shared::http::PeerAddr;
@@ -73,12 +73,16 @@ async fn check_with_mta(
     totp: &str,
     key_id: &KeyId,
 ) -> Result<(), Problem> {
-    let route = st.store.route(account.domain()).await?.ok_or_else(|| {
-        Problem::new(
-            ErrorCode::UnknownDomain,
-            format!("this CA serves no MTA for domain {}", account.domain()),
-        )
-    })?;
+    let route = st
+        .store
+        .route_for_key(account.domain(), key_id)
+        .await?
+        .ok_or_else(|| {
+            Problem::new(
+                ErrorCode::UnknownDomain,
+                format!("this CA serves no MTA for domain {}", account.domain()),
+            )
+        })?;
     let (verdict, took) = st.mta.validate(&route, account, totp, key_id).await;
     st.metrics.mta_latency.observe(took);
     match verdict {
@@ -105,12 +109,19 @@ async fn check_with_mta(
     }
 }
 
+/// A 201 answer: `Location` of the new certificate and the body.
+type Created = (
+    StatusCode,
+    [(header::HeaderName, String); 1],
+    Json<EnrollResponse>,
+);
+
 /// `POST /v1/certificates`.
 pub async fn enroll(
     State(st): State<Shared>,
     peer: Option<Extension<PeerAddr>>,
     body: Result<ApiJson<EnrollRequest>, Problem>,
-) -> Result<(StatusCode, Json<EnrollResponse>), Problem> {
+) -> Result<Created, Problem> {
     let res = enroll_inner(&st, peer, body).await;
     let outcome = match &res {
         Ok(_) => "issued",
@@ -124,7 +135,7 @@ async fn enroll_inner(
     st: &Shared,
     peer: Option<Extension<PeerAddr>>,
     body: Result<ApiJson<EnrollRequest>, Problem>,
-) -> Result<(StatusCode, Json<EnrollResponse>), Problem> {
+) -> Result<Created, Problem> {
     check_ip(st, peer)?;
     let ApiJson(req) = body?;
     let csr = crate::policy::check_csr(&req.csr)?;
@@ -159,6 +170,10 @@ async fn enroll_inner(
     tracing::info!(serial = %issued.serial, account = %csr.account, superseded = revoked.len(), "identity issued");
     Ok((
         StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            format!("/v1/certificates/{}", issued.serial),
+        )],
         Json(EnrollResponse {
             serial: issued.serial,
             account: csr.account,

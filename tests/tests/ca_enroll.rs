@@ -418,6 +418,81 @@ async fn holder_revocation_needs_a_code_for_the_certificates_key() {
     assert!(acct["current"].is_null());
 }
 
+/// S/MIME BR 4.9.1.1 and 6.1.1.3: a key reported compromised is revoked in
+/// every certificate that holds it and is never certified again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_key_is_revoked_everywhere_and_never_certified_again() {
+    let (erin, hank) = (format!("erin@{DOMAIN}"), format!("hank@{DOMAIN}"));
+    let env = Env::start(&[], DOMAIN, &[&erin, &hank]);
+    let dir = env.root.path();
+    let csr = Csr::openssl(dir, "p256", &erin, &[]);
+    let key = csr.key_path.clone().unwrap();
+    // The same key in a CSR for another account.
+    let (subj, san) = (
+        format!("/CN={hank}"),
+        format!("subjectAltName=email:{hank}"),
+    );
+    let k = key.to_str().unwrap();
+    let hank_csr = openssl(&["req", "-new", "-key", k, "-subj", &subj, "-addext", &san]);
+    let totp = env.totp(&erin, &csr.key_id).await;
+    let (s, v) = env.enroll(&csr.pem, &totp).await;
+    assert_eq!(s, 201, "{v}");
+    let erin_serial = v["serial"].as_str().unwrap().to_string();
+    let totp = env.totp(&hank, &csr.key_id).await;
+    let (s, v) = env.enroll(&hank_csr, &totp).await;
+    assert_eq!(s, 201, "{v}");
+    let hank_serial = v["serial"].as_str().unwrap().to_string();
+
+    let totp = env.totp(&erin, &csr.key_id).await;
+    let (s, r) = env
+        .post(
+            "/v1/revocations",
+            serde_json::json!({"serial": erin_serial, "totp": totp, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    // Hank's certificate holds the same key: revoked with it.
+    let (_, info) = env
+        .get_json(&format!("/v1/certificates/{hank_serial}"))
+        .await;
+    assert_eq!(info["status"], "revoked", "{info}");
+    assert_eq!(info["reason"], "keyCompromise");
+    env.wait_crl(Duration::from_secs(10), |pem| {
+        let text = crl_text(dir, pem);
+        crl_lists(&text, &erin_serial) && crl_lists(&text, &hank_serial)
+    })
+    .await;
+    // Neither account gets the key certified again; nothing changes.
+    for (account, pem) in [(&erin, &csr.pem), (&hank, &hank_csr)] {
+        let totp = env.totp(account, &csr.key_id).await;
+        let (s, p) = env.enroll(pem, &totp).await;
+        assert_eq!((s, code(&p)), (400, "unsupported-key".to_string()), "{p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("key compromise"),
+            "{p}"
+        );
+        let (_, acct) = env.get_json(&format!("/v1/accounts/{account}")).await;
+        assert!(acct["current"].is_null(), "{acct}");
+    }
+    // A new key is fine; the answer says where the certificate lives.
+    let fresh = Csr::rcgen("p256", &erin);
+    let totp = env.totp(&erin, &fresh.key_id).await;
+    let resp = env
+        .http
+        .post(format!("{}/v1/certificates", env.ca.url()))
+        .json(&serde_json::json!({"csr": fresh.pem, "totp": totp}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let serial = v["serial"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/certificates/{serial}"));
+    let (s, info) = env.get_json(&location).await;
+    assert_eq!((s, info["status"].as_str()), (200, Some("valid")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crl_and_ca_are_served_with_cache_headers() {
     let env = Env::start(&[], DOMAIN, &[]);

@@ -15,8 +15,8 @@ use mailid_shared::protocol::{CertStatus, RevocationReason};
 use mailid_shared::{Address, KeyId, Serial};
 
 mod txn;
-use txn::{insert_superseding_in, next_crl_in, revoke_one};
 pub use txn::NextCrl;
+use txn::{insert_superseding_in, next_crl_in, revoke_one};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -60,6 +60,19 @@ DROP INDEX certificates_revoked;
 CREATE INDEX certificates_crl ON certificates(revoked_at, serial, not_after, reason)
     WHERE revoked_at IS NOT NULL;
 ",
+    "
+-- Keys reported compromised (a revocation with reason keyCompromise): never
+-- certified again (S/MIME BR 6.1.1.3), and every other certificate for the
+-- key is revoked with it, found through certificates_by_key.
+CREATE INDEX certificates_by_key ON certificates(key_id);
+CREATE TABLE compromised_keys (
+    key_id  TEXT PRIMARY KEY,
+    serial  TEXT NOT NULL,
+    at      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO compromised_keys (key_id, serial, at)
+    SELECT key_id, serial, revoked_at FROM certificates WHERE reason = 1;
+",
 ];
 
 /// A storage failure or a refused write.
@@ -69,6 +82,9 @@ pub enum StoreError {
     Db(#[from] DbError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The key was revoked for key compromise; it is never certified again.
+    #[error("this key was revoked for key compromise and cannot be certified again")]
+    CompromisedKey,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -374,6 +390,27 @@ impl Store {
         let d = domain.to_ascii_lowercase();
         self.db
             .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",
+                )?;
+                Ok(stmt.query_row([d], route_row).optional()?)
+            })
+            .await
+    }
+
+    /// The MTA route for `domain`, in the same read as the check that
+    /// `key_id` was never reported compromised
+    /// ([`StoreError::CompromisedKey`] if it was).
+    pub async fn route_for_key(
+        &self,
+        domain: &str,
+        key_id: &KeyId,
+    ) -> Result<Option<MtaRoute>, StoreError> {
+        let d = domain.to_ascii_lowercase();
+        let k = key_id.to_string();
+        self.db
+            .read(move |c| {
+                txn::refuse_compromised(c, &k)?;
                 let mut stmt = c.prepare_cached(
                     "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",
                 )?;

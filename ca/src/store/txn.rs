@@ -9,18 +9,24 @@ use mailid_shared::Serial;
 
 use super::{NewCert, RevokeOutcome, StoreError};
 
+/// Revokes `serial` if it is not yet revoked and bumps the revocation
+/// counter the CRL publisher watches; a keyCompromise revocation also
+/// revokes every other certificate for the key. Gives how many were revoked.
 pub(super) fn revoke_in(
     conn: &Connection,
     serial: &str,
     reason: RevocationReason,
     now: i64,
 ) -> Result<usize, StoreError> {
-    let n = conn
+    let mut n = conn
         .prepare_cached(
             "UPDATE certificates SET revoked_at = ?2, reason = ?3, active = 0
          WHERE serial = ?1 AND revoked_at IS NULL",
         )?
         .execute(params![serial, now, reason.code()])?;
+    if n > 0 && reason == RevocationReason::KeyCompromise {
+        n += revoke_key(conn, serial, now)?;
+    }
     if n > 0 {
         conn.prepare_cached("UPDATE crl_state SET revocations = revocations + ?1 WHERE id = 1")?
             .execute([n as i64])?;
@@ -28,11 +34,46 @@ pub(super) fn revoke_in(
     Ok(n)
 }
 
+/// The key of `serial` was reported compromised: records it and revokes
+/// every other unexpired valid certificate for it (keyCompromise, whatever
+/// the account). Gives how many more were revoked.
+fn revoke_key(conn: &Connection, serial: &str, now: i64) -> Result<usize, StoreError> {
+    let key_id: String = conn
+        .prepare_cached("SELECT key_id FROM certificates WHERE serial = ?1")?
+        .query_row([serial], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO compromised_keys (key_id, serial, at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![key_id, serial, now])?;
+    Ok(conn
+        .prepare_cached(
+            "UPDATE certificates SET revoked_at = ?2, reason = ?3, active = 0
+             WHERE key_id = ?1 AND revoked_at IS NULL AND not_after >= ?2",
+        )?
+        .execute(params![key_id, now, RevocationReason::KeyCompromise.code()])?)
+}
+
+/// [`StoreError::CompromisedKey`] if `key_id` was reported compromised.
+pub(super) fn refuse_compromised(conn: &Connection, key_id: &str) -> Result<(), StoreError> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM compromised_keys WHERE key_id = ?1")?
+        .exists([key_id])?;
+    if found {
+        return Err(StoreError::CompromisedKey);
+    }
+    Ok(())
+}
+
+/// Enrollment: retires the account's valid identities (revoked as
+/// superseded, or just deactivated when expired) and inserts the new one.
 pub(super) fn insert_superseding_in(
     conn: &Connection,
     cert: &NewCert,
     now: i64,
 ) -> Result<Vec<Serial>, StoreError> {
+    // Checked again here: a keyCompromise revocation may have come in
+    // since the check before the MTA call.
+    refuse_compromised(conn, &cert.key_id.to_string())?;
     let account = cert.account.as_str();
     let mut stmt = conn.prepare_cached(
         "SELECT serial, not_after FROM certificates WHERE account = ?1 AND active = 1",
@@ -138,4 +179,3 @@ pub(super) fn next_crl_in(
         prev_this_update: prev,
     })
 }
-
