@@ -270,6 +270,13 @@ fn show(ctx: &Ctx, email: &str) -> Result<()> {
     let dir = ctx.store_dir()?;
     let store = Store::open(&dir)?;
     let entry = store.account(&account)?;
+    // Nothing to show is a failure with or without --json.
+    if entry.identities.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the store {} holds no identity for {account}",
+            dir.display()
+        )));
+    }
     if ctx.json {
         print_json(&json!({
             "account": account,
@@ -278,12 +285,6 @@ fn show(ctx: &Ctx, email: &str) -> Result<()> {
             "identities": entry.identities,
         }));
         return Ok(());
-    }
-    if entry.identities.is_empty() {
-        return Err(Error::Invalid(format!(
-            "the store {} holds no identity for {account}",
-            dir.display()
-        )));
     }
     out(format!("{account} (store {})", dir.display()));
     match entry.current() {
