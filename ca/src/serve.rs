@@ -74,6 +74,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        if tls.is_none() && !addr.ip().is_loopback() {
+            // CRLs and the CA certificate are meant for plain http (the URLs
+            // in certificates are http), but enrollments carry codes.
+            tracing::warn!(%addr, "serving plain HTTP on a non-loopback address: put TLS (--tls-cert/--tls-key or a proxy) in front of /v1/certificates and /v1/revocations");
+        }
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {scheme}://{addr}")?;
