@@ -181,7 +181,7 @@ async fn lookup_identity(
     State(st): St,
     Path(address): Path<String>,
 ) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
-    identity::lookup(&st.store, &address, now_unix())
+    identity::lookup(&st.store, &st.crls, &address, now_unix())
         .await
         .map(Json)
 }

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     pub lockout_threshold: Option<u32>,
     #[arg(long)]
     pub lockout_base_secs: Option<u64>,
+    /// Seconds after which a lookup revalidates the cached CRL of the
+    /// published certificate's CA (default 10; 0: on every lookup).
+    #[arg(long)]
+    pub crl_recheck_secs: Option<u64>,
 }
 
 /// The binary's name, the prefix of its error lines.
@@ -395,6 +399,9 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     if let Some(v) = args.lockout_base_secs {
         config.lockout.base_secs = v;
+    }
+    if let Some(v) = args.crl_recheck_secs {
+        config.crl_recheck_secs = v;
     }
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
