@@ -58,6 +58,7 @@ fn accounts_and_cas_from_the_command_line() {
         serde_json::from_str(&mta_ok(&d, &["--json", "account", "list"], None)).unwrap();
     assert_eq!(json[0]["address"], "alice@example.org");
     assert_eq!(json[1]["enabled"], false);
+    assert!(json[0]["locked_until"].is_null(), "{json}");
     assert_eq!(
         mta(&d, &["account", "enable", "carol@example.org"], None)
             .status
