@@ -47,6 +47,14 @@ fn accounts_and_cas_from_the_command_line() {
         Some("x\n"),
     );
     assert_eq!(out.status.code(), Some(1));
+    // '?' separates the key ID of a strong address: not in an account's.
+    for a in ["a?b@example.com", "?q@example.com"] {
+        let out = mta(&d, &["account", "add", a, "--password-stdin"], Some("x\n"));
+        assert_eq!(out.status.code(), Some(1), "{a}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("'?'"), "{err}");
+    }
 
     mta_ok(&d, &["account", "disable", "bob@example.org"], None);
     let list = mta_ok(&d, &["account", "list"], None);
