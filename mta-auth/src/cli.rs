@@ -85,9 +85,10 @@ pub enum CaCmd {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (default from config.json, 127.0.0.1:7701).
+    /// Socket address to listen on, IP:PORT (default from config.json,
+    /// 127.0.0.1:7701); anything else is a usage error.
     #[arg(long)]
-    pub listen: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
     /// TLS certificate chain (PEM); serves HTTPS with --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -414,7 +415,7 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let running = server::start(ServeOptions {
         data_dir,
         config,
-        listen: args.listen,
+        listen: args.listen.map(|a| a.to_string()),
         tls,
         insecure_http: args.insecure_http,
     })

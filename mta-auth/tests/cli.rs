@@ -122,6 +122,14 @@ fn accounts_and_cas_from_the_command_line() {
         mta(&d, &["serve", "--tls-cert", "x"], None).status.code(),
         Some(2)
     );
+    // --listen must be a socket address: a usage error, one line.
+    for bad in ["notanaddr", "127.0.0.1", "localhost:7701", "1.2.3.4:99999"] {
+        let out = mta(&d, &["serve", "--listen", bad], None);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--listen"), "{err}");
+    }
     let out = mta(&dir.path().join("nothing"), &["account", "list"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not initialised"));
