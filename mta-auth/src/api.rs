@@ -4,17 +4,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use mailid_shared::http::{harden, PeerCertificate};
+use mailid_shared::problem::ErrorCode;
 use mailid_shared::protocol::{
     IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse, ValidateRequest, ValidateResponse,
 };
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{ApiJson, KeyId, Problem, Serial};
+use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::authz::Authenticator;
@@ -57,13 +60,43 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
+/// A body that went over the size limit while it was read: 413 whoever
+/// sends it, as for a declared oversize body.
+fn too_large(body: &Result<Bytes, BytesRejection>) -> Result<(), Problem> {
+    match body {
+        Err(r) if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::new(
+            ErrorCode::PayloadTooLarge,
+            "request body is too large",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Decodes a JSON request body once the caller is authenticated, with the
+/// answers of [`ApiJson`] (content type, syntax, shape): an unauthenticated
+/// request gets 401 whatever its body.
+async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let body = body.map_err(|e| Problem::bad_request(format!("could not read body: {e}")))?;
+    let mut req = axum::extract::Request::new(axum::body::Body::from(body));
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        req.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    let ApiJson(v) = ApiJson::<T>::from_request(req, &()).await?;
+    Ok(v)
+}
+
 async fn issue_totp(
     State(st): St,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<TotpRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    too_large(&body)?;
     let account = st.auth.holder(&headers, peer.as_deref()).await?;
+    let req: TotpRequest = json_body(&headers, body).await?;
     let params = st.config.totp;
     let issued = match st
         .store
@@ -149,9 +182,11 @@ async fn upload_identity(
     State(st): St,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<IdentityUpload>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IdentityUploaded>, Problem> {
+    too_large(&body)?;
     let account = st.auth.holder(&headers, peer.as_deref()).await?;
+    let req: IdentityUpload = json_body(&headers, body).await?;
     let row = match identity::check_upload(&st.store, &st.crls, &account, &req, now_unix()).await {
         Ok(r) => r,
         Err(p) => {
@@ -181,7 +216,7 @@ async fn lookup_identity(
     State(st): St,
     Path(address): Path<String>,
 ) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
-    identity::lookup(&st.store, &address, now_unix())
+    identity::lookup(&st.store, &st.crls, &address, now_unix())
         .await
         .map(Json)
 }

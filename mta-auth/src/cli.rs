@@ -85,9 +85,10 @@ pub enum CaCmd {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (default from config.json, 127.0.0.1:7701).
+    /// Socket address to listen on, IP:PORT (default from config.json,
+    /// 127.0.0.1:7701); anything else is a usage error.
     #[arg(long)]
-    pub listen: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
     /// TLS certificate chain (PEM); serves HTTPS with --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -110,6 +111,10 @@ pub struct ServeArgs {
     pub lockout_threshold: Option<u32>,
     #[arg(long)]
     pub lockout_base_secs: Option<u64>,
+    /// Seconds after which a lookup revalidates the cached CRL of the
+    /// published certificate's CA (default 10; 0: on every lookup).
+    #[arg(long)]
+    pub crl_recheck_secs: Option<u64>,
 }
 
 /// The binary's name, the prefix of its error lines.
@@ -396,6 +401,9 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     if let Some(v) = args.lockout_base_secs {
         config.lockout.base_secs = v;
     }
+    if let Some(v) = args.crl_recheck_secs {
+        config.crl_recheck_secs = v;
+    }
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert,
@@ -407,7 +415,7 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let running = server::start(ServeOptions {
         data_dir,
         config,
-        listen: args.listen,
+        listen: args.listen.map(|a| a.to_string()),
         tls,
         insecure_http: args.insecure_http,
     })

@@ -23,6 +23,13 @@ fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()
 }
 
+/// Default seconds after which a lookup revalidates a cached CRL.
+pub const DEFAULT_CRL_RECHECK_SECS: u64 = 10;
+
+fn default_crl_recheck_secs() -> u64 {
+    DEFAULT_CRL_RECHECK_SECS
+}
+
 /// Settings kept in `config.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -35,6 +42,10 @@ pub struct Config {
     /// Listen address used when `serve` has no `--listen`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Seconds after which `GET /v1/identity/{address}` revalidates the
+    /// cached CRL of the published certificate's CA (0: on every lookup).
+    #[serde(default = "default_crl_recheck_secs")]
+    pub crl_recheck_secs: u64,
 }
 
 impl Default for Config {
@@ -43,6 +54,7 @@ impl Default for Config {
             totp: TotpParams::default(),
             lockout: LockoutPolicy::default(),
             listen: default_listen(),
+            crl_recheck_secs: default_crl_recheck_secs(),
         }
     }
 }
@@ -111,6 +123,7 @@ mod tests {
             serde_json::from_str(r#"{"lockout":{"threshold":3,"base_secs":2}}"#).unwrap();
         assert_eq!(partial.totp, TotpParams::default());
         assert_eq!(partial.lockout.threshold, 3);
+        assert_eq!(partial.crl_recheck_secs, DEFAULT_CRL_RECHECK_SECS);
         assert!(Config::load(&dir.path().join("nope")).is_err());
     }
 }

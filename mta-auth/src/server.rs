@@ -103,7 +103,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     }
     let auth = Authenticator::new(store.clone());
     let state = Arc::new(AppState {
-        crls: CrlChecker::new(store.clone())?,
+        crls: CrlChecker::new(
+            store.clone(),
+            std::time::Duration::from_secs(opts.config.crl_recheck_secs),
+        )?,
         store,
         config: opts.config.clone(),
         auth,

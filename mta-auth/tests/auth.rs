@@ -255,3 +255,64 @@ fn plain_http_only_on_loopback() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing plain HTTP"), "{err}");
 }
+
+/// POST /v1/totp and PUT /v1/identity check the caller before the body,
+/// as /v1/validate does: without (valid) credentials the answer is 401
+/// whatever the body is; an oversize body is still 413 for anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn holder_routes_authenticate_before_reading_the_body() {
+    let dir = data_dir();
+    add_account(dir.path(), ME, PW);
+    let srv = Server::start(dir.path(), &[]);
+    let c = client();
+    let bodies: [(&[u8], Option<&str>); 4] = [
+        (b"{not json", Some("application/json")),
+        (b"{}", Some("application/json")),
+        (
+            b"{\"key_id\":42,\"certificate\":7}",
+            Some("application/json"),
+        ),
+        (b"{not json", None),
+    ];
+    for (method, path) in [("POST", "/v1/totp"), ("PUT", "/v1/identity")] {
+        let url = format!("{}{path}", srv.url);
+        for (body, ctype) in bodies {
+            for password in [None, Some("wrong")] {
+                let mut req = c.request(method.parse().unwrap(), &url).body(body.to_vec());
+                if let Some(ct) = ctype {
+                    req = req.header("content-type", ct);
+                }
+                if let Some(pw) = password {
+                    req = req.basic_auth(ME, Some(pw));
+                }
+                let resp = req.send().await.unwrap();
+                assert_eq!(
+                    resp.status().as_u16(),
+                    401,
+                    "{method} {path} {:?} {ctype:?} {password:?}",
+                    String::from_utf8_lossy(body)
+                );
+                assert_problem(resp, 401, "unauthorized").await;
+            }
+        }
+        // Authenticated, the same broken body is a 400.
+        let resp = c
+            .request(method.parse().unwrap(), &url)
+            .basic_auth(ME, Some(PW))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 400, "bad-request").await;
+        // Oversize: 413 with or without credentials.
+        let resp = c
+            .request(method.parse().unwrap(), &url)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 64 * 1024 + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 413, "payload-too-large").await;
+    }
+}

@@ -47,6 +47,14 @@ fn accounts_and_cas_from_the_command_line() {
         Some("x\n"),
     );
     assert_eq!(out.status.code(), Some(1));
+    // '?' separates the key ID of a strong address: not in an account's.
+    for a in ["a?b@example.com", "?q@example.com"] {
+        let out = mta(&d, &["account", "add", a, "--password-stdin"], Some("x\n"));
+        assert_eq!(out.status.code(), Some(1), "{a}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("'?'"), "{err}");
+    }
 
     mta_ok(&d, &["account", "disable", "bob@example.org"], None);
     let list = mta_ok(&d, &["account", "list"], None);
@@ -58,6 +66,7 @@ fn accounts_and_cas_from_the_command_line() {
         serde_json::from_str(&mta_ok(&d, &["--json", "account", "list"], None)).unwrap();
     assert_eq!(json[0]["address"], "alice@example.org");
     assert_eq!(json[1]["enabled"], false);
+    assert!(json[0]["locked_until"].is_null(), "{json}");
     assert_eq!(
         mta(&d, &["account", "enable", "carol@example.org"], None)
             .status
@@ -113,6 +122,14 @@ fn accounts_and_cas_from_the_command_line() {
         mta(&d, &["serve", "--tls-cert", "x"], None).status.code(),
         Some(2)
     );
+    // --listen must be a socket address: a usage error, one line.
+    for bad in ["notanaddr", "127.0.0.1", "localhost:7701", "1.2.3.4:99999"] {
+        let out = mta(&d, &["serve", "--listen", bad], None);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--listen"), "{err}");
+    }
     let out = mta(&dir.path().join("nothing"), &["account", "list"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not initialised"));

@@ -46,6 +46,14 @@ async fn lockout_survives_restart_ends_after_backoff_and_resets_on_success() {
     assert_eq!(r.reason, Some(ValidateReason::Locked), "{r:?}");
     let list = mta_ok(dir.path(), &["account", "list"], None);
     assert!(list.contains("locked until"), "{list}");
+    // --json: locked_until is an RFC 3339 UTC time (SPEC §3).
+    let json: serde_json::Value =
+        serde_json::from_str(&mta_ok(dir.path(), &["--json", "account", "list"], None)).unwrap();
+    let until = json[0]["locked_until"].as_str().expect("a string");
+    assert!(until.ends_with('Z'), "{until}");
+    let until = mailid_shared::timefmt::parse_rfc3339(until).expect("RFC 3339");
+    let now = mailid_shared::timefmt::now_unix();
+    assert!(now < until && until <= now + 12, "{until}");
 
     // After the back-off the account is open again.
     tokio::time::sleep(Duration::from_secs(r.retry_after.unwrap() + 1)).await;

@@ -4,6 +4,12 @@
 //! domain), at most 254 octets, kept in lower case. A [`StrongAddress`] is one
 //! of the forms `KEYID?local@domain`, `KEYID??local@domain`, `?local@domain`
 //! or a plain address.
+//!
+//! `?` is legal atext in an addr-spec, but it is the separator of the strong
+//! forms: an address holding one (`a?b@example.com`, `?q@example.com`) would
+//! read as a strong address naming another account, or none. So a plain
+//! [`Address`] must not contain `?` ([`AddressError::QuestionMark`]); the
+//! strong forms keep working.
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,6 +45,8 @@ pub enum AddressError {
     KeyId(KeyIdError),
     #[error("strong address has more than two '?' separators")]
     Marker,
+    #[error("address must not contain '?' (it separates the key ID of a strong email address)")]
+    QuestionMark,
 }
 
 fn is_atext(c: u8) -> bool {
@@ -68,7 +76,8 @@ fn valid_domain(domain: &str) -> bool {
 }
 
 impl Address {
-    /// Parses and normalises an addr-spec.
+    /// Parses and normalises an addr-spec. Refuses `?`, legal atext but the
+    /// separator of strong email addresses ([`AddressError::QuestionMark`]).
     pub fn parse(s: &str) -> Result<Self, AddressError> {
         if s.is_empty() {
             return Err(AddressError::Empty);
@@ -78,6 +87,9 @@ impl Address {
         }
         if !s.is_ascii() {
             return Err(AddressError::NotAscii);
+        }
+        if s.contains('?') {
+            return Err(AddressError::QuestionMark);
         }
         let lower = s.to_ascii_lowercase();
         let mut parts = lower.split('@');
@@ -179,8 +191,8 @@ impl StrongAddress {
                 form: StrongForm::Plain,
             });
         };
-        // The marker is before the '@'; '?' is also legal atext, so only the
-        // first one or two are taken as the separator.
+        // The marker is the first '?' (or '??'); the plain address after it
+        // may not hold another one (see `Address::parse`).
         let (prefix, rest) = s.split_at(q);
         let (strict, addr) = match rest.strip_prefix("??") {
             Some(a) => (true, a),
@@ -279,6 +291,49 @@ mod tests {
         assert_eq!(Address::parse(&long), Err(AddressError::TooLong));
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert_eq!(Address::parse(&long_local), Err(AddressError::LocalPart));
+    }
+
+    #[test]
+    fn question_marks_are_refused_in_plain_addresses() {
+        for a in [
+            "a?b@example.com",
+            "?q@example.com",
+            "q?@example.com",
+            "a@exa?mple.com",
+            "?",
+        ] {
+            assert_eq!(Address::parse(a), Err(AddressError::QuestionMark), "{a}");
+        }
+        // Other atext specials stay legal.
+        assert!(Address::parse("a!#$%&'*+-/=^_`{|}~b@example.com").is_ok());
+        let key = KeyId::of_spki(b"k");
+        // A strong form whose address part holds another '?'.
+        assert_eq!(
+            StrongAddress::parse(&format!("{key}?a?b@example.com")),
+            Err(AddressError::QuestionMark)
+        );
+        assert_eq!(
+            StrongAddress::parse("?a?b@example.com"),
+            Err(AddressError::QuestionMark)
+        );
+        // `a?b@...` is not a plain address with a '?': 'a' is no key ID.
+        assert!(matches!(
+            StrongAddress::parse("a?b@example.com"),
+            Err(AddressError::KeyId(_))
+        ));
+        // The strong forms still work.
+        assert_eq!(
+            StrongAddress::parse("?q@example.com").unwrap().form,
+            StrongForm::AnyStrong
+        );
+        assert_eq!(
+            StrongAddress::parse(&format!("{key}??q@example.com"))
+                .unwrap()
+                .address
+                .as_str(),
+            "q@example.com"
+        );
+        assert!(AddressError::QuestionMark.to_string().contains("'?'"));
     }
 
     #[test]

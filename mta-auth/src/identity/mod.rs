@@ -121,7 +121,7 @@ pub async fn check_upload(
         }
     }
     let issuer = path.first().map(|p| &p.1).unwrap_or(&anchor.1);
-    if crls.is_revoked(&leaf, issuer, now).await? {
+    if crls.is_revoked(&leaf, issuer).await? {
         return Err(Problem::new(
             ErrorCode::Conflict,
             "the certificate is revoked in its CA's latest CRL",
@@ -142,8 +142,15 @@ pub async fn check_upload(
 }
 
 /// The identity published for a (strong) address: 404 when there is none,
-/// it has expired, or the address names another key.
-pub async fn lookup(store: &Store, address: &str, now: i64) -> Result<PublishedIdentity, Problem> {
+/// it has expired, the address names another key, or the certificate has
+/// been revoked since it was published (checked against its issuer's CRL,
+/// see [`CrlChecker::is_revoked_cached`]).
+pub async fn lookup(
+    store: &Store,
+    crls: &CrlChecker,
+    address: &str,
+    now: i64,
+) -> Result<PublishedIdentity, Problem> {
     let strong = StrongAddress::parse(address)
         .map_err(|e| Problem::bad_request(format!("bad address: {e}")))?;
     let none = || Problem::not_found(format!("no identity published for {address}"));
@@ -153,8 +160,18 @@ pub async fn lookup(store: &Store, address: &str, now: i64) -> Result<PublishedI
         .map_err(Problem::internal)?
         .ok_or_else(none)?;
     let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
-    if strong.key_id.as_ref().is_some_and(|k| *k != key_id) || row.not_after < now {
+    if strong.key_id.as_ref().is_some_and(|k| *k != key_id) {
         return Err(none());
+    }
+    if row.not_after < now {
+        return Err(Problem::not_found(format!(
+            "the identity published for {address} has expired"
+        )));
+    }
+    if published_revoked(crls, &row).await {
+        return Err(Problem::not_found(format!(
+            "the identity published for {address} was revoked by its CA"
+        )));
     }
     let serial: Serial = row.serial.parse().map_err(Problem::internal)?;
     Ok(PublishedIdentity {
@@ -165,4 +182,28 @@ pub async fn lookup(store: &Store, address: &str, now: i64) -> Result<PublishedI
         serial,
         not_after: mailid_shared::timefmt::rfc3339(row.not_after),
     })
+}
+
+/// Whether a published identity is on its issuer's CRL (the issuer is the
+/// first certificate of the stored chain). Unknown (no CRL at all, or rows
+/// that do not parse) counts as not revoked: the certificate passed the
+/// revocation check when it was uploaded.
+async fn published_revoked(crls: &CrlChecker, row: &IdentityRow) -> bool {
+    let Ok(cert) = Certificate::from_der(&row.certificate) else {
+        return false;
+    };
+    let Some(issuer) = pem::decode_chain(&row.chain, "CERTIFICATE")
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .and_then(|der| Certificate::from_der(&der).ok())
+    else {
+        return false;
+    };
+    match crls.is_revoked_cached(&cert, &issuer).await {
+        Some(revoked) => revoked,
+        None => {
+            tracing::warn!(account = %row.address, "no CRL known for a published identity");
+            false
+        }
+    }
 }

@@ -12,9 +12,18 @@ use super::{Store, StoreError};
 pub struct AccountRow {
     pub address: Address,
     pub enabled: bool,
-    /// Unix time the current lockout ends, if the account is locked.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Unix time the current lockout ends, if the account is locked; in
+    /// JSON an RFC 3339 UTC time, or null.
+    #[serde(serialize_with = "rfc3339_or_null")]
     pub locked_until: Option<i64>,
+}
+
+/// Serialises Unix seconds as RFC 3339 UTC text (SPEC §3), `None` as null.
+fn rfc3339_or_null<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&mailid_shared::timefmt::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 impl Store {
