@@ -112,7 +112,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub lockout_base_secs: Option<u64>,
     /// Seconds after which a lookup revalidates the cached CRL of the
-    /// published certificate's CA (default 10; 0: on every lookup).
+    /// published certificate's CA (default 2; 0: on every lookup).
     #[arg(long)]
     pub crl_recheck_secs: Option<u64>,
 }

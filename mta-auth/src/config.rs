@@ -24,7 +24,7 @@ fn default_listen() -> String {
 }
 
 /// Default seconds after which a lookup revalidates a cached CRL.
-pub const DEFAULT_CRL_RECHECK_SECS: u64 = 10;
+pub const DEFAULT_CRL_RECHECK_SECS: u64 = 2;
 
 fn default_crl_recheck_secs() -> u64 {
     DEFAULT_CRL_RECHECK_SECS

@@ -36,8 +36,6 @@ use crate::store::{CrlRow, Store};
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest CRL accepted.
 pub const MAX_CRL_BYTES: usize = 8 * 1024 * 1024;
-/// Default interval after which a lookup revalidates a cached CRL.
-pub const DEFAULT_RECHECK: Duration = Duration::from_secs(10);
 
 const OID_CRL_NUMBER: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("2.5.29.20");
