@@ -221,7 +221,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(64 * 1024);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+    let io = TokioIo::new(crate::wire::ProblemOnParseError::new(stream));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(svc));
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, %peer, "connection ended with error");
     }

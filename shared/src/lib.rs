@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod serial;
 pub mod sigverify;
 pub mod timefmt;
+pub mod wire;
 
 pub use address::{Address, AddressError, StrongAddress, StrongForm};
 pub use keyid::{KeyId, KeyIdError};

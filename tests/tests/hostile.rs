@@ -145,11 +145,35 @@ fn framing_attacks_get_4xx_or_close() {
             "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
             "a".repeat(200_000)
         );
-        let (status, _) = raw(&url, big.as_bytes());
+        let (status, text) = raw(&url, big.as_bytes());
         assert!(
             status == 0 || (400..500).contains(&status),
             "huge header gave {status}"
         );
+        if status != 0 {
+            assert_hyper_problem(&text, "huge header");
+        }
+        // Requests hyper cannot parse: it answers them itself, and they
+        // still get a problem document (SPEC §3), 400 bad-request.
+        for (what, req) in [
+            ("garbage request line", "GARBAGE\r\n\r\n".to_string()),
+            (
+                "unknown HTTP version",
+                "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n".to_string(),
+            ),
+            (
+                "bad Content-Length",
+                format!("POST {post} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"),
+            ),
+            (
+                "header without a colon",
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".to_string(),
+            ),
+        ] {
+            let (status, text) = raw(&url, req.as_bytes());
+            assert_eq!(status, 400, "{what}: {text}");
+            assert_hyper_problem(&text, what);
+        }
         // Conflicting Content-Length and Transfer-Encoding.
         let smuggle = format!("POST {post} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
         let (status, _) = raw(&url, smuggle.as_bytes());
@@ -183,6 +207,22 @@ fn framing_attacks_get_4xx_or_close() {
         }
         assert!(healthy(&url));
     }
+}
+
+/// `text` (a whole raw answer) is a 400 bad-request problem document.
+fn assert_hyper_problem(text: &str, what: &str) {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{what}: {text}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(
+        doc["type"], "urn:mailid:error:bad-request",
+        "{what}: {text}"
+    );
+    assert_eq!(doc["status"], 400, "{what}: {text}");
 }
 
 #[test]
