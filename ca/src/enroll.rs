@@ -226,7 +226,10 @@ async fn revoke_inner(
             Problem::not_found(format!("no certificate with serial {}", req.serial))
         })?;
     let now = now_unix();
-    if row.revoked_at.is_some() {
+    // A certificate revoked for another reason may still be reported as
+    // key-compromised (its reason changes; the key is never certified again).
+    let report_compromise = reason == RevocationReason::KeyCompromise && row.reason != Some(reason);
+    if row.revoked_at.is_some() && !report_compromise {
         return Err(Problem::new(
             ErrorCode::Conflict,
             "the certificate is already revoked",

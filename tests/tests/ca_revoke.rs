@@ -121,7 +121,7 @@ async fn a_compromised_key_is_revoked_everywhere_and_never_certified_again() {
         assert!(acct["current"].is_null(), "{acct}");
     }
     // A new key is fine; the answer says where the certificate lives.
-    let fresh = Csr::rcgen("p256", &erin);
+    let fresh = Csr::openssl(dir, "p256", &erin, &[]);
     let totp = env.totp(&erin, &fresh.key_id).await;
     let resp = env
         .http
@@ -137,6 +137,52 @@ async fn a_compromised_key_is_revoked_everywhere_and_never_certified_again() {
     assert_eq!(location, format!("/v1/certificates/{serial}"));
     let (s, info) = env.get_json(&location).await;
     assert_eq!((s, info["status"].as_str()), (200, Some("valid")));
+
+    // That key is then superseded (erin enrolls once more), and only later
+    // reported compromised: the reason becomes keyCompromise, the CRL says
+    // so, and the key is refused from then on.
+    let newer = env.enroll_new(&erin, "p256").await;
+    assert_eq!(newer["revoked"][0], serial, "{newer}");
+    let totp = env.totp(&erin, &fresh.key_id).await;
+    let (s, r) = env
+        .post(
+            "/v1/revocations",
+            serde_json::json!({"serial": serial, "totp": totp, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["reason"], "keyCompromise");
+    assert_eq!(r["revoked_at"], info_revoked_at(&env, serial).await);
+    let (_, info) = env.get_json(&location).await;
+    assert_eq!(info["reason"], "keyCompromise", "{info}");
+    env.wait_crl(Duration::from_secs(10), |pem| {
+        let text = crl_text(dir, pem);
+        let text = text.to_ascii_lowercase();
+        let entry = text
+            .split("serial number: ")
+            .find(|e| e.starts_with(serial));
+        entry.is_some_and(|e| e.contains("key compromise"))
+    })
+    .await;
+    let totp = env.totp(&hank, &fresh.key_id).await;
+    let k = fresh.key_path.as_ref().unwrap().to_str().unwrap();
+    let hank_fresh = openssl(&["req", "-new", "-key", k, "-subj", &subj, "-addext", &san]);
+    let (s, p) = env.enroll(&hank_fresh, &totp).await;
+    assert_eq!((s, code(&p)), (400, "unsupported-key".to_string()), "{p}");
+    // Reporting it again is a conflict.
+    let totp = env.totp(&erin, &fresh.key_id).await;
+    let (s, _) = env
+        .post(
+            "/v1/revocations",
+            serde_json::json!({"serial": serial, "totp": totp, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(s, 409);
+}
+
+async fn info_revoked_at(env: &Env, serial: &str) -> serde_json::Value {
+    let (_, info) = env.get_json(&format!("/v1/certificates/{serial}")).await;
+    info["revoked_at"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -111,3 +111,43 @@ fn crl_numbers_and_this_updates_strictly_increase() {
         104
     );
 }
+
+#[test]
+fn a_key_compromise_reported_late_changes_the_reason_and_spreads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    let kc = RevocationReason::KeyCompromise;
+    let a = cert("a@example.org", 1000);
+    let b = cert("a@example.org", 1000);
+    // Another account's certificate for a's key.
+    let mut other = cert("o@example.org", 1000);
+    other.key_id = a.key_id.clone();
+    store.insert_superseding_blocking(a.clone(), 10).unwrap();
+    store
+        .insert_superseding_blocking(other.clone(), 11)
+        .unwrap();
+    store.insert_superseding_blocking(b.clone(), 20).unwrap();
+    let superseded = store.get_blocking(&a.serial).unwrap().unwrap();
+    assert_eq!(superseded.reason, Some(RevocationReason::Superseded));
+    let before = store.crl_state_blocking().unwrap().revocations;
+    assert!(matches!(
+        store.revoke_blocking(a.serial.clone(), kc, 30).unwrap(),
+        RevokeOutcome::Revoked { at: 20 }
+    ));
+    let row = store.get_blocking(&a.serial).unwrap().unwrap();
+    assert_eq!((row.revoked_at, row.reason), (Some(20), Some(kc)));
+    let o = store.get_blocking(&other.serial).unwrap().unwrap();
+    assert_eq!((o.revoked_at, o.reason), (Some(30), Some(kc)));
+    assert_eq!(store.crl_state_blocking().unwrap().revocations, before + 2);
+    // Once keyCompromise, it stays so; b's own key is untouched.
+    assert!(matches!(
+        store.revoke_blocking(a.serial.clone(), kc, 40).unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    ));
+    assert!(store
+        .get_blocking(&b.serial)
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+}

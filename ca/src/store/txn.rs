@@ -34,9 +34,10 @@ pub(super) fn revoke_in(
     Ok(n)
 }
 
-/// The key of `serial` was reported compromised: records it and revokes
-/// every other unexpired valid certificate for it (keyCompromise, whatever
-/// the account). Gives how many more were revoked.
+/// The key of `serial` was reported compromised: records it, revokes every
+/// other unexpired valid certificate for it (keyCompromise, whatever the
+/// account) and gives unexpired ones already revoked for another reason the
+/// reason keyCompromise. Gives how many more certificates changed.
 fn revoke_key(conn: &Connection, serial: &str, now: i64) -> Result<usize, StoreError> {
     let key_id: String = conn
         .prepare_cached("SELECT key_id FROM certificates WHERE serial = ?1")?
@@ -45,12 +46,21 @@ fn revoke_key(conn: &Connection, serial: &str, now: i64) -> Result<usize, StoreE
         "INSERT OR IGNORE INTO compromised_keys (key_id, serial, at) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![key_id, serial, now])?;
-    Ok(conn
+    let kc = RevocationReason::KeyCompromise.code();
+    let revoked = conn
         .prepare_cached(
             "UPDATE certificates SET revoked_at = ?2, reason = ?3, active = 0
              WHERE key_id = ?1 AND revoked_at IS NULL AND not_after >= ?2",
         )?
-        .execute(params![key_id, now, RevocationReason::KeyCompromise.code()])?)
+        .execute(params![key_id, now, kc])?;
+    let reasons = conn
+        .prepare_cached(
+            "UPDATE certificates SET reason = ?3
+             WHERE key_id = ?1 AND revoked_at IS NOT NULL AND not_after >= ?2
+               AND reason IS NOT ?3",
+        )?
+        .execute(params![key_id, now, kc])?;
+    Ok(revoked + reasons)
 }
 
 /// [`StoreError::CompromisedKey`] if `key_id` was reported compromised.
@@ -119,18 +129,36 @@ pub(super) fn revoke_one(
     reason: RevocationReason,
     now: i64,
 ) -> Result<RevokeOutcome, StoreError> {
-    let row: Option<(Option<i64>, i64)> = conn
+    let row: Option<(Option<i64>, i64, Option<u8>)> = conn
         .query_row(
-            "SELECT revoked_at, not_after FROM certificates WHERE serial = ?1",
+            "SELECT revoked_at, not_after, reason FROM certificates WHERE serial = ?1",
             [serial.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
+    let kc = RevocationReason::KeyCompromise;
     match row {
         None => Ok(RevokeOutcome::NotFound),
-        Some((Some(_), _)) => Ok(RevokeOutcome::AlreadyRevoked),
-        Some((None, not_after)) if not_after < now => Ok(RevokeOutcome::Expired),
-        Some((None, _)) => {
+        // A key compromise reported for a certificate already revoked for
+        // another reason (superseded, say): the reason becomes
+        // keyCompromise (RFC 5280 §5.3.1), the key is recorded and every
+        // other certificate holding it is revoked. The revocation date
+        // stays.
+        Some((Some(at), not_after, stored))
+            if reason == kc && stored != Some(kc.code()) && not_after >= now =>
+        {
+            conn.prepare_cached("UPDATE certificates SET reason = ?2 WHERE serial = ?1")?
+                .execute(params![serial.as_str(), kc.code()])?;
+            let n = 1 + revoke_key(conn, serial.as_str(), now)?;
+            conn.prepare_cached(
+                "UPDATE crl_state SET revocations = revocations + ?1 WHERE id = 1",
+            )?
+            .execute([n as i64])?;
+            Ok(RevokeOutcome::Revoked { at })
+        }
+        Some((Some(_), _, _)) => Ok(RevokeOutcome::AlreadyRevoked),
+        Some((None, not_after, _)) if not_after < now => Ok(RevokeOutcome::Expired),
+        Some((None, _, _)) => {
             revoke_in(conn, serial.as_str(), reason, now)?;
             Ok(RevokeOutcome::Revoked { at: now })
         }
