@@ -137,15 +137,19 @@ async fn upload(
 }
 
 fn key_of(leaf: &Leaf) -> KeyId {
+    key_of_version(leaf, 2)
+}
+
+/// The strong key ID of version `v` (0 to 3) of the leaf's key.
+fn key_of_version(leaf: &Leaf, v: u8) -> KeyId {
     use der::{Decode, Encode};
     let cert = x509_cert::Certificate::from_der(&leaf.der).unwrap();
-    KeyId::of_spki(
-        &cert
-            .tbs_certificate
-            .subject_public_key_info
-            .to_der()
-            .unwrap(),
-    )
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .unwrap();
+    KeyId::compute(v, &spki).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,10 +210,19 @@ async fn uploads_are_checked_and_published() {
     assert_eq!(got["key_id"], kid.to_string());
     assert_eq!(got["serial"], "01");
 
-    // Strong addresses, percent-encoded.
+    // Strong addresses, percent-encoded; key IDs of every version (SPEC §3)
+    // name the same key.
     let other = key_id();
+    let (v0, v1, v3) = (
+        key_of_version(&good, 0),
+        key_of_version(&good, 1),
+        key_of_version(&good, 3),
+    );
     for (path, status) in [
         (format!("{kid}%3F{ME}"), 200),
+        (format!("{v0}%3F{ME}"), 200),
+        (format!("{v1}%3F%3F{ME}"), 200),
+        (format!("{v3}%3F{ME}"), 200),
         (format!("{kid}%3F%3F{ME}"), 200),
         (format!("%3F{ME}"), 200),
         ("Alice@Example.org".to_string(), 200),

@@ -160,8 +160,10 @@ pub async fn lookup(
         .map_err(Problem::internal)?
         .ok_or_else(none)?;
     let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
-    if strong.key_id.as_ref().is_some_and(|k| *k != key_id) {
-        return Err(none());
+    if let Some(asked) = &strong.key_id {
+        if !names_key(asked, &key_id, &row.certificate) {
+            return Err(none());
+        }
     }
     if row.not_after < now {
         return Err(Problem::not_found(format!(
@@ -182,6 +184,20 @@ pub async fn lookup(
         serial,
         not_after: mailid_shared::timefmt::rfc3339(row.not_after),
     })
+}
+
+/// Whether the key ID of a strong address names the published key: the
+/// stored (V=2) key ID, or the identifier of another version (V=0, 1, 3;
+/// SPEC §3 parses all four) computed from the certificate's key.
+fn names_key(asked: &KeyId, stored: &KeyId, cert_der: &[u8]) -> bool {
+    if asked.version() == stored.version() {
+        return asked == stored;
+    }
+    x509_cert::Certificate::from_der(cert_der)
+        .ok()
+        .and_then(|c| x509::spki_der(&c).ok())
+        .and_then(|spki| KeyId::compute(asked.version(), &spki).ok())
+        .is_some_and(|k| k == *asked)
 }
 
 /// Whether a published identity is on its issuer's CRL (the issuer is the
