@@ -98,8 +98,10 @@ pub struct InitArgs {
 /// `serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Address and port to listen on (a socket address: a bad one is a
+    /// usage error).
     #[arg(long, default_value = "127.0.0.1:7700")]
-    pub listen: String,
+    pub listen: std::net::SocketAddr,
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]

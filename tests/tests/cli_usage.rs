@@ -35,6 +35,7 @@ fn usage_errors_are_one_line_with_status_2() {
         &["init"],
         &["list", "--status", "bogus"],
         &["revoke", "00", "--reason", "nope"],
+        &["serve", "--listen", "notanaddr"],
     ] {
         assert_usage_error(CA_BIN, args);
     }
