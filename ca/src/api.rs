@@ -161,12 +161,12 @@ fn crl_response(st: &AppState, headers: &HeaderMap, pem: bool) -> Response {
 /// a newer CRL is never hidden).
 fn not_modified(headers: &HeaderMap, etag: &str, last_modified: i64) -> bool {
     let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
-        let Ok(inm) = inm.to_str() else {
-            return false;
-        };
-        return inm
-            .split(',')
+    // Several If-None-Match lines count as one comma-separated list.
+    let mut lines = headers.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if lines.peek().is_some() {
+        return lines
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
             .any(|t| t.trim() == "*" || weak(t) == weak(etag));
     }
     headers

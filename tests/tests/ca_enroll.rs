@@ -400,6 +400,16 @@ async fn crl_and_ca_are_served_with_cache_headers() {
         assert_eq!(resp.status(), 304, "{h}: {v}");
         assert_eq!(resp.headers()["etag"].to_str().unwrap(), etag);
     }
+    // The tag on a second If-None-Match line counts too.
+    let resp = env
+        .http
+        .get(format!("{}/v1/crl.der", env.ca.url()))
+        .header("if-none-match", "\"other\"")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304, "two If-None-Match lines");
     let pem_resp = get("/v1/crl.pem", "if-none-match", etag.clone()).await;
     assert_eq!(pem_resp.status(), 200, "the DER tag must not match the PEM");
     let pem_etag = pem_resp.headers()["etag"].to_str().unwrap().to_string();
