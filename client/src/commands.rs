@@ -78,9 +78,12 @@ fn passphrase(cli: &Cli) -> Result<Option<Zeroizing<Vec<u8>>>> {
     if let Some(path) = &cli.passphrase_file {
         return secret::read_passphrase_file(path).map(Some);
     }
-    Ok(std::env::var_os("MAILID_PASSPHRASE")
-        .filter(|p| !p.is_empty())
-        .map(|p| Zeroizing::new(p.into_encoded_bytes())))
+    match std::env::var_os("MAILID_PASSPHRASE") {
+        // Set but empty is a mistake, not a request for a clear-text key.
+        Some(p) if p.is_empty() => Err(Error::Invalid("MAILID_PASSPHRASE is set but empty".into())),
+        Some(p) => Ok(Some(Zeroizing::new(p.into_encoded_bytes()))),
+        None => Ok(None),
+    }
 }
 
 /// Runs the parsed command line. `creds` are the holder's credentials for

@@ -140,6 +140,29 @@ fn usage_errors_exit_2_and_plain_http_is_loopback_only() {
     ));
     assert!(line.contains("plain http is for loopback only"), "{line}");
 
+    // An empty MAILID_PASSPHRASE is refused rather than taken as "store the
+    // key in the clear".
+    let out = env.mailid(
+        &[
+            "enroll",
+            "--email",
+            ALICE,
+            "--mta",
+            &mta,
+            "--ca",
+            &ca,
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+        &[("MAILID_PASSPHRASE", "")],
+    );
+    let line = one_line_failure(&out);
+    assert!(
+        line.contains("MAILID_PASSPHRASE is set but empty"),
+        "{line}"
+    );
+    store_is_empty(&env);
+
     // A missing file for key-id, and a file that is no key.
     let missing = env.path("nope.pem").display().to_string();
     let line = one_line_failure(&env.mailid(&["key-id", &missing], None, &[]));
