@@ -20,7 +20,15 @@ pub fn usage_exit(bin: &str, e: &clap::Error) -> ! {
         let _ = e.print();
         std::process::exit(0);
     }
-    error_line(bin, one_line(&e.render().to_string()));
+    let line = match e.kind() {
+        // Nothing but the program name (or a bare group such as `account`):
+        // clap would print the whole help here.
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a command is required (see --help)".to_string()
+        }
+        _ => one_line(&e.render().to_string()),
+    };
+    error_line(bin, line);
     std::process::exit(2);
 }
 

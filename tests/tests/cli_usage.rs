@@ -6,7 +6,7 @@ use std::process::Command;
 
 use mailid_tests::{bin, CA_BIN, CLIENT_BIN, MTA_BIN};
 
-fn assert_usage_error(name: &str, args: &[&str]) {
+fn assert_usage_error(name: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(bin(name))
         .args(args)
@@ -25,6 +25,16 @@ fn assert_usage_error(name: &str, args: &[&str]) {
         lines[0].starts_with(&format!("{name}: ")),
         "{what}: {stderr}"
     );
+    lines[0].to_string()
+}
+
+#[test]
+fn no_command_at_all_is_one_line_too() {
+    for name in [CA_BIN, MTA_BIN, CLIENT_BIN] {
+        let line = assert_usage_error(name, &[]);
+        assert!(line.contains("command"), "{line}");
+        assert!(line.ends_with("(see --help)"), "{line}");
+    }
 }
 
 #[test]
@@ -37,14 +47,14 @@ fn usage_errors_are_one_line_with_status_2() {
         &["revoke", "00", "--reason", "nope"],
         &["serve", "--listen", "notanaddr"],
     ] {
-        assert_usage_error(CA_BIN, args);
+        let _ = assert_usage_error(CA_BIN, args);
     }
     for args in [
         &["bogus"][..],
         &["account", "add", "x@example.com", "--bogus"],
         &["account"],
     ] {
-        assert_usage_error(MTA_BIN, args);
+        let _ = assert_usage_error(MTA_BIN, args);
     }
     for args in [
         &["enroll", "--email", "a@example.com"][..],
@@ -59,7 +69,7 @@ fn usage_errors_are_one_line_with_status_2() {
             "http://127.0.0.1:1",
         ],
     ] {
-        assert_usage_error(CLIENT_BIN, args);
+        let _ = assert_usage_error(CLIENT_BIN, args);
     }
 }
 
