@@ -44,6 +44,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Revoke a certificate.
     Revoke {
+        #[arg(value_parser = mailid_shared::cli::serial_arg)]
         serial: String,
         #[arg(long, default_value = "unspecified")]
         reason: RevocationReason,
@@ -56,7 +57,10 @@ pub enum Command {
         status: Option<CertStatus>,
     },
     /// Show one certificate.
-    Show { serial: String },
+    Show {
+        #[arg(value_parser = mailid_shared::cli::serial_arg)]
+        serial: String,
+    },
     /// Sign a fresh CRL and print it (PEM) or write it to a file.
     Crl {
         #[arg(long)]

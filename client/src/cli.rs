@@ -99,7 +99,7 @@ pub struct RevokeArgs {
     #[arg(long, value_name = "URL")]
     pub ca: String,
     /// Serial number of the certificate (hex).
-    #[arg(long, value_name = "SERIAL")]
+    #[arg(long, value_name = "SERIAL", value_parser = mailid_shared::cli::serial_arg)]
     pub serial: String,
     /// keyCompromise, superseded, affiliationChanged, cessationOfOperation,
     /// privilegeWithdrawn or unspecified.

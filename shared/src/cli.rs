@@ -32,6 +32,14 @@ pub fn usage_exit(bin: &str, e: &clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// A clap value parser for serial-number arguments: a malformed serial is
+/// a usage error (exit 2); the text is kept as given.
+pub fn serial_arg(text: &str) -> Result<String, String> {
+    text.parse::<crate::Serial>()
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// Prints `BIN: MESSAGE` on stderr as one line (newlines in the message
 /// become spaces). Never panics, even when stderr is closed.
 pub fn error_line(bin: &str, msg: impl Display) {

@@ -46,6 +46,8 @@ fn usage_errors_are_one_line_with_status_2() {
         &["list", "--status", "bogus"],
         &["revoke", "00", "--reason", "nope"],
         &["serve", "--listen", "notanaddr"],
+        &["revoke", "0xZZ"],
+        &["show", "not-hex"],
     ] {
         let _ = assert_usage_error(CA_BIN, args);
     }
@@ -59,6 +61,17 @@ fn usage_errors_are_one_line_with_status_2() {
     for args in [
         &["enroll", "--email", "a@example.com"][..],
         &["bogus"],
+        &[
+            "revoke",
+            "--email",
+            "a@example.com",
+            "--mta",
+            "http://127.0.0.1:1",
+            "--ca",
+            "http://127.0.0.1:1",
+            "--serial",
+            "0xZZ",
+        ],
         &[
             "enroll",
             "--email",
