@@ -154,23 +154,9 @@ fn key_of_version(leaf: &Leaf, v: u8) -> KeyId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_are_checked_and_published() {
-    let dir = data_dir();
-    add_account(dir.path(), ME, PW);
-    add_account(dir.path(), "bob@example.org", PW);
     let ca = TestCa::new("Test CA");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
-    mta_ok(
-        dir.path(),
-        &[
-            "ca",
-            "add",
-            "testca",
-            "--trust-cert",
-            ca_file.to_str().unwrap(),
-        ],
-        None,
-    );
+    let dir = setup(&ca);
+    add_account(dir.path(), "bob@example.org", PW);
     let crls: Crls = Arc::default();
     let crl_base = crl_server(crls.clone()).await;
     serve_crl(&crls, "main.crl", ca.crl(&[2], 1));

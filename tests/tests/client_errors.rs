@@ -13,20 +13,7 @@ fn enroll_with(
     ca: &str,
     password: &str,
 ) -> std::process::Output {
-    env.mailid(
-        &[
-            "enroll",
-            "--email",
-            email,
-            "--mta",
-            mta,
-            "--ca",
-            ca,
-            "--password-stdin",
-        ],
-        Some(&format!("{password}\n")),
-        &[],
-    )
+    env.try_enroll((email, mta, ca), password, &[], &[])
 }
 
 /// The store holds nothing for alice: `show` fails the same way with and
@@ -142,18 +129,10 @@ fn usage_errors_exit_2_and_plain_http_is_loopback_only() {
 
     // An empty MAILID_PASSPHRASE is refused rather than taken as "store the
     // key in the clear".
-    let out = env.mailid(
-        &[
-            "enroll",
-            "--email",
-            ALICE,
-            "--mta",
-            &mta,
-            "--ca",
-            &ca,
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
+    let out = env.try_enroll(
+        (ALICE, &mta, &ca),
+        PASSWORD,
+        &[],
         &[("MAILID_PASSPHRASE", "")],
     );
     let line = one_line_failure(&out);

@@ -104,20 +104,7 @@ fn an_unreachable_previous_ca_stops_the_move_and_changes_nothing() {
     }
     let mta = env.mta.url();
     let ca2 = env.cas[1].url();
-    let out = env.mailid(
-        &[
-            "enroll",
-            "--email",
-            ALICE,
-            "--mta",
-            &mta,
-            "--ca",
-            &ca2,
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-        &[],
-    );
+    let out = env.try_enroll((ALICE, &mta, &ca2), PASSWORD, &[], &[]);
     let line = one_line_failure(&out);
     assert_eq!(
         line,

@@ -67,24 +67,34 @@ impl Env {
         run_env(&bin(CLIENT_BIN), &all, stdin, env)
     }
 
-    /// `mailid enroll` for alice at CA number `ca` (0-based), password on
-    /// stdin; must succeed; returns stdout.
-    pub fn enroll(&self, ca: usize, extra: &[&str], env: &[(&str, &str)]) -> String {
-        let mta = self.mta.url();
-        let ca_url = self.cas[ca].url();
+    /// `mailid enroll` for `email` at `mta` and `ca`, `password` on stdin,
+    /// `extra` arguments and `env`; its output, whatever the outcome.
+    pub fn try_enroll(
+        &self,
+        (email, mta, ca): (&str, &str, &str),
+        password: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
         let mut args = vec![
             "enroll",
             "--email",
-            ALICE,
+            email,
             "--mta",
-            &mta,
+            mta,
             "--ca",
-            &ca_url,
+            ca,
             "--password-stdin",
         ];
         args.extend_from_slice(extra);
-        let out = self.mailid(&args, Some(&format!("{PASSWORD}\n")), env);
-        ok(&out)
+        self.mailid(&args, Some(&format!("{password}\n")), env)
+    }
+
+    /// `mailid enroll` for alice at CA number `ca` (0-based), password on
+    /// stdin; must succeed; returns stdout.
+    pub fn enroll(&self, ca: usize, extra: &[&str], env: &[(&str, &str)]) -> String {
+        let (mta, ca_url) = (self.mta.url(), self.cas[ca].url());
+        ok(&self.try_enroll((ALICE, &mta, &ca_url), PASSWORD, extra, env))
     }
 
     /// `mailid show --json` for alice.
