@@ -108,6 +108,16 @@ impl<S: AsyncWrite + Unpin> ProblemOnParseError<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> ProblemOnParseError<S> {
+    /// Writes out a pending replacement, if any, before a flush or shutdown.
+    fn finish_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.pending.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        self.drive(cx).map_ok(|_| ())
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for ProblemOnParseError<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -160,24 +170,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ProblemOnParseError<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.pending.is_some() {
-            match self.drive(cx) {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        std::task::ready!(self.finish_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.pending.is_some() {
-            match self.drive(cx) {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        std::task::ready!(self.finish_pending(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
