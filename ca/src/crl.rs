@@ -107,23 +107,22 @@ impl CrlSnapshot {
     }
 }
 
+/// IMF-fixdate, the HTTP date format (RFC 9110 §5.6.7).
+const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
 /// An HTTP date (RFC 9110 IMF-fixdate).
 pub fn http_date(unix: i64) -> String {
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&fmt).ok())
+        .and_then(|t| t.format(HTTP_DATE).ok())
         .unwrap_or_default()
 }
 
 /// Parses an HTTP date (IMF-fixdate, RFC 9110 §5.6.7) to Unix seconds.
 pub fn parse_http_date(text: &str) -> Option<i64> {
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    time::PrimitiveDateTime::parse(text.trim(), &fmt)
+    time::PrimitiveDateTime::parse(text.trim(), HTTP_DATE)
         .ok()
         .map(|t| t.assume_utc().unix_timestamp())
 }

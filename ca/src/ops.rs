@@ -303,17 +303,22 @@ fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     let issuer = load_issuer(dir, &cfg, cli.passphrase_file.as_deref())?;
     // Open the output before signing, so a bad --out uses up no CRL number.
-    let mut file = out
-        .map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display())))
+    let cannot = |p: &Path| format!("cannot write {}", p.display());
+    let file = out
+        .map(|p| {
+            std::fs::File::create(p)
+                .with_context(|| cannot(p))
+                .map(|f| (p, f))
+        })
         .transpose()?;
     let (snap, _) = crate::crl::sign_now(&store, &issuer, cfg.crl_next_update_hours, now_unix())?;
     crate::crl::write_file(&Paths::new(dir).crl, &snap.der)?;
-    let bytes = if der { snap.der.clone() } else { snap.pem() };
-    if let (Some(f), Some(p)) = (file.as_mut(), out) {
+    if let Some((p, mut f)) = file {
         use std::io::Write;
+        let bytes = if der { snap.der.clone() } else { snap.pem() };
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", p.display()))?;
+            .with_context(|| cannot(p))?;
     }
     if cli.json {
         let mut v = serde_json::json!({

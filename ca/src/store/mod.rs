@@ -385,19 +385,6 @@ impl Store {
         })
     }
 
-    /// The route of a domain.
-    pub async fn route(&self, domain: &str) -> Result<Option<MtaRoute>, StoreError> {
-        let d = domain.to_ascii_lowercase();
-        self.db
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",
-                )?;
-                Ok(stmt.query_row([d], route_row).optional()?)
-            })
-            .await
-    }
-
     /// The MTA route for `domain`, in the same read as the check that
     /// `key_id` was never reported compromised
     /// ([`StoreError::CompromisedKey`] if it was).

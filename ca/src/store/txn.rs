@@ -27,11 +27,18 @@ pub(super) fn revoke_in(
     if n > 0 && reason == RevocationReason::KeyCompromise {
         n += revoke_key(conn, serial, now)?;
     }
+    bump_revocations(conn, n)?;
+    Ok(n)
+}
+
+/// Adds `n` changed entries to the revocation counter the CRL publisher
+/// watches (so the next CRL is signed).
+fn bump_revocations(conn: &Connection, n: usize) -> Result<(), StoreError> {
     if n > 0 {
         conn.prepare_cached("UPDATE crl_state SET revocations = revocations + ?1 WHERE id = 1")?
             .execute([n as i64])?;
     }
-    Ok(n)
+    Ok(())
 }
 
 /// The key of `serial` was reported compromised: records it, revokes every
@@ -149,11 +156,7 @@ pub(super) fn revoke_one(
         {
             conn.prepare_cached("UPDATE certificates SET reason = ?2 WHERE serial = ?1")?
                 .execute(params![serial.as_str(), kc.code()])?;
-            let n = 1 + revoke_key(conn, serial.as_str(), now)?;
-            conn.prepare_cached(
-                "UPDATE crl_state SET revocations = revocations + ?1 WHERE id = 1",
-            )?
-            .execute([n as i64])?;
+            bump_revocations(conn, 1 + revoke_key(conn, serial.as_str(), now)?)?;
             Ok(RevokeOutcome::Revoked { at })
         }
         Some((Some(_), _, _)) => Ok(RevokeOutcome::AlreadyRevoked),

@@ -80,17 +80,29 @@ pub fn verify_crl(der: &[u8], issuer: &Certificate) -> Result<VerifiedCrl, Strin
     })
 }
 
-/// Whether the CRL lists the certificate's serial number (a scan; the
-/// service itself uses the hash set of a cached CRL).
-pub fn lists_serial(list: &CertificateList, cert: &Certificate) -> bool {
+/// The serial numbers a CRL lists, as magnitudes (see [`magnitude`]).
+fn revoked_serials(list: &CertificateList) -> HashSet<Vec<u8>> {
     list.tbs_cert_list
         .revoked_certificates
         .as_ref()
-        .is_some_and(|revoked| {
-            revoked
-                .iter()
-                .any(|r| r.serial_number == cert.tbs_certificate.serial_number)
+        .map(|r| {
+            r.iter()
+                .map(|e| magnitude(e.serial_number.as_bytes()))
+                .collect()
         })
+        .unwrap_or_default()
+}
+
+/// Whether `revoked` (from [`revoked_serials`]) holds the certificate's
+/// serial number.
+fn holds_serial(revoked: &HashSet<Vec<u8>>, cert: &Certificate) -> bool {
+    revoked.contains(&magnitude(cert.tbs_certificate.serial_number.as_bytes()))
+}
+
+/// Whether the CRL lists the certificate's serial number: the same test the
+/// cache makes, on a CRL that is not cached (the fuzz targets use it).
+pub fn lists_serial(list: &CertificateList, cert: &Certificate) -> bool {
+    holds_serial(&revoked_serials(list), cert)
 }
 
 /// The magnitude of a non-negative DER integer without leading zero octets,
@@ -129,19 +141,8 @@ struct Cached {
 
 impl Cached {
     fn new(v: &VerifiedCrl, etag: Option<String>, last_modified: Option<String>) -> Cached {
-        let revoked = v
-            .list
-            .tbs_cert_list
-            .revoked_certificates
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .map(|e| magnitude(e.serial_number.as_bytes()))
-                    .collect()
-            })
-            .unwrap_or_default();
         Cached {
-            revoked,
+            revoked: revoked_serials(&v.list),
             this_update: v.row.this_update,
             number: crl_number(&v.list),
             etag,
@@ -159,8 +160,7 @@ impl Cached {
     }
 
     fn lists(&self, cert: &Certificate) -> bool {
-        self.revoked
-            .contains(&magnitude(cert.tbs_certificate.serial_number.as_bytes()))
+        holds_serial(&self.revoked, cert)
     }
 }
 

@@ -160,8 +160,10 @@ pub async fn lookup(
         .map_err(Problem::internal)?
         .ok_or_else(none)?;
     let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
+    // Parsed once, for the key ID and the revocation checks.
+    let cert = Certificate::from_der(&row.certificate).ok();
     if let Some(asked) = &strong.key_id {
-        if !names_key(asked, &key_id, &row.certificate) {
+        if !names_key(asked, &key_id, cert.as_ref()) {
             return Err(none());
         }
     }
@@ -170,7 +172,7 @@ pub async fn lookup(
             "the identity published for {address} has expired"
         )));
     }
-    if published_revoked(crls, &row).await {
+    if published_revoked(crls, &row, cert.as_ref()).await {
         return Err(Problem::not_found(format!(
             "the identity published for {address} was revoked by its CA"
         )));
@@ -189,13 +191,11 @@ pub async fn lookup(
 /// Whether the key ID of a strong address names the published key: the
 /// stored (V=2) key ID, or the identifier of another version (V=0, 1, 3;
 /// SPEC §3 parses all four) computed from the certificate's key.
-fn names_key(asked: &KeyId, stored: &KeyId, cert_der: &[u8]) -> bool {
+fn names_key(asked: &KeyId, stored: &KeyId, cert: Option<&Certificate>) -> bool {
     if asked.version() == stored.version() {
         return asked == stored;
     }
-    x509_cert::Certificate::from_der(cert_der)
-        .ok()
-        .and_then(|c| x509::spki_der(&c).ok())
+    cert.and_then(|c| x509::spki_der(c).ok())
         .and_then(|spki| KeyId::compute(asked.version(), &spki).ok())
         .is_some_and(|k| k == *asked)
 }
@@ -204,8 +204,12 @@ fn names_key(asked: &KeyId, stored: &KeyId, cert_der: &[u8]) -> bool {
 /// first certificate of the stored chain). Unknown (no CRL at all, or rows
 /// that do not parse) counts as not revoked: the certificate passed the
 /// revocation check when it was uploaded.
-async fn published_revoked(crls: &CrlChecker, row: &IdentityRow) -> bool {
-    let Ok(cert) = Certificate::from_der(&row.certificate) else {
+async fn published_revoked(
+    crls: &CrlChecker,
+    row: &IdentityRow,
+    cert: Option<&Certificate>,
+) -> bool {
+    let Some(cert) = cert else {
         return false;
     };
     let Some(issuer) = pem::decode_chain(&row.chain, "CERTIFICATE")
@@ -215,7 +219,7 @@ async fn published_revoked(crls: &CrlChecker, row: &IdentityRow) -> bool {
     else {
         return false;
     };
-    match crls.is_revoked_cached(&cert, &issuer).await {
+    match crls.is_revoked_cached(cert, &issuer).await {
         Some(revoked) => revoked,
         None => {
             tracing::warn!(account = %row.address, "no CRL known for a published identity");
