@@ -132,6 +132,9 @@ pub struct CaIssuer {
     policy_oid: der::asn1::ObjectIdentifier,
 }
 
+/// Longest subject commonName (ub-common-name, RFC 5280 Appendix A).
+pub const UB_COMMON_NAME: usize = 64;
+
 /// Makes a self-signed root: CA:TRUE pathLen 0, keyCertSign + cRLSign,
 /// SKI = the strong key ID of its key.
 pub fn self_signed_root(name: &str, key: &KeyPair, now: i64) -> anyhow::Result<Vec<u8>> {
@@ -250,8 +253,14 @@ impl CaIssuer {
         p.not_before = at(nb)?;
         p.not_after = at(na)?;
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, csr.account.as_str());
+        // ub-common-name is 64 (RFC 5280 Appendix A). A longer address is
+        // carried by the SAN alone, with an empty subject, which the
+        // mailbox-validated profile allows; rcgen then marks the SAN
+        // critical, as RFC 5280 §4.2.1.6 requires.
+        if csr.account.as_str().len() <= UB_COMMON_NAME {
+            p.distinguished_name
+                .push(DnType::CommonName, csr.account.as_str());
+        }
         p.subject_alt_names = vec![SanType::Rfc822Name(csr.account.as_str().try_into()?)];
         p.key_usages = if csr.key.is_ec() {
             vec![

@@ -129,7 +129,7 @@ pub fn key_type_of(pkcs8_der: &[u8]) -> anyhow::Result<KeyType> {
 pub fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<String>>> {
     if let Some(f) = file {
         let text = Zeroizing::new(
-            std::fs::read_to_string(f)
+            mailid_shared::input::read_text(f)
                 .with_context(|| format!("reading passphrase file {}", f.display()))?,
         );
         let line = text.lines().next().unwrap_or("");
@@ -213,7 +213,8 @@ pub fn save_key(path: &Path, pkcs8_der: &[u8], pass: Option<&str>) -> anyhow::Re
 /// Loads the CA key for signing.
 pub fn load_key(path: &Path, key_type: KeyType, pass: Option<&str>) -> anyhow::Result<KeyPair> {
     let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        mailid_shared::input::read_text(path)
+            .with_context(|| format!("reading {}", path.display()))?,
     );
     let der = decode_key(&text, pass)?;
     KeyPair::from_pkcs8_der_and_sign_algo(&der.to_vec().into(), key_type.algorithm())

@@ -102,12 +102,12 @@ fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
     let (key_type, pkcs8, chain) = match (&a.import_cert, &a.import_key) {
         (Some(cert_path), Some(key_path)) => {
             let key_text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(key_path)
+                mailid_shared::input::read_text(key_path)
                     .with_context(|| format!("reading {}", key_path.display()))?,
             );
             let der = keys::decode_key(&key_text, pass)?;
             let kt = keys::key_type_of(&der)?;
-            let text = std::fs::read_to_string(cert_path)
+            let text = mailid_shared::input::read_text(cert_path)
                 .with_context(|| format!("reading {}", cert_path.display()))?;
             let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
                 .with_context(|| format!("reading {}", cert_path.display()))?;
@@ -194,7 +194,7 @@ fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
                 anyhow::bail!("--url must be http:// or https://");
             }
             let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(credential_file)
+                mailid_shared::input::read_text(credential_file)
                     .with_context(|| format!("reading {}", credential_file.display()))?,
             );
             let cred = Credential::parse(&text)

@@ -10,7 +10,7 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::request::CertReq;
 
 use mailid_shared::problem::{ErrorCode, Problem};
-use mailid_shared::sigverify::{self, oids, KeyKind, VerifyError};
+use mailid_shared::sigverify::{self, oids, KeyKind, PointForm, VerifyError};
 use mailid_shared::{Address, KeyId};
 
 /// Largest CSR text accepted (the body limit is 64 KiB anyway).
@@ -61,6 +61,19 @@ pub fn check_key(kind: &KeyKind) -> Result<(), Problem> {
     }
 }
 
+/// Refuses an EC key whose point is not in the uncompressed form: the
+/// certificate carries the key exactly as sent, and many relying parties
+/// refuse compressed points (RFC 5480 §2.2 makes uncompressed the MUST).
+fn check_point_form(spki: &spki::SubjectPublicKeyInfoOwned) -> Result<(), Problem> {
+    match sigverify::ec_point_form(spki) {
+        None | Some(PointForm::Uncompressed) => Ok(()),
+        Some(PointForm::Compressed | PointForm::Hybrid) => Err(unsupported(
+            "compressed and hybrid EC points are not supported; send the key's uncompressed point",
+        )),
+        Some(PointForm::Other) => Err(bad_csr("CSR public key is malformed")),
+    }
+}
+
 /// Parses and checks a PEM CSR.
 pub fn check_csr(pem_text: &str) -> Result<CheckedCsr, Problem> {
     if pem_text.len() > MAX_CSR_LEN {
@@ -76,6 +89,7 @@ pub fn check_csr(pem_text: &str) -> Result<CheckedCsr, Problem> {
     let spki_der = spki
         .to_der()
         .map_err(|_| bad_csr("CSR public key does not encode"))?;
+    check_point_form(spki)?;
     let key = match sigverify::classify(spki) {
         Ok(k) => k,
         Err(VerifyError::BadKey) => return Err(bad_csr("CSR public key is malformed")),

@@ -49,7 +49,8 @@ pub struct FileKeyId {
 /// Reads `path` and computes its key ID. An encrypted private key needs
 /// `passphrase`.
 pub fn key_id_of_file(path: &Path, passphrase: Option<&[u8]>) -> Result<FileKeyId> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, &e))?);
+    let bytes =
+        Zeroizing::new(mailid_shared::input::read_file(path).map_err(|e| Error::io(path, &e))?);
     key_id_of_bytes(&bytes, passphrase).map_err(|e| Error::file(path, e.to_string()))
 }
 

@@ -138,12 +138,9 @@ fn fast_path<'a>(info: &'a pkcs8::EncryptedPrivateKeyInfo<'a>) -> Option<FastPat
 
 /// Reads one line (the password) from `input`; the line end is not part
 /// of it.
-pub fn read_line(mut input: impl BufRead, what: &str) -> Result<Zeroizing<String>> {
-    let mut line = Zeroizing::new(String::new());
-    input
-        .read_line(&mut line)
-        .map_err(|e| Error::Invalid(format!("cannot read the {what} from stdin: {e}")))?;
-    let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
+pub fn read_line(input: impl BufRead, what: &str) -> Result<Zeroizing<String>> {
+    let trimmed = mailid_shared::input::read_line(input, &format!("the {what} on stdin"))
+        .map_err(Error::Invalid)?;
     if trimmed.is_empty() {
         return Err(Error::Invalid(format!("the {what} on stdin is empty")));
     }
@@ -152,7 +149,8 @@ pub fn read_line(mut input: impl BufRead, what: &str) -> Result<Zeroizing<String
 
 /// Reads a passphrase file: its first line, without the line end.
 pub fn read_passphrase_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, &e))?);
+    let bytes =
+        Zeroizing::new(mailid_shared::input::read_file(path).map_err(|e| Error::io(path, &e))?);
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
     let first = first.strip_suffix(b"\r").unwrap_or(first);
     if first.is_empty() {

@@ -129,7 +129,7 @@ pub struct Http {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, &e))
+    mailid_shared::input::read_file(path).map_err(|e| Error::io(path, &e))
 }
 
 impl Http {

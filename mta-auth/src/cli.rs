@@ -1,6 +1,6 @@
 //! The operator command line of SPEC §4.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -170,16 +170,8 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
     let mut pw = Zeroizing::new(String::new());
     if from_stdin {
-        std::io::stdin()
-            .lock()
-            .read_line(&mut pw)
-            .context("reading the password from stdin")?;
-        if pw.ends_with('\n') {
-            pw.pop();
-            if pw.ends_with('\r') {
-                pw.pop();
-            }
-        }
+        pw = mailid_shared::input::read_line(std::io::stdin().lock(), "the password on stdin")
+            .map_err(anyhow::Error::msg)?;
     } else {
         match std::env::var("MAILID_PASSWORD") {
             Ok(v) => pw.push_str(&v),
@@ -366,8 +358,8 @@ async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Resul
 
 fn read_trust_cert(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use der::Decode;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = mailid_shared::input::read_text(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let ders = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
         .with_context(|| format!("reading {}", path.display()))?;
     // A bundle (as served by a CA) ends with the root; trust its first

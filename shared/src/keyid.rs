@@ -4,6 +4,12 @@
 //! V=1 → 28, V=2 → 32 and V=3 → 64 digest bytes. mailid makes V=2 and parses
 //! all four. The text form is RFC 4648 Base32 without padding, upper case,
 //! with `-` after every five characters; parsers ignore dashes and case.
+//!
+//! The digest is taken over the key's canonical SPKI
+//! ([`crate::sigverify::canonical_spki`]): an EC key sent with a compressed
+//! or hybrid point has the key ID of its uncompressed form, so one key has
+//! one key ID at the CA, the MTA and the client (and a key revoked for
+//! keyCompromise cannot come back in another encoding).
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,12 +54,13 @@ pub fn digest_len(version: u8) -> Option<usize> {
 }
 
 impl KeyId {
-    /// Computes the identifier of a DER-encoded SubjectPublicKeyInfo.
+    /// Computes the identifier of a DER-encoded SubjectPublicKeyInfo (over
+    /// its canonical form).
     pub fn compute(version: u8, spki_der: &[u8]) -> Result<Self, KeyIdError> {
         let n = digest_len(version).ok_or(KeyIdError::Version(version))?;
         let mut h = Sha512::new();
         h.update([version]);
-        h.update(spki_der);
+        h.update(crate::sigverify::canonical_spki(spki_der));
         let digest = h.finalize();
         let mut out = Vec::with_capacity(n + 1);
         out.push(version);
@@ -166,6 +173,57 @@ mod tests {
         assert_eq!(text.parse::<KeyId>().unwrap(), id);
         assert_eq!(text.to_lowercase().parse::<KeyId>().unwrap(), id);
         assert_eq!(id.to_base32().parse::<KeyId>().unwrap(), id);
+    }
+
+    /// The SPKI of a P-256 or P-384 key with its point in another form.
+    fn reencoded(spki: &[u8], point: Vec<u8>) -> Vec<u8> {
+        use der::{Decode, Encode};
+        let mut s = spki::SubjectPublicKeyInfoOwned::from_der(spki).unwrap();
+        s.subject_public_key = der::asn1::BitString::from_bytes(&point).unwrap();
+        s.to_der().unwrap()
+    }
+
+    #[test]
+    fn one_key_one_id_whatever_the_point_encoding() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::EncodePublicKey;
+        for _ in 0..8 {
+            let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+            let pk = sk.public_key();
+            let spki = pk.to_public_key_der().unwrap().into_vec();
+            let id = KeyId::of_spki(&spki);
+            let compressed = reencoded(&spki, pk.to_encoded_point(true).as_bytes().to_vec());
+            assert_ne!(compressed, spki);
+            assert_eq!(KeyId::of_spki(&compressed), id);
+            assert_eq!(
+                crate::sigverify::canonical_spki(&compressed).as_ref(),
+                &spki[..]
+            );
+            // Hybrid: 06/07 by the parity of Y, then X and Y.
+            let mut hybrid = pk.to_encoded_point(false).as_bytes().to_vec();
+            hybrid[0] = 6 | (hybrid[hybrid.len() - 1] & 1);
+            assert_eq!(KeyId::of_spki(&reencoded(&spki, hybrid.clone())), id);
+            // A hybrid point with the wrong parity tag is not that key.
+            hybrid[0] ^= 1;
+            assert_ne!(KeyId::of_spki(&reencoded(&spki, hybrid)), id);
+        }
+        let sk = p384::SecretKey::random(&mut rand::rngs::OsRng);
+        let pk = sk.public_key();
+        let spki = p384::pkcs8::EncodePublicKey::to_public_key_der(&pk)
+            .unwrap()
+            .into_vec();
+        let compressed = reencoded(
+            &spki,
+            p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&pk, true)
+                .as_bytes()
+                .to_vec(),
+        );
+        assert_eq!(KeyId::of_spki(&compressed), KeyId::of_spki(&spki));
+        // Bytes that are no SPKI are hashed as they are.
+        assert_eq!(
+            crate::sigverify::canonical_spki(b"k").as_ref(),
+            b"k".as_slice()
+        );
     }
 
     #[test]

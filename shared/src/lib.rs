@@ -8,7 +8,7 @@
 //! * [`authsig`]: the HMAC-signed CA → MTA requests.
 //! * [`db`]: SQLite with migrations, WAL and group commit.
 //! * [`http`], [`metrics`]: serving and Prometheus text.
-//! * [`timefmt`]: RFC 3339 UTC times.
+//! * [`timefmt`]: RFC 3339 UTC times; [`input`]: bounded CLI input.
 
 pub mod address;
 pub mod authsig;
@@ -16,6 +16,7 @@ pub mod cli;
 pub mod db;
 pub mod files;
 pub mod http;
+pub mod input;
 pub mod keyid;
 pub mod metrics;
 pub mod pem;

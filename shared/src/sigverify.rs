@@ -1,6 +1,7 @@
 //! Signature verification (never signing) for CSRs, certificates and CRLs:
-//! ECDSA P-256/P-384 and RSA PKCS#1 v1.5 / PSS with SHA-2, and key
-//! classification for key policy.
+//! ECDSA P-256/P-384 and RSA PKCS#1 v1.5 / PSS with SHA-2, key
+//! classification for key policy, and the canonical (uncompressed) form of
+//! an EC key, so that one key has one strong key ID however it was encoded.
 
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Encode};
@@ -93,6 +94,90 @@ fn curve_of(spki: &SubjectPublicKeyInfoOwned) -> Option<Oid> {
         .parameters
         .as_ref()
         .and_then(|p| p.decode_as::<Oid>().ok())
+}
+
+/// How an EC public key's point is encoded (SEC 1 §2.3.3), by its first octet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointForm {
+    /// `04 || X || Y`: the only form mailid certifies.
+    Uncompressed,
+    /// `02 || X` or `03 || X`.
+    Compressed,
+    /// `06 || X || Y` or `07 || X || Y`.
+    Hybrid,
+    /// Anything else (the point at infinity, garbage).
+    Other,
+}
+
+/// The point form of an EC key's SPKI, or `None` for a key that is not EC.
+pub fn ec_point_form(spki: &SubjectPublicKeyInfoOwned) -> Option<PointForm> {
+    if spki.algorithm.oid != oids::EC_PUBLIC_KEY {
+        return None;
+    }
+    let first = spki.subject_public_key.as_bytes()?.first().copied();
+    Some(match first {
+        Some(4) => PointForm::Uncompressed,
+        Some(2 | 3) => PointForm::Compressed,
+        Some(6 | 7) => PointForm::Hybrid,
+        _ => PointForm::Other,
+    })
+}
+
+/// The uncompressed SEC 1 encoding of a compressed or hybrid P-256/P-384
+/// point, or `None` when the point is not valid on its curve (a hybrid
+/// point's tag must also match the parity of its Y).
+fn uncompressed_point(curve: Oid, point: &[u8]) -> Option<Vec<u8>> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    let sec1: std::borrow::Cow<[u8]> = match point.first()? {
+        2 | 3 => point.into(),
+        tag @ (6 | 7) => {
+            let y_odd = point.last()? & 1 == 1;
+            if y_odd != (tag & 1 == 1) {
+                return None;
+            }
+            let mut p = point.to_vec();
+            p[0] = 4;
+            p.into()
+        }
+        _ => return None,
+    };
+    if curve == oids::P256 {
+        let k = p256::PublicKey::from_sec1_bytes(&sec1).ok()?;
+        Some(k.to_encoded_point(false).as_bytes().to_vec())
+    } else if curve == oids::P384 {
+        let k = p384::PublicKey::from_sec1_bytes(&sec1).ok()?;
+        Some(k.to_encoded_point(false).as_bytes().to_vec())
+    } else {
+        None
+    }
+}
+
+/// The canonical DER SubjectPublicKeyInfo of a key: a P-256/P-384 key
+/// whose point is compressed or hybrid comes back with the uncompressed
+/// point; every other input (uncompressed keys, RSA, unparsable bytes)
+/// comes back unchanged. Strong key IDs are computed over this form.
+pub fn canonical_spki(der: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let canonical = || -> Option<Vec<u8>> {
+        let mut spki = SubjectPublicKeyInfoOwned::from_der(der).ok()?;
+        if !matches!(
+            ec_point_form(&spki)?,
+            PointForm::Compressed | PointForm::Hybrid
+        ) {
+            return None;
+        }
+        let curve = curve_of(&spki)?;
+        let point = uncompressed_point(curve, spki.subject_public_key.as_bytes()?)?;
+        spki.subject_public_key = der::asn1::BitString::from_bytes(&point).ok()?;
+        spki.to_der().ok()
+    };
+    // Only EC keys can need work; skip the parse for everything else.
+    if der.len() > 120 {
+        return der.into();
+    }
+    match canonical() {
+        Some(v) => v.into(),
+        None => der.into(),
+    }
 }
 
 /// Classifies the key in an SPKI.
