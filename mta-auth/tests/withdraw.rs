@@ -84,9 +84,9 @@ async fn ca_remove_withdraws_that_cas_identities_and_counts_them() {
 
     // Removed while the server runs: ALICE's identity goes, BOB's stays.
     let out = mta_ok(dir.path(), &["ca", "remove", "ca-a"], None);
-    assert_eq!(out, "removed ca-a; withdrew 1 published identities\n");
     assert_eq!(lookup(&c, &srv.url, ALICE).await, 404);
     assert_eq!(lookup(&c, &srv.url, BOB).await, 200);
+    assert_eq!(out, "removed ca-a; withdrew 1 published identities\n");
 
     let out = mta_ok(dir.path(), &["--json", "ca", "remove", "ca-b"], None);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();

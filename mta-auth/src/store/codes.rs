@@ -71,40 +71,46 @@ fn save_lock(c: &Connection, addr: &str, key: &[u8], lock: &LockState) -> rusqli
     Ok(())
 }
 
-/// The target key's state and lockout, and the other keys that may hold a
-/// live code.
+/// The key a code is presented for: its code state and its lockout.
+struct Target {
+    state: KeyState,
+    lock: LockState,
+}
+
+/// The target key (if a code was ever issued for it), and the other keys
+/// that may hold a live code.
 fn load_keys(
     c: &Connection,
     addr: &str,
     key: &[u8],
     live_since: i64,
-) -> rusqlite::Result<(Option<(KeyState, LockState)>, Vec<KeyState>)> {
+) -> rusqlite::Result<(Option<Target>, Vec<KeyState>)> {
     let mut st = c.prepare_cached(
         "SELECT key_id, generation, issued_at, failures, lockouts, locked_until FROM totp_keys
          WHERE address = ?1 AND (key_id = ?2 OR issued_at >= ?3)",
     )?;
     let rows = st.query_map((addr, key, live_since), |r| {
-        Ok((
-            KeyState {
+        Ok(Target {
+            state: KeyState {
                 key_id: r.get(0)?,
                 generation: r.get::<_, i64>(1)? as u64,
                 issued_at: r.get(2)?,
             },
-            LockState {
+            lock: LockState {
                 failures: r.get(3)?,
                 lockouts: r.get(4)?,
                 locked_until: r.get(5)?,
             },
-        ))
+        })
     })?;
     let mut target = None;
     let mut others = Vec::new();
     for row in rows {
-        let (ks, lock) = row?;
-        if ks.key_id == key {
-            target = Some((ks, lock));
+        let row = row?;
+        if row.state.key_id == key {
+            target = Some(row);
         } else {
-            others.push(ks);
+            others.push(row.state);
         }
     }
     Ok((target, others))
@@ -188,7 +194,7 @@ impl Store {
                 let earliest_step = params.step(now).saturating_sub(params.skew);
                 let live_since = (earliest_step * params.period) as i64;
                 let (target, others) = load_keys(c, &addr, &key, live_since)?;
-                if let Some(secs) = target.as_ref().and_then(|(_, l)| l.locked_for(now)) {
+                if let Some(secs) = target.as_ref().and_then(|t| t.lock.locked_for(now)) {
                     return Ok(Validation::Rejected {
                         reason: ValidateReason::Locked,
                         retry_after: Some(secs.max(1)),
@@ -201,7 +207,7 @@ impl Store {
                     now,
                     &code,
                     &key,
-                    target.as_ref().map(|(ks, _)| ks),
+                    target.as_ref().map(|t| &t.state),
                     &others,
                 );
                 let reason = match outcome {
@@ -220,10 +226,11 @@ impl Store {
                     Outcome::Invalid => ValidateReason::Invalid,
                 };
                 // Only a key with a live code can be guessed: count there.
-                let Some((ks, mut lock)) = target else {
+                let Some(Target { state, mut lock }) = target else {
                     return Ok(rejected(reason));
                 };
-                if !ks.issued_at.is_some_and(|at| at >= live_since) {
+                let live = state.issued_at.is_some_and(|at| at >= live_since);
+                if !live {
                     return Ok(rejected(reason));
                 }
                 let lockout_started = lock.fail(&policy, now);

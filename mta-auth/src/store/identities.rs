@@ -82,20 +82,17 @@ impl Store {
                      JOIN cas ON cas.name = i.ca_name AND cas.trust_cert IS NOT NULL
                      WHERE i.address = ?1",
                 )?
-                .query_row(
-                    [addr.as_str()],
-                    |r| {
-                        Ok(IdentityRow {
-                            address: addr.clone(),
-                            certificate: r.get(0)?,
-                            chain: r.get(1)?,
-                            key_id: r.get(2)?,
-                            serial: r.get(3)?,
-                            not_after: r.get(4)?,
-                            ca_name: r.get(5)?,
-                        })
-                    },
-                )
+                .query_row([addr.as_str()], |r| {
+                    Ok(IdentityRow {
+                        address: addr.clone(),
+                        certificate: r.get(0)?,
+                        chain: r.get(1)?,
+                        key_id: r.get(2)?,
+                        serial: r.get(3)?,
+                        not_after: r.get(4)?,
+                        ca_name: r.get(5)?,
+                    })
+                })
                 .optional()?)
             })
             .await

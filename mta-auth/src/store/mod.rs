@@ -21,7 +21,8 @@ pub use codes::{Issued, Validation};
 pub use identities::{CrlRow, IdentityRow};
 
 /// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE accounts (
     address       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -61,7 +62,8 @@ CREATE TABLE crls (
     next_update INTEGER,
     fetched_at  INTEGER NOT NULL
 );
-", "
+",
+    "
 -- Version 2. Lockout per (account, key) on the key's row; the account-wide
 -- counters of version 1 are no longer read (an account-wide lock let anyone
 -- lock any holder out with guesses against keys that had no live code).
@@ -75,7 +77,8 @@ UPDATE accounts SET failures = 0, lockouts = 0, locked_until = 0;
 -- in by `Store::open`).
 ALTER TABLE identities ADD COLUMN ca_name TEXT;
 CREATE INDEX identities_by_ca ON identities (ca_name);
-"];
+",
+];
 
 /// A storage failure or a refused change.
 #[derive(Debug, thiserror::Error)]
