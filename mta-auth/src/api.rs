@@ -169,7 +169,7 @@ async fn validate(
             st.metrics.validations.inc(reason.as_str());
             if lockout_started {
                 st.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(account = %req.account, "account locked after repeated failures");
+                tracing::warn!(account = %req.account, key_id = %req.key_id, "key locked after repeated failures");
             }
             tracing::info!(%ca, account = %req.account, key_id = %req.key_id, %reason, "code refused");
             ValidateResponse::rejected(reason, retry_after)

@@ -79,7 +79,8 @@ pub enum CaCmd {
     },
     /// Lists registered CAs.
     List,
-    /// Removes a CA; its credential stops working at once.
+    /// Removes a CA; its credential stops working at once and the identities
+    /// chaining to its trusted certificate are withdrawn.
     Remove { name: String },
 }
 
@@ -111,6 +112,10 @@ pub struct ServeArgs {
     pub lockout_threshold: Option<u32>,
     #[arg(long)]
     pub lockout_base_secs: Option<u64>,
+    /// Longest lockout back-off in seconds (default from config.json,
+    /// 3600): the doubling stops there.
+    #[arg(long)]
+    pub lockout_max_secs: Option<u64>,
     /// Seconds after which a lookup revalidates the cached CRL of the
     /// published certificate's CA (default 2; 0: on every lookup).
     #[arg(long)]
@@ -345,11 +350,15 @@ async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Resul
             Ok(())
         }
         CaCmd::Remove { name } => {
-            store.remove_ca(&name).await.map_err(not_found)?;
+            let withdrawn = store.remove_ca(&name).await.map_err(not_found)?;
             if json {
-                print_json(&serde_json::json!({"name": name, "result": "removed"}))
+                print_json(&serde_json::json!({
+                    "name": name,
+                    "result": "removed",
+                    "identities_withdrawn": withdrawn,
+                }))
             } else {
-                println!("removed {name}");
+                println!("removed {name}; withdrew {withdrawn} published identities");
                 Ok(())
             }
         }
@@ -392,6 +401,9 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     if let Some(v) = args.lockout_base_secs {
         config.lockout.base_secs = v;
+    }
+    if let Some(v) = args.lockout_max_secs {
+        config.lockout.max_secs = v;
     }
     if let Some(v) = args.crl_recheck_secs {
         config.crl_recheck_secs = v;

@@ -1,6 +1,8 @@
-//! Lockout after consecutive failed validations, with a back-off that
-//! doubles with every lockout since the last success. Pure logic; the
-//! store persists [`LockState`].
+//! Lockout after consecutive failed validations for one (account, key),
+//! with a back-off that doubles with every lockout since the last success,
+//! up to a cap. Pure logic; the store persists one [`LockState`] per
+//! (account, key) and counts only failures a guess could have turned into
+//! a success (the key has a live code).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,16 @@ pub struct LockoutPolicy {
     pub threshold: u32,
     /// Length of the first lockout in seconds.
     pub base_secs: u64,
+    /// Longest lockout in seconds (the doubling stops there).
+    #[serde(default = "default_max_secs")]
+    pub max_secs: u64,
+}
+
+/// Default cap of the back-off: one hour (SPEC §4).
+pub const DEFAULT_MAX_SECS: u64 = 3600;
+
+fn default_max_secs() -> u64 {
+    DEFAULT_MAX_SECS
 }
 
 impl Default for LockoutPolicy {
@@ -21,6 +33,7 @@ impl Default for LockoutPolicy {
         LockoutPolicy {
             threshold: 5,
             base_secs: 60,
+            max_secs: DEFAULT_MAX_SECS,
         }
     }
 }
@@ -34,16 +47,21 @@ impl LockoutPolicy {
         if !(1..=86_400).contains(&self.base_secs) {
             return Err("lockout base must be between 1 and 86400 seconds".into());
         }
+        if !(self.base_secs..=86_400).contains(&self.max_secs) {
+            return Err(
+                "lockout cap (max_secs) must be between the lockout base and 86400 seconds".into(),
+            );
+        }
         Ok(())
     }
 
     /// Length of a lockout after `previous` lockouts since the last success.
     pub fn backoff(&self, previous: u32) -> u64 {
-        self.base_secs << previous.min(MAX_DOUBLINGS)
+        (self.base_secs << previous.min(MAX_DOUBLINGS)).min(self.max_secs)
     }
 }
 
-/// The persisted lockout state of one account.
+/// The persisted lockout state of one (account, key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LockState {
     /// Consecutive failures since the last success or lockout.
@@ -100,6 +118,30 @@ mod tests {
         assert_eq!(s.locked_for(200), Some(120));
         s.succeed();
         assert_eq!(s, LockState::default());
-        assert_eq!(p.backoff(100), 60 << 16);
+        // Capped at an hour by default.
+        assert_eq!(p.backoff(5), 1920);
+        assert_eq!(p.backoff(6), 3600);
+        assert_eq!(p.backoff(100), 3600);
+    }
+
+    #[test]
+    fn cap_is_checked_and_applies() {
+        let p = LockoutPolicy {
+            threshold: 2,
+            base_secs: 2,
+            max_secs: 5,
+        };
+        assert!(p.check().is_ok());
+        assert_eq!((p.backoff(0), p.backoff(1), p.backoff(2)), (2, 4, 5));
+        let below_base = LockoutPolicy { max_secs: 1, ..p };
+        assert!(below_base.check().is_err());
+        let too_long = LockoutPolicy {
+            max_secs: 86_401,
+            ..p
+        };
+        assert!(too_long.check().is_err());
+        // config.json files written before the cap existed get the default.
+        let old: LockoutPolicy = serde_json::from_str(r#"{"threshold":5,"base_secs":60}"#).unwrap();
+        assert_eq!(old.max_secs, DEFAULT_MAX_SECS);
     }
 }

@@ -12,7 +12,7 @@ pub struct Metrics {
     pub validations: LabeledCounter,
     /// Codes handed out by `POST /v1/totp`.
     pub codes_issued: AtomicU64,
-    /// Lockouts started.
+    /// Lockouts of an (account, key) started.
     pub lockouts: AtomicU64,
     /// Identity uploads by result (`accepted` or the problem code).
     pub identity_uploads: LabeledCounter,
@@ -40,7 +40,7 @@ impl Metrics {
         render_value(
             &mut out,
             "mailid_mta_lockouts_total",
-            "Account lockouts started.",
+            "Lockouts of an (account, key) started.",
             "counter",
             self.lockouts.load(Ordering::Relaxed) as f64,
         );

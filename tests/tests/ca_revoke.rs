@@ -190,12 +190,16 @@ async fn a_lockout_at_the_mta_is_locked_with_retry_after() {
     let account = format!("kim@{DOMAIN}");
     let env = Env::start(&[], DOMAIN, &[&account]);
     let csr = Csr::rcgen("p256", &account);
+    // Only a key with a live code can be guessed, so only failures for
+    // such a key count towards a lockout (SPEC §4).
+    let live = env.totp(&account, &csr.key_id).await;
+    let guess = wrong_code(&live);
     let mut last = (0, serde_json::Value::Null, None);
     for _ in 0..8 {
         let resp = env
             .http
             .post(format!("{}/v1/certificates", env.ca.url()))
-            .json(&serde_json::json!({"csr": csr.pem, "totp": "00000000"}))
+            .json(&serde_json::json!({"csr": csr.pem, "totp": guess}))
             .send()
             .await
             .unwrap();
@@ -222,8 +226,66 @@ async fn a_lockout_at_the_mta_is_locked_with_retry_after() {
     );
     let secs: u64 = last.2.expect("Retry-After").parse().unwrap();
     assert!(secs > 0);
+    // Locked means locked: the real code for that key is refused too.
+    let (s, p) = env.enroll(&csr.pem, &live).await;
+    assert_eq!((s, code(&p).as_str()), (403, "locked"), "{p}");
     let (_, acct) = env.get_json(&format!("/v1/accounts/{account}")).await;
     assert_eq!(acct["certificates"], serde_json::json!([]));
+}
+
+/// A code that is not `code` (same length).
+fn wrong_code(code: &str) -> String {
+    let last = code.chars().last().and_then(|c| c.to_digit(10)).unwrap();
+    format!("{}{}", &code[..code.len() - 1], (last + 1) % 10)
+}
+
+/// Issue 11 item 1: guesses sent to the CA's public endpoints (no login
+/// needed) for the victim's address, with the attacker's own keys or the
+/// victim's public serial, never lock the victim out of enrolling or
+/// revoking: no guess could succeed for keys without a live code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guesses_through_the_ca_do_not_lock_the_holder_out() {
+    let victim = format!("vic@{DOMAIN}");
+    let env = Env::start(&[], DOMAIN, &[&victim]);
+    let own = Csr::rcgen("p256", &victim);
+    let first = env.totp(&victim, &own.key_id).await;
+    let (s, v) = env.enroll(&own.pem, &first).await;
+    assert_eq!(s, 201, "{v}");
+    let serial = v["serial"].as_str().unwrap().to_string();
+
+    for i in 0..7 {
+        let attackers = Csr::rcgen("p256", &victim);
+        let (s, p) = env.enroll(&attackers.pem, "00000000").await;
+        assert_eq!(
+            (s, code(&p).as_str()),
+            (403, "totp-rejected"),
+            "enrollment guess {i}: {p}"
+        );
+    }
+    for i in 0..7 {
+        let (s, p) = env
+            .post(
+                "/v1/revocations",
+                serde_json::json!({"serial": serial, "totp": "00000000"}),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&p).as_str()),
+            (403, "totp-rejected"),
+            "revocation guess {i}: {p}"
+        );
+    }
+
+    // The holder still revokes with a real code, and enrolls again.
+    let code_now = env.totp(&victim, &own.key_id).await;
+    let (s, r) = env
+        .post(
+            "/v1/revocations",
+            serde_json::json!({"serial": serial, "totp": code_now, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    env.enroll_new(&victim, "p256").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

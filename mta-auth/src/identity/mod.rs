@@ -63,7 +63,7 @@ pub async fn check_upload(
     let mut trusted = Vec::new();
     for (name, der) in store.trusted_certs().await.map_err(Problem::internal)? {
         match Certificate::from_der(&der) {
-            Ok(c) => trusted.push((der, c)),
+            Ok(c) => trusted.push((der, c, name)),
             Err(e) => {
                 tracing::warn!(ca = %name, error = %e, "trusted CA certificate does not parse")
             }
@@ -74,7 +74,7 @@ pub async fn check_upload(
     let mut path: Vec<&(Vec<u8>, Certificate)> = Vec::new();
     let mut current = &leaf;
     let anchor = loop {
-        if let Some(t) = trusted.iter().find(|(_, t)| x509::issued_by(current, t)) {
+        if let Some(t) = trusted.iter().find(|(_, t, _)| x509::issued_by(current, t)) {
             break t;
         }
         let next = supplied.iter().find(|(_, s)| {
@@ -138,11 +138,13 @@ pub async fn check_upload(
         key_id: KeyId::of_spki(&spki).as_bytes().to_vec(),
         serial: serial.to_string(),
         not_after,
+        ca_name: anchor.2.clone(),
     })
 }
 
 /// The identity published for a (strong) address: 404 when there is none,
-/// it has expired, the address names another key, or the certificate has
+/// the account is disabled, the CA it chains to is no longer registered
+/// (see [`Store::identity`]), it has expired, the address names another key, or the certificate has
 /// been revoked since it was published (checked against its issuer's CRL,
 /// see [`CrlChecker::is_revoked_cached`]).
 pub async fn lookup(

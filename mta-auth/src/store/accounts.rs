@@ -12,8 +12,9 @@ use super::{Store, StoreError};
 pub struct AccountRow {
     pub address: Address,
     pub enabled: bool,
-    /// Unix time the current lockout ends, if the account is locked; in
-    /// JSON an RFC 3339 UTC time, or null.
+    /// Unix time the latest current lockout of the account's keys ends, if
+    /// one of its keys is locked (lockouts are per (account, key)); in JSON
+    /// an RFC 3339 UTC time, or null.
     #[serde(serialize_with = "rfc3339_or_null")]
     pub locked_until: Option<i64>,
 }
@@ -56,7 +57,10 @@ impl Store {
         self.db
             .read(move |c| -> Result<Vec<AccountRow>, StoreError> {
                 let mut st = c.prepare(
-                    "SELECT address, enabled, locked_until FROM accounts ORDER BY address",
+                    "SELECT a.address, a.enabled,
+                       (SELECT COALESCE(MAX(k.locked_until), 0) FROM totp_keys k
+                        WHERE k.address = a.address)
+                     FROM accounts a ORDER BY a.address",
                 )?;
                 let rows = st.query_map([], |r| {
                     Ok((

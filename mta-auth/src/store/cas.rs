@@ -58,15 +58,17 @@ impl Store {
             .await
     }
 
-    /// Removes a CA; `NotFound` if there is none.
-    pub async fn remove_ca(&self, name: &str) -> Result<(), StoreError> {
+    /// Removes a CA and, in the same transaction, withdraws the identities
+    /// that chain to its trusted certificate; returns how many were
+    /// withdrawn. `NotFound` (and nothing changes) if there is no such CA.
+    pub async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
         let name = name.to_string();
         self.db
-            .write(move |c| -> Result<(), StoreError> {
+            .write(move |c| -> Result<usize, StoreError> {
                 if c.execute("DELETE FROM cas WHERE name = ?1", [&name])? == 0 {
                     return Err(StoreError::NotFound(format!("CA {name}")));
                 }
-                Ok(())
+                Ok(c.execute("DELETE FROM identities WHERE ca_name = ?1", [&name])?)
             })
             .await
     }

@@ -1,5 +1,9 @@
-//! Issuing and validating key-bound TOTP codes, with the lockout counter,
-//! each as one serialised write job.
+//! Issuing and validating key-bound TOTP codes, with the lockout counter
+//! of each (account, key), each as one serialised write job.
+//!
+//! Only failures for a key with a live code count towards a lockout: a
+//! guess cannot succeed for any other key, and counting those would let
+//! anyone lock a holder out (SPEC §4).
 
 use mailid_shared::protocol::ValidateReason;
 use mailid_shared::{Address, KeyId};
@@ -26,7 +30,7 @@ pub enum Validation {
     CaGone,
     Valid,
     /// Refused; `retry_after` with `Locked`; `lockout_started` when this
-    /// failure locked the account.
+    /// failure locked the (account, key).
     Rejected {
         reason: ValidateReason,
         retry_after: Option<u64>,
@@ -45,62 +49,68 @@ fn rejected(reason: ValidateReason) -> Validation {
 struct AccountCodes {
     secret: Zeroizing<Vec<u8>>,
     enabled: bool,
-    lock: LockState,
 }
 
 fn load_account(c: &Connection, addr: &str) -> rusqlite::Result<Option<AccountCodes>> {
-    c.prepare_cached(
-        "SELECT totp_secret, enabled, failures, lockouts, locked_until
-         FROM accounts WHERE address = ?1",
-    )?
-    .query_row([addr], |r| {
-        Ok(AccountCodes {
-            secret: Zeroizing::new(r.get(0)?),
-            enabled: r.get(1)?,
-            lock: LockState {
-                failures: r.get(2)?,
-                lockouts: r.get(3)?,
-                locked_until: r.get(4)?,
-            },
+    c.prepare_cached("SELECT totp_secret, enabled FROM accounts WHERE address = ?1")?
+        .query_row([addr], |r| {
+            Ok(AccountCodes {
+                secret: Zeroizing::new(r.get(0)?),
+                enabled: r.get(1)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
-fn save_lock(c: &Connection, addr: &str, lock: &LockState) -> rusqlite::Result<()> {
+fn save_lock(c: &Connection, addr: &str, key: &[u8], lock: &LockState) -> rusqlite::Result<()> {
     c.prepare_cached(
-        "UPDATE accounts SET failures = ?2, lockouts = ?3, locked_until = ?4 WHERE address = ?1",
+        "UPDATE totp_keys SET failures = ?3, lockouts = ?4, locked_until = ?5
+         WHERE address = ?1 AND key_id = ?2",
     )?
-    .execute((addr, lock.failures, lock.lockouts, lock.locked_until))?;
+    .execute((addr, key, lock.failures, lock.lockouts, lock.locked_until))?;
     Ok(())
 }
 
-/// The target key's state and the other keys that may hold a live code.
+/// The key a code is presented for: its code state and its lockout.
+struct Target {
+    state: KeyState,
+    lock: LockState,
+}
+
+/// The target key (if a code was ever issued for it), and the other keys
+/// that may hold a live code.
 fn load_keys(
     c: &Connection,
     addr: &str,
     key: &[u8],
     live_since: i64,
-) -> rusqlite::Result<(Option<KeyState>, Vec<KeyState>)> {
+) -> rusqlite::Result<(Option<Target>, Vec<KeyState>)> {
     let mut st = c.prepare_cached(
-        "SELECT key_id, generation, issued_at FROM totp_keys
+        "SELECT key_id, generation, issued_at, failures, lockouts, locked_until FROM totp_keys
          WHERE address = ?1 AND (key_id = ?2 OR issued_at >= ?3)",
     )?;
     let rows = st.query_map((addr, key, live_since), |r| {
-        Ok(KeyState {
-            key_id: r.get(0)?,
-            generation: r.get::<_, i64>(1)? as u64,
-            issued_at: r.get(2)?,
+        Ok(Target {
+            state: KeyState {
+                key_id: r.get(0)?,
+                generation: r.get::<_, i64>(1)? as u64,
+                issued_at: r.get(2)?,
+            },
+            lock: LockState {
+                failures: r.get(3)?,
+                lockouts: r.get(4)?,
+                locked_until: r.get(5)?,
+            },
         })
     })?;
     let mut target = None;
     let mut others = Vec::new();
     for row in rows {
-        let ks = row?;
-        if ks.key_id == key {
-            target = Some(ks);
+        let row = row?;
+        if row.state.key_id == key {
+            target = Some(row);
         } else {
-            others.push(ks);
+            others.push(row.state);
         }
     }
     Ok((target, others))
@@ -147,8 +157,9 @@ impl Store {
     }
 
     /// Validates a code once: checks that the CA is still registered with
-    /// `ca_secret`, the lockout, then the code; a success bumps the key's
-    /// generation (the code is dead) and resets the counter.
+    /// `ca_secret`, the (account, key)'s lockout, then the code; a success
+    /// bumps the key's generation (the code is dead) and resets the
+    /// counter. A failure counts only if the key has a live code.
     #[allow(clippy::too_many_arguments)]
     pub async fn validate_code(
         &self,
@@ -174,42 +185,39 @@ impl Store {
                 if !same {
                     return Ok(Validation::CaGone);
                 }
-                let Some(mut acct) = load_account(c, &addr)? else {
+                let Some(acct) = load_account(c, &addr)? else {
                     return Ok(rejected(ValidateReason::UnknownAccount));
                 };
                 if !acct.enabled {
                     return Ok(rejected(ValidateReason::Invalid));
                 }
-                if let Some(secs) = acct.lock.locked_for(now) {
+                let earliest_step = params.step(now).saturating_sub(params.skew);
+                let live_since = (earliest_step * params.period) as i64;
+                let (target, others) = load_keys(c, &addr, &key, live_since)?;
+                if let Some(secs) = target.as_ref().and_then(|t| t.lock.locked_for(now)) {
                     return Ok(Validation::Rejected {
                         reason: ValidateReason::Locked,
                         retry_after: Some(secs.max(1)),
                         lockout_started: false,
                     });
                 }
-                let earliest_step = params.step(now).saturating_sub(params.skew);
-                let live_since = (earliest_step * params.period) as i64;
-                let (target, others) = load_keys(c, &addr, &key, live_since)?;
                 let outcome = totp::classify(
                     &params,
                     &acct.secret,
                     now,
                     &code,
                     &key,
-                    target.as_ref(),
+                    target.as_ref().map(|t| &t.state),
                     &others,
                 );
                 let reason = match outcome {
                     Outcome::Valid => {
                         c.prepare_cached(
-                            "UPDATE totp_keys SET generation = generation + 1, issued_at = NULL
+                            "UPDATE totp_keys SET generation = generation + 1, issued_at = NULL,
+                               failures = 0, lockouts = 0, locked_until = 0
                              WHERE address = ?1 AND key_id = ?2",
                         )?
                         .execute((&addr, &key))?;
-                        if acct.lock != LockState::default() {
-                            acct.lock.succeed();
-                            save_lock(c, &addr, &acct.lock)?;
-                        }
                         return Ok(Validation::Valid);
                     }
                     Outcome::Replayed => return Ok(rejected(ValidateReason::Replayed)),
@@ -217,8 +225,16 @@ impl Store {
                     Outcome::KeyMismatch => ValidateReason::KeyMismatch,
                     Outcome::Invalid => ValidateReason::Invalid,
                 };
-                let lockout_started = acct.lock.fail(&policy, now);
-                save_lock(c, &addr, &acct.lock)?;
+                // Only a key with a live code can be guessed: count there.
+                let Some(Target { state, mut lock }) = target else {
+                    return Ok(rejected(reason));
+                };
+                let live = state.issued_at.is_some_and(|at| at >= live_since);
+                if !live {
+                    return Ok(rejected(reason));
+                }
+                let lockout_started = lock.fail(&policy, now);
+                save_lock(c, &addr, &key, &lock)?;
                 Ok(Validation::Rejected {
                     reason,
                     retry_after: None,

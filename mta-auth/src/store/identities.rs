@@ -1,8 +1,15 @@
 //! Published identities and the CRLs seen for them.
+//!
+//! Each identity records the registered CA whose trusted certificate it
+//! chains to: a lookup serves it only while that CA is registered and the
+//! account is enabled, so neither `ca remove` nor `account disable` leaves
+//! an identity the provider no longer vouches for published.
+
+use std::path::Path;
 
 use mailid_shared::timefmt::now_unix;
-use mailid_shared::Address;
-use rusqlite::OptionalExtension;
+use mailid_shared::{pem, Address};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::{Store, StoreError};
 
@@ -18,6 +25,8 @@ pub struct IdentityRow {
     pub key_id: Vec<u8>,
     pub serial: String,
     pub not_after: i64,
+    /// Name of the registered CA whose trusted certificate ends the chain.
+    pub ca_name: String,
 }
 
 /// The latest CRL seen at one distribution point.
@@ -35,12 +44,14 @@ impl Store {
             .write(move |c| -> Result<(), StoreError> {
                 c.execute(
                     "INSERT INTO identities
-                       (address, certificate, chain, key_id, serial, not_after, uploaded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                       (address, certificate, chain, key_id, serial, not_after, uploaded_at,
+                        ca_name)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(address) DO UPDATE SET
                        certificate = excluded.certificate, chain = excluded.chain,
                        key_id = excluded.key_id, serial = excluded.serial,
-                       not_after = excluded.not_after, uploaded_at = excluded.uploaded_at",
+                       not_after = excluded.not_after, uploaded_at = excluded.uploaded_at,
+                       ca_name = excluded.ca_name",
                     (
                         row.address.as_str(),
                         &row.certificate,
@@ -49,6 +60,7 @@ impl Store {
                         &row.serial,
                         row.not_after,
                         now_unix(),
+                        &row.ca_name,
                     ),
                 )?;
                 Ok(())
@@ -56,26 +68,31 @@ impl Store {
             .await
     }
 
-    /// The identity published for an address.
+    /// The identity published for an address, if the account is enabled
+    /// and the CA it chains to is still registered with a trusted
+    /// certificate (two primary-key lookups joined to the identity's).
     pub async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
         let addr = address.clone();
         self.db
             .read(move |c| -> Result<Option<IdentityRow>, StoreError> {
-                Ok(c.query_row(
-                    "SELECT certificate, chain, key_id, serial, not_after
-                     FROM identities WHERE address = ?1",
-                    [addr.as_str()],
-                    |r| {
-                        Ok(IdentityRow {
-                            address: addr.clone(),
-                            certificate: r.get(0)?,
-                            chain: r.get(1)?,
-                            key_id: r.get(2)?,
-                            serial: r.get(3)?,
-                            not_after: r.get(4)?,
-                        })
-                    },
-                )
+                Ok(c.prepare_cached(
+                    "SELECT i.certificate, i.chain, i.key_id, i.serial, i.not_after, i.ca_name
+                     FROM identities i
+                     JOIN accounts a ON a.address = i.address AND a.enabled
+                     JOIN cas ON cas.name = i.ca_name AND cas.trust_cert IS NOT NULL
+                     WHERE i.address = ?1",
+                )?
+                .query_row([addr.as_str()], |r| {
+                    Ok(IdentityRow {
+                        address: addr.clone(),
+                        certificate: r.get(0)?,
+                        chain: r.get(1)?,
+                        key_id: r.get(2)?,
+                        serial: r.get(3)?,
+                        not_after: r.get(4)?,
+                        ca_name: r.get(5)?,
+                    })
+                })
                 .optional()?)
             })
             .await
@@ -120,4 +137,49 @@ impl Store {
             })
             .await
     }
+}
+
+/// Records, for identities published before the schema knew their CA
+/// (`ca_name` NULL), the registered CA whose trusted certificate ends their
+/// chain; one that chains to no registered CA gets `''` and is never served
+/// again. Runs at open on its own connection; touches nothing once done.
+pub(super) fn fill_ca_names(path: &Path) -> Result<(), StoreError> {
+    let mut conn = mailid_shared::db::connect(path)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let legacy = pairs::<String, String>(
+        &tx,
+        "SELECT address, chain FROM identities WHERE ca_name IS NULL",
+    )?;
+    if !legacy.is_empty() {
+        let cas = pairs::<String, Vec<u8>>(
+            &tx,
+            "SELECT name, trust_cert FROM cas WHERE trust_cert IS NOT NULL",
+        )?;
+        for (address, chain) in legacy {
+            let anchor = pem::decode_chain(&chain, "CERTIFICATE")
+                .ok()
+                .and_then(|ders| ders.into_iter().last());
+            let name = anchor
+                .and_then(|a| cas.iter().find(|(_, t)| *t == a))
+                .map(|(n, _)| n.as_str())
+                .unwrap_or("");
+            tx.execute(
+                "UPDATE identities SET ca_name = ?2 WHERE address = ?1",
+                (&address, name),
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Every row of a two-column query.
+fn pairs<A, B>(c: &Connection, sql: &str) -> rusqlite::Result<Vec<(A, B)>>
+where
+    A: rusqlite::types::FromSql,
+    B: rusqlite::types::FromSql,
+{
+    let mut st = c.prepare(sql)?;
+    let out = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+    out
 }

@@ -21,7 +21,8 @@ pub use codes::{Issued, Validation};
 pub use identities::{CrlRow, IdentityRow};
 
 /// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE accounts (
     address       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -61,7 +62,23 @@ CREATE TABLE crls (
     next_update INTEGER,
     fetched_at  INTEGER NOT NULL
 );
-"];
+",
+    "
+-- Version 2. Lockout per (account, key) on the key's row; the account-wide
+-- counters of version 1 are no longer read (an account-wide lock let anyone
+-- lock any holder out with guesses against keys that had no live code).
+ALTER TABLE totp_keys ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE totp_keys ADD COLUMN lockouts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE totp_keys ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0;
+UPDATE accounts SET failures = 0, lockouts = 0, locked_until = 0;
+-- The registered CA whose trusted certificate a published identity chains
+-- to: `ca remove` withdraws its identities, and a lookup serves one only
+-- while that CA is registered. NULL: published before version 2 (filled
+-- in by `Store::open`).
+ALTER TABLE identities ADD COLUMN ca_name TEXT;
+CREATE INDEX identities_by_ca ON identities (ca_name);
+",
+];
 
 /// A storage failure or a refused change.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +106,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating 0600 and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
-            db: Db::open(path, MIGRATIONS)?,
-        })
+        let db = Db::open(path, MIGRATIONS)?;
+        identities::fill_ca_names(path)?;
+        Ok(Store { db })
     }
 }
