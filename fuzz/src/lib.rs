@@ -114,7 +114,7 @@ pub fn pem(data: &[u8]) {
 
 /// Target `keyid`: strong key identifiers from text (as in JSON bodies and
 /// strong addresses) and from bytes (as stored); what parses prints back
-/// to itself.
+/// to itself; canonicalising an SPKI twice changes nothing.
 pub fn keyid(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(id) = text.parse::<KeyId>() {
@@ -129,6 +129,12 @@ pub fn keyid(data: &[u8]) {
         if let Ok(id) = KeyId::compute(v, rest) {
             check_keyid(&id);
         }
+        // The canonical SPKI is a fixed point: one key, one key ID.
+        let canonical = mailid_shared::sigverify::canonical_spki(rest);
+        assert_eq!(
+            mailid_shared::sigverify::canonical_spki(&canonical).as_ref(),
+            canonical.as_ref()
+        );
     }
 }
 
