@@ -39,7 +39,7 @@ async fn the_preflight_accepts_refuses_like_enrollment_and_changes_nothing() {
     // happens. The code fetched before the checks still enrolls afterwards,
     // so the preflight used no code.
     let csr = Csr::rcgen("p256", ALICE);
-    let code = env.totp(ALICE, &csr.key_id).await;
+    let totp = env.totp(ALICE, &csr.key_id).await;
     for _ in 0..3 {
         let (status, v) = check(&env, &csr.pem).await;
         assert_eq!(status, 200, "{v}");
@@ -49,7 +49,7 @@ async fn the_preflight_accepts_refuses_like_enrollment_and_changes_nothing() {
         );
     }
     assert!(certificates(&env, ALICE).await.is_empty());
-    let (status, issued) = env.enroll(&csr.pem, &code).await;
+    let (status, issued) = env.enroll(&csr.pem, &totp).await;
     assert_eq!(status, 201, "the preflight used the code up: {issued}");
 
     // Each refusal is the problem document the enrollment gives (here with
@@ -148,22 +148,18 @@ async fn the_preflight_reports_a_spent_account_budget_without_spending_it() {
         let (status, v) = check(&env, &csr.pem).await;
         assert_eq!(status, 200, "{v}");
     }
-    let code = env.totp(ALICE, &csr.key_id).await;
-    let (status, v) = env.enroll(&csr.pem, &code).await;
+    let totp = env.totp(ALICE, &csr.key_id).await;
+    let (status, v) = env.enroll(&csr.pem, &totp).await;
     assert_eq!(status, 201, "{v}");
 
     // Now the budget is spent: the check says so, like the enrollment.
     let next = Csr::rcgen("p256", ALICE);
     let (status, checked) = check(&env, &next.pem).await;
     assert_eq!(status, 429, "{checked}");
-    assert_eq!(code_of(&checked), "rate-limited");
+    assert_eq!(code(&checked), "rate-limited");
     let (e_status, enrolled) = env.enroll(&next.pem, "12345678").await;
     assert_eq!((status, &checked), (e_status, &enrolled));
     assert_eq!(certificates(&env, ALICE).await.len(), 1);
-}
-
-fn code_of(v: &Value) -> String {
-    code(v)
 }
 
 /// The raw answer to an enrollment: status and body bytes.
