@@ -81,7 +81,11 @@ pub fn check_totp_text(totp: &str) -> Result<(), Problem> {
 
 /// The MTA route for the account's domain, in the same read as the check
 /// that the key was never reported compromised.
-async fn route_for(st: &Shared, csr_account: &Address, key_id: &KeyId) -> Result<MtaRoute, Problem> {
+async fn route_for(
+    st: &Shared,
+    csr_account: &Address,
+    key_id: &KeyId,
+) -> Result<MtaRoute, Problem> {
     st.store
         .route_for_key(csr_account.domain(), key_id)
         .await?
@@ -142,7 +146,10 @@ async fn check_with_mta(
     st.metrics.mta_latency.observe(took);
     match verdict {
         Verdict::Valid => Ok(()),
-        Verdict::Rejected { reason, retry_after } => {
+        Verdict::Rejected {
+            reason,
+            retry_after,
+        } => {
             st.metrics.mta_rejections.inc(reason.as_str());
             tracing::info!(%account, %reason, "the MTA rejected a code");
             Err(rejection(reason, retry_after))

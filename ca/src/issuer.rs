@@ -137,10 +137,13 @@ pub struct CaIssuer {
 
 /// The configured parts of the identity profile: the CRL distribution
 /// point and the AIA and certificatePolicies extensions.
-fn config_profile(cfg: &Config) -> anyhow::Result<(Vec<CrlDistributionPoint>, Vec<CustomExtension>)> {
+fn config_profile(
+    cfg: &Config,
+) -> anyhow::Result<(Vec<CrlDistributionPoint>, Vec<CustomExtension>)> {
     let ia5 = |what: &str, url: String| {
-        der::asn1::Ia5String::new(&url)
-            .map_err(|_| anyhow::anyhow!("the {what} URL '{}' is not ASCII", url.escape_default()))?;
+        der::asn1::Ia5String::new(&url).map_err(|_| {
+            anyhow::anyhow!("the {what} URL '{}' is not ASCII", url.escape_default())
+        })?;
         Ok::<_, anyhow::Error>(url)
     };
     let crl_url = ia5("CRL", cfg.crl_url())?;

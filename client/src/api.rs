@@ -2,8 +2,9 @@
 //! the answer is about what was asked.
 
 use mailid_shared::protocol::{
-    CertificateInfo, CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, IdentityUpload, IdentityUploaded,
-    PublishedIdentity, RevocationReason, RevokeRequest, RevokeResponse, TotpRequest, TotpResponse,
+    CertificateInfo, CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, IdentityUpload,
+    IdentityUploaded, PublishedIdentity, RevocationReason, RevokeRequest, RevokeResponse,
+    TotpRequest, TotpResponse,
 };
 use mailid_shared::{pem, Address, KeyId, Serial, StrongAddress};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};

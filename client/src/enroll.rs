@@ -228,8 +228,10 @@ pub async fn enroll(opts: &EnrollOptions, progress: &mut dyn FnMut(&Step)) -> Re
 
     // Steps 6–10 up to storage. Should they fail after step 5 revoked the
     // old identity, the error says so and how to recover.
-    let kept = match issue_and_keep(&http, &store, &ca, &account, &key, &csr, &code.totp, pass, progress)
-        .await
+    let kept = match issue_and_keep(
+        &http, &store, &ca, &account, &key, &csr, &code.totp, pass, progress,
+    )
+    .await
     {
         Ok(k) => k,
         Err(cause) => {

@@ -40,15 +40,7 @@ fn init_refuses_a_bad_base_url_in_one_line_and_creates_nothing() {
     for url in BAD {
         let out = run(
             &bin(CA_BIN),
-            &[
-                "--data-dir",
-                &d,
-                "init",
-                "--name",
-                "X",
-                "--base-url",
-                url,
-            ],
+            &["--data-dir", &d, "init", "--name", "X", "--base-url", url],
             None,
         );
         let line = one_line_failure(&out);
