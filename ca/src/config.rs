@@ -176,3 +176,36 @@ impl Paths {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_base_url;
+
+    #[test]
+    fn base_urls_are_absolute_ascii_http_urls() {
+        for good in [
+            "http://127.0.0.1:7700",
+            "https://ca.example.org/",
+            "https://ca.example.org:8443/mailid/v1-base",
+            "http://[::1]:7700",
+        ] {
+            assert!(check_base_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "notaurl",
+            "http://exa mple/",
+            "http://ex\u{e4}mple.org",
+            "http://example.org/caf\u{e9}",
+            "http://example.org/a\tb",
+            "ftp://example.org",
+            "http:example.org",
+            "http://user:pw@example.org",
+            "http://example.org/?q=1",
+            "http://example.org/#f",
+            "http://",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -81,18 +81,14 @@ pub fn check_totp_text(totp: &str) -> Result<(), Problem> {
 
 /// The MTA route for the account's domain, in the same read as the check
 /// that the key was never reported compromised.
-async fn route_for(
-    st: &Shared,
-    csr_account: &Address,
-    key_id: &KeyId,
-) -> Result<MtaRoute, Problem> {
+async fn route_for(st: &Shared, account: &Address, key_id: &KeyId) -> Result<MtaRoute, Problem> {
     st.store
-        .route_for_key(csr_account.domain(), key_id)
+        .route_for_key(account.domain(), key_id)
         .await?
         .ok_or_else(|| {
             Problem::new(
                 ErrorCode::UnknownDomain,
-                format!("this CA serves no MTA for domain {}", csr_account.domain()),
+                format!("this CA serves no MTA for domain {}", account.domain()),
             )
         })
 }
@@ -393,5 +389,28 @@ async fn revoke_inner(
             ErrorCode::Conflict,
             "the certificate has expired",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_account_reads_as_a_wrong_code() {
+        assert_eq!(
+            rejection(ValidateReason::UnknownAccount, None),
+            rejection(ValidateReason::Invalid, None)
+        );
+        for r in ValidateReason::ALL {
+            let p = rejection(r, Some(5));
+            assert!(!p.detail.contains("unknown"), "{p:?}");
+            let want = if r == ValidateReason::Locked {
+                ErrorCode::Locked
+            } else {
+                ErrorCode::TotpRejected
+            };
+            assert_eq!(p.code, want);
+        }
     }
 }
