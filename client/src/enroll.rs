@@ -1,5 +1,10 @@
 //! The set-up flow, steps 2–10: key, CSR, TOTP, revocation at a previous
 //! CA, enrollment, storage and publication.
+//!
+//! Step 5 revokes the old identity only after the new CA's preflight
+//! (`POST /v1/certificates/check`) said it would accept the CSR, so a CA
+//! that refuses, or a wrong `--ca`, costs the account nothing; a failure
+//! after step 5 says the old identity is gone and how to enroll again.
 
 use std::fmt;
 use std::path::PathBuf;
