@@ -1,5 +1,6 @@
 //! HTTP front end: routing, lookups, the CA certificate, the CRL, health
-//! and metrics. Enrollment and holder revocation are in [`crate::enroll`].
+//! and metrics. Enrollment, its preflight and holder revocation are in
+//! [`crate::enroll`].
 
 use std::sync::Arc;
 
@@ -35,6 +36,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub ip_limit: Limiter,
     pub account_limit: Limiter,
+    /// The enrollment preflight's own per-address budget (it only peeks at
+    /// `ip_limit` and `account_limit`).
+    pub check_limit: Limiter,
 }
 
 /// Shared state handle.
@@ -54,6 +58,7 @@ pub fn router(state: Shared) -> Router {
     let hist = state.metrics.requests.clone();
     let r = Router::new()
         .route("/v1/certificates", post(crate::enroll::enroll))
+        .route("/v1/certificates/check", post(crate::enroll::check))
         .route("/v1/revocations", post(crate::enroll::revoke))
         .route("/v1/certificates/{serial}", get(certificate))
         .route("/v1/accounts/{address}", get(account))

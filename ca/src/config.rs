@@ -40,6 +40,41 @@ impl Default for RateLimits {
     }
 }
 
+/// Characters a base URL may hold: RFC 3986 unreserved and reserved ones
+/// and `%` (no spaces, controls or non-ASCII: the URLs go into
+/// certificates as IA5String URIs).
+fn url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
+/// Checks a base URL: an absolute http(s) URL of URI characters only, with
+/// a host and without user, query or fragment.
+pub fn check_base_url(text: &str) -> anyhow::Result<()> {
+    let shown = text.escape_default();
+    let bad = |why: &str| anyhow::anyhow!("base URL '{shown}' {why}");
+    if let Some(c) = text.chars().find(|c| !url_char(*c)) {
+        return Err(bad(&format!(
+            "holds '{}'; only ASCII URL characters are allowed",
+            c.escape_default()
+        )));
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    let lower = text.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(bad("must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not hold a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not hold a query or fragment"));
+    }
+    Ok(())
+}
+
 /// Everything `init` decides and `serve` uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -75,9 +110,7 @@ impl Config {
         if self.crl_next_update_hours == 0 || self.crl_next_update_hours > MAX_CRL_HOURS {
             anyhow::bail!("CRL next update must be 1 to {MAX_CRL_HOURS} hours");
         }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            anyhow::bail!("base URL must be an http:// or https:// URL");
-        }
+        check_base_url(&self.base_url)?;
         self.policy_oid
             .parse::<der::asn1::ObjectIdentifier>()
             .map_err(|_| anyhow::anyhow!("policy OID '{}' is not an OID", self.policy_oid))?;
@@ -140,6 +173,39 @@ impl Paths {
             key: dir.join("ca-key.pem"),
             db: dir.join("ca.sqlite"),
             crl: dir.join("crl.der"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_base_url;
+
+    #[test]
+    fn base_urls_are_absolute_ascii_http_urls() {
+        for good in [
+            "http://127.0.0.1:7700",
+            "https://ca.example.org/",
+            "https://ca.example.org:8443/mailid/v1-base",
+            "http://[::1]:7700",
+        ] {
+            assert!(check_base_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "notaurl",
+            "http://exa mple/",
+            "http://ex\u{e4}mple.org",
+            "http://example.org/caf\u{e9}",
+            "http://example.org/a\tb",
+            "ftp://example.org",
+            "http:example.org",
+            "http://user:pw@example.org",
+            "http://example.org/?q=1",
+            "http://example.org/#f",
+            "http://",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
         }
     }
 }

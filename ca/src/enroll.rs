@@ -1,16 +1,25 @@
-//! Enrollment (`POST /v1/certificates`) and holder revocation
+//! Enrollment (`POST /v1/certificates`), its read-only preflight
+//! (`POST /v1/certificates/check`) and holder revocation
 //! (`POST /v1/revocations`).
 //!
 //! A failed request changes nothing at the CA. Order of an enrollment:
-//! rate limits, CSR checks, domain → MTA route, the TOTP check with the MTA
+//! rate limits, CSR checks, domain → MTA route (and the key never reported
+//! compromised), the certificate drafted, then the TOTP check with the MTA
 //! (which uses the code up), signing, then one durable transaction that
 //! revokes the account's valid identities and stores the new certificate.
+//! Every check that can fail locally comes before the MTA is asked, so a
+//! refusal never costs the holder a code; the preflight runs the same
+//! checks without a code and without taking rate-limit tokens.
 //!
 //! Signing happens before that transaction, outside the database writer.
 //! That is safe because the certificate is released to the client only
 //! after the transaction committed: if the commit fails, the signed
 //! certificate is dropped unseen, so every certificate a client holds is in
 //! the database (SPEC §7).
+//!
+//! To the public, a code for an account the MTA does not know reads exactly
+//! like a wrong code for one it does (no account enumeration); the log and
+//! `mailid_ca_mta_rejections_total` keep the MTA's reason.
 
 use std::sync::atomic::Ordering;
 
@@ -21,15 +30,17 @@ use axum::{Extension, Json};
 use mailid_shared::http::PeerAddr;
 use mailid_shared::problem::{ApiJson, ErrorCode, Problem};
 use mailid_shared::protocol::{
-    EnrollRequest, EnrollResponse, RevocationReason, RevokeRequest, RevokeResponse, ValidateReason,
+    CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, RevocationReason, RevokeRequest,
+    RevokeResponse, ValidateReason,
 };
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{Address, KeyId};
 
 use crate::api::Shared;
-use crate::issuer::CsrPublicKey;
+use crate::issuer::{CsrPublicKey, Draft};
 use crate::mta_client::Verdict;
-use crate::store::{NewCert, RevokeOutcome};
+use crate::policy::CheckedCsr;
+use crate::store::{MtaRoute, NewCert, RevokeOutcome};
 
 /// Longest TOTP text passed on to an MTA.
 pub const MAX_TOTP_LEN: usize = 16;
@@ -42,12 +53,14 @@ fn rate_limited(secs: u64, what: &str) -> Problem {
     .retry_after(secs)
 }
 
+fn peer_ip(peer: Option<Extension<PeerAddr>>) -> String {
+    peer.map(|Extension(PeerAddr(a))| a.ip().to_string())
+        .unwrap_or_default()
+}
+
 fn check_ip(st: &Shared, peer: Option<Extension<PeerAddr>>) -> Result<(), Problem> {
-    let ip = peer
-        .map(|Extension(PeerAddr(a))| a.ip().to_string())
-        .unwrap_or_default();
     st.ip_limit
-        .check(&ip)
+        .check(&peer_ip(peer))
         .map_err(|s| rate_limited(s, "from this address"))
 }
 
@@ -66,15 +79,10 @@ pub fn check_totp_text(totp: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Asks the account's MTA about a code; maps every non-success to its problem.
-async fn check_with_mta(
-    st: &Shared,
-    account: &Address,
-    totp: &str,
-    key_id: &KeyId,
-) -> Result<(), Problem> {
-    let route = st
-        .store
+/// The MTA route for the account's domain, in the same read as the check
+/// that the key was never reported compromised.
+async fn route_for(st: &Shared, account: &Address, key_id: &KeyId) -> Result<MtaRoute, Problem> {
+    st.store
         .route_for_key(account.domain(), key_id)
         .await?
         .ok_or_else(|| {
@@ -82,23 +90,66 @@ async fn check_with_mta(
                 ErrorCode::UnknownDomain,
                 format!("this CA serves no MTA for domain {}", account.domain()),
             )
-        })?;
-    let (verdict, took) = st.mta.validate(&route, account, totp, key_id).await;
+        })
+}
+
+/// A checked CSR, its key, its route and its drafted certificate: all an
+/// enrollment needs but the code.
+struct Accepted {
+    csr: CheckedCsr,
+    key: CsrPublicKey,
+    route: MtaRoute,
+    draft: Draft,
+}
+
+/// The CSR checks: parse, proof of possession, key policy, one address,
+/// and a key rcgen writes back unchanged.
+fn accept_csr(csr_text: &str) -> Result<(CheckedCsr, CsrPublicKey), Problem> {
+    let csr = crate::policy::check_csr(csr_text)?;
+    let key = CsrPublicKey::from_csr(&csr)?;
+    Ok((csr, key))
+}
+
+/// The route lookup (unknown domain, compromised key) and the draft: the
+/// rest of an enrollment's checks that need no code.
+async fn route_and_draft(
+    st: &Shared,
+    csr: CheckedCsr,
+    key: CsrPublicKey,
+) -> Result<Accepted, Problem> {
+    let route = route_for(st, &csr.account, &csr.key_id).await?;
+    let draft = st
+        .issuer
+        .draft(&csr, now_unix())
+        .map_err(Problem::internal)?;
+    Ok(Accepted {
+        csr,
+        key,
+        route,
+        draft,
+    })
+}
+
+/// Asks the account's MTA about a code; maps every non-success to its problem.
+async fn check_with_mta(
+    st: &Shared,
+    route: &MtaRoute,
+    account: &Address,
+    totp: &str,
+    key_id: &KeyId,
+) -> Result<(), Problem> {
+    let (verdict, took) = st.mta.validate(route, account, totp, key_id).await;
     st.metrics.mta_latency.observe(took);
     match verdict {
         Verdict::Valid => Ok(()),
         Verdict::Rejected {
-            reason: ValidateReason::Locked,
+            reason,
             retry_after,
-        } => Err(Problem::new(
-            ErrorCode::Locked,
-            "the account is locked at its MTA after failed codes",
-        )
-        .retry_after(retry_after.unwrap_or(60))),
-        Verdict::Rejected { reason, .. } => Err(Problem::new(
-            ErrorCode::TotpRejected,
-            format!("the MTA rejected the code ({reason})"),
-        )),
+        } => {
+            st.metrics.mta_rejections.inc(reason.as_str());
+            tracing::info!(%account, %reason, "the MTA rejected a code");
+            Err(rejection(reason, retry_after))
+        }
         Verdict::Unavailable(why) => {
             tracing::warn!(domain = %route.domain, reason = %why, "MTA unavailable");
             Err(Problem::new(
@@ -106,6 +157,27 @@ async fn check_with_mta(
                 "the account's MTA auth service is unavailable",
             ))
         }
+    }
+}
+
+/// The public problem for an MTA's refusal. An unknown account reads
+/// exactly as a wrong code does, so the answer does not tell whether the
+/// account exists.
+pub fn rejection(reason: ValidateReason, retry_after: Option<u64>) -> Problem {
+    match reason {
+        ValidateReason::Locked => Problem::new(
+            ErrorCode::Locked,
+            "the account is locked at its MTA after failed codes",
+        )
+        .retry_after(retry_after.unwrap_or(60)),
+        ValidateReason::UnknownAccount | ValidateReason::Invalid => Problem::new(
+            ErrorCode::TotpRejected,
+            format!("the MTA rejected the code ({})", ValidateReason::Invalid),
+        ),
+        other => Problem::new(
+            ErrorCode::TotpRejected,
+            format!("the MTA rejected the code ({other})"),
+        ),
     }
 }
 
@@ -138,15 +210,21 @@ async fn enroll_inner(
 ) -> Result<Created, Problem> {
     check_ip(st, peer)?;
     let ApiJson(req) = body?;
-    let csr = crate::policy::check_csr(&req.csr)?;
-    let key = CsrPublicKey::from_csr(&csr)?;
+    let (csr, key) = accept_csr(&req.csr)?;
     check_totp_text(&req.totp)?;
     check_account(st, &csr.account)?;
-    check_with_mta(st, &csr.account, &req.totp, &csr.key_id).await?;
+    let Accepted {
+        csr,
+        key,
+        route,
+        draft,
+    } = route_and_draft(st, csr, key).await?;
+    // The code is used up from here on: only signing and the transaction
+    // follow.
+    check_with_mta(st, &route, &csr.account, &req.totp, &csr.key_id).await?;
 
     let issuer = st.issuer.clone();
-    let csr2 = csr.clone();
-    let issued = tokio::task::spawn_blocking(move || issuer.issue(&csr2, &key, now_unix()))
+    let issued = tokio::task::spawn_blocking(move || issuer.sign(draft, &key))
         .await
         .map_err(Problem::internal)?
         .map_err(Problem::internal)?;
@@ -185,6 +263,49 @@ async fn enroll_inner(
             revoked,
         }),
     ))
+}
+
+/// `POST /v1/certificates/check`: whether an enrollment of this CSR would
+/// get past every check but the code's. Changes nothing, uses no code and
+/// takes no enrollment rate-limit token (it only looks at the buckets); it
+/// spends a token of its own per-address budget instead.
+pub async fn check(
+    State(st): State<Shared>,
+    peer: Option<Extension<PeerAddr>>,
+    body: Result<ApiJson<CheckRequest>, Problem>,
+) -> Result<Json<CheckResponse>, Problem> {
+    let res = check_inner(&st, peer, body).await;
+    let outcome = match &res {
+        Ok(_) => "accepted",
+        Err(p) => p.code.as_str(),
+    };
+    st.metrics.enrollment_checks.inc(outcome);
+    res
+}
+
+async fn check_inner(
+    st: &Shared,
+    peer: Option<Extension<PeerAddr>>,
+    body: Result<ApiJson<CheckRequest>, Problem>,
+) -> Result<Json<CheckResponse>, Problem> {
+    let ip = peer_ip(peer);
+    st.check_limit
+        .check(&ip)
+        .map_err(|s| rate_limited(s, "from this address"))?;
+    st.ip_limit
+        .peek(&ip)
+        .map_err(|s| rate_limited(s, "from this address"))?;
+    let ApiJson(req) = body?;
+    let (csr, key) = accept_csr(&req.csr)?;
+    st.account_limit
+        .peek(csr.account.as_str())
+        .map_err(|s| rate_limited(s, "for this account"))?;
+    let Accepted { csr, route, .. } = route_and_draft(st, csr, key).await?;
+    Ok(Json(CheckResponse {
+        domain: route.domain,
+        account: csr.account,
+        key_id: csr.key_id,
+    }))
 }
 
 /// Reasons a holder may give; `privilegeWithdrawn` is the CA's alone.
@@ -242,7 +363,8 @@ async fn revoke_inner(
         ));
     }
     check_account(st, &row.account)?;
-    check_with_mta(st, &row.account, &req.totp, &row.key_id).await?;
+    let route = route_for(st, &row.account, &row.key_id).await?;
+    check_with_mta(st, &route, &row.account, &req.totp, &row.key_id).await?;
     match st
         .store
         .revoke(req.serial.clone(), reason, now_unix())
@@ -267,5 +389,28 @@ async fn revoke_inner(
             ErrorCode::Conflict,
             "the certificate has expired",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_account_reads_as_a_wrong_code() {
+        assert_eq!(
+            rejection(ValidateReason::UnknownAccount, None),
+            rejection(ValidateReason::Invalid, None)
+        );
+        for r in ValidateReason::ALL {
+            let p = rejection(r, Some(5));
+            assert!(!p.detail.contains("unknown"), "{p:?}");
+            let want = if r == ValidateReason::Locked {
+                ErrorCode::Locked
+            } else {
+                ErrorCode::TotpRejected
+            };
+            assert_eq!(p.code, want);
+        }
     }
 }

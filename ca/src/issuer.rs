@@ -127,9 +127,59 @@ pub struct CaIssuer {
     /// The CA's subject key identifier (the AKI of what it signs).
     pub ski: Vec<u8>,
     validity_days: u32,
-    crl_url: String,
-    ca_url: String,
-    policy_oid: der::asn1::ObjectIdentifier,
+    /// The parts of the identity profile that come from the configuration
+    /// (CRL distribution point, AIA caIssuers, certificate policy), built
+    /// once by [`CaIssuer::new`] so a bad configuration stops the start,
+    /// not an enrollment.
+    crl_points: Vec<CrlDistributionPoint>,
+    config_extensions: Vec<CustomExtension>,
+}
+
+/// The configured parts of the identity profile: the CRL distribution
+/// point and the AIA and certificatePolicies extensions.
+fn config_profile(
+    cfg: &Config,
+) -> anyhow::Result<(Vec<CrlDistributionPoint>, Vec<CustomExtension>)> {
+    let ia5 = |what: &str, url: String| {
+        der::asn1::Ia5String::new(&url).map_err(|_| {
+            anyhow::anyhow!("the {what} URL '{}' is not ASCII", url.escape_default())
+        })?;
+        Ok::<_, anyhow::Error>(url)
+    };
+    let crl_url = ia5("CRL", cfg.crl_url())?;
+    let ca_url = ia5("caIssuers", cfg.ca_url())?;
+    let policy_oid: der::asn1::ObjectIdentifier = cfg
+        .policy_oid
+        .parse()
+        .map_err(|_| anyhow::anyhow!("policy OID '{}' is not an OID", cfg.policy_oid))?;
+    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: ID_AD_CA_ISSUERS,
+        access_location: GeneralName::UniformResourceIdentifier(der::asn1::Ia5String::new(
+            &ca_url,
+        )?),
+    }]);
+    let policies = CertificatePolicies(vec![PolicyInformation {
+        policy_identifier: policy_oid,
+        policy_qualifiers: None,
+    }]);
+    Ok((
+        vec![CrlDistributionPoint {
+            uris: vec![crl_url],
+        }],
+        vec![
+            CustomExtension::from_oid_content(OID_AIA, aia.to_der()?),
+            CustomExtension::from_oid_content(OID_CERT_POLICIES, policies.to_der()?),
+        ],
+    ))
+}
+
+/// An identity certificate ready to be signed: every check that can fail
+/// has passed, only the signature is left ([`CaIssuer::sign`]).
+pub struct Draft {
+    serial: Serial,
+    params: CertificateParams,
+    not_before: i64,
+    not_after: i64,
 }
 
 /// Longest subject commonName (ub-common-name, RFC 5280 Appendix A).
@@ -228,6 +278,7 @@ impl CaIssuer {
         params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let chain_pem = mailid_shared::pem::encode_chain(&chain);
+        let (crl_points, config_extensions) = config_profile(cfg)?;
         Ok(CaIssuer {
             issuer: Issuer::new(params, key),
             ca_der,
@@ -235,9 +286,8 @@ impl CaIssuer {
             chain_pem,
             ski,
             validity_days: cfg.validity_days,
-            crl_url: cfg.crl_url(),
-            ca_url: cfg.ca_url(),
-            policy_oid: cfg.policy_oid.parse()?,
+            crl_points,
+            config_extensions,
         })
     }
 
@@ -277,41 +327,44 @@ impl CaIssuer {
         p.is_ca = IsCa::ExplicitNoCa;
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::PreSpecified(csr.key_id.as_bytes().to_vec());
-        p.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![self.crl_url.clone()],
-        }];
-        let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
-            access_method: ID_AD_CA_ISSUERS,
-            access_location: GeneralName::UniformResourceIdentifier(der::asn1::Ia5String::new(
-                &self.ca_url,
-            )?),
-        }]);
-        let policies = CertificatePolicies(vec![PolicyInformation {
-            policy_identifier: self.policy_oid,
-            policy_qualifiers: None,
-        }]);
-        p.custom_extensions = vec![
-            CustomExtension::from_oid_content(OID_AIA, aia.to_der()?),
-            CustomExtension::from_oid_content(OID_CERT_POLICIES, policies.to_der()?),
-        ];
+        p.crl_distribution_points = self.crl_points.clone();
+        p.custom_extensions = self.config_extensions.clone();
         Ok(p)
     }
 
-    /// Signs an identity certificate for a checked CSR at time `now`.
-    pub fn issue(&self, csr: &CheckedCsr, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
+    /// Builds the identity certificate for a checked CSR at time `now`,
+    /// short of the signature. Enrollment does this before the code goes to
+    /// the MTA (which uses it up), so nothing local fails after that.
+    pub fn draft(&self, csr: &CheckedCsr, now: i64) -> anyhow::Result<Draft> {
         let serial = Serial::random();
         let not_before = now - BACKDATE_SECS;
         let not_after = not_after_for(not_before, self.validity_days);
         let params = self.profile(csr, &serial, not_before, not_after)?;
-        let cert = params
-            .signed_by(key, &self.issuer)
-            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
-        Ok(Issued {
+        Ok(Draft {
             serial,
-            der: cert.der().to_vec(),
+            params,
             not_before,
             not_after,
         })
+    }
+
+    /// Signs a draft for the CSR's key.
+    pub fn sign(&self, draft: Draft, key: &CsrPublicKey) -> anyhow::Result<Issued> {
+        let cert = draft
+            .params
+            .signed_by(key, &self.issuer)
+            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+        Ok(Issued {
+            serial: draft.serial,
+            der: cert.der().to_vec(),
+            not_before: draft.not_before,
+            not_after: draft.not_after,
+        })
+    }
+
+    /// Signs an identity certificate for a checked CSR at time `now`.
+    pub fn issue(&self, csr: &CheckedCsr, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
+        self.sign(self.draft(csr, now)?, key)
     }
     /// Signs a CRL holding the entries of `list`: rcgen makes the fixed
     /// part, [`crate::crl_der`] splices the entries in, the CA key signs.

@@ -16,6 +16,12 @@ pub struct Metrics {
     pub enrollments: LabeledCounter,
     /// Holder revocation outcomes.
     pub revocation_requests: LabeledCounter,
+    /// Enrollment preflight (`/v1/certificates/check`) outcomes:
+    /// `accepted` or the problem code.
+    pub enrollment_checks: LabeledCounter,
+    /// Codes the MTAs refused, by the MTA's reason (the public answer does
+    /// not tell `unknown-account` from `invalid`; this does).
+    pub mta_rejections: LabeledCounter,
     /// Latency of MTA validation calls.
     pub mta_latency: Histogram,
     /// Request latency by route.
@@ -59,6 +65,18 @@ impl Metrics {
             "mailid_ca_revocation_requests_total",
             "Holder revocation requests by outcome.",
             "outcome",
+        );
+        self.enrollment_checks.render(
+            &mut out,
+            "mailid_ca_enrollment_checks_total",
+            "Enrollment preflight checks by outcome.",
+            "outcome",
+        );
+        self.mta_rejections.render(
+            &mut out,
+            "mailid_ca_mta_rejections_total",
+            "TOTP codes the MTAs refused, by the MTA's reason.",
+            "reason",
         );
         self.mta_latency.render(
             &mut out,

@@ -1,4 +1,6 @@
-//! Token-bucket rate limits keyed by client IP or account.
+//! Token-bucket rate limits keyed by client IP or account; a peek tells
+//! whether a request would pass without taking a token (the enrollment
+//! preflight).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,6 +35,35 @@ impl Limiter {
         self.check_at(key, Instant::now())
     }
 
+    /// Whether [`Limiter::check`] would give `key` a token now, without
+    /// taking one (and without making a bucket for a new key).
+    pub fn peek(&self, key: &str) -> Result<(), u64> {
+        self.peek_at(key, Instant::now())
+    }
+
+    fn peek_at(&self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let Ok(map) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let Some(b) = map.get(key) else {
+            return Ok(());
+        };
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        let tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        self.verdict(tokens)
+    }
+
+    fn verdict(&self, tokens: f64) -> Result<(), u64> {
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
         if self.rate <= 0.0 {
             return Ok(());
@@ -53,12 +84,11 @@ impl Limiter {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.at = now;
-        if b.tokens >= 1.0 {
+        let v = self.verdict(b.tokens);
+        if v.is_ok() {
             b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - b.tokens) / self.rate).ceil().max(1.0) as u64)
         }
+        v
     }
 }
 
@@ -78,6 +108,16 @@ mod tests {
         assert!(l.check_at("b", t).is_ok());
         assert!(l.check_at("a", t + Duration::from_millis(600)).is_ok());
         assert!(l.check_at("a", t + Duration::from_millis(600)).is_err());
+        // A peek takes nothing.
+        let p = Limiter::new(1.0, 1);
+        assert!(p.peek_at("a", t).is_ok());
+        for _ in 0..5 {
+            assert!(p.peek_at("a", t).is_ok());
+        }
+        assert!(p.check_at("a", t).is_ok());
+        assert_eq!(p.peek_at("a", t), Err(1));
+        assert_eq!(p.check_at("a", t), Err(1));
+        assert!(p.peek_at("a", t + Duration::from_secs(1)).is_ok());
         let off = Limiter::new(0.0, 1);
         for _ in 0..100 {
             assert!(off.check_at("a", t).is_ok());

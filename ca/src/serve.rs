@@ -67,6 +67,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             metrics,
             ip_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
             account_limit: Limiter::new(limits.account_per_second, limits.account_burst),
+            check_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
             config: cfg,
         });
         let listener = tokio::net::TcpListener::bind(&args.listen)

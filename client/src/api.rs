@@ -2,8 +2,9 @@
 //! the answer is about what was asked.
 
 use mailid_shared::protocol::{
-    CertificateInfo, EnrollRequest, EnrollResponse, IdentityUpload, IdentityUploaded,
-    PublishedIdentity, RevocationReason, RevokeRequest, RevokeResponse, TotpRequest, TotpResponse,
+    CertificateInfo, CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, IdentityUpload,
+    IdentityUploaded, PublishedIdentity, RevocationReason, RevokeRequest, RevokeResponse,
+    TotpRequest, TotpResponse,
 };
 use mailid_shared::{pem, Address, KeyId, Serial, StrongAddress};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -60,6 +61,44 @@ pub async fn request_totp(
             path,
             format!(
                 "the code is for {} and key ID {}, not {account} and {key_id}",
+                resp.account, resp.key_id
+            ),
+        ));
+    }
+    Ok(resp)
+}
+
+/// Before step 5: asks the CA whether it would accept the CSR for
+/// `account` and `key_id` (`POST /v1/certificates/check`), without a code.
+pub async fn check_enrollment(
+    http: &Http,
+    ca: &Endpoint,
+    account: &Address,
+    key_id: &KeyId,
+    csr_pem: &str,
+) -> Result<CheckResponse> {
+    let path = "/v1/certificates/check";
+    let body = CheckRequest {
+        csr: csr_pem.to_string(),
+    };
+    let what = format!("the enrollment of {account}");
+    let resp: CheckResponse = http
+        .json(ca, Method::POST, path, Auth::Anonymous, Some(&body), &what)
+        .await
+        .map_err(|e| match e.status() {
+            // Something answers there, but not a mailid CA.
+            Some(s @ (404 | 405)) => Error::Invalid(format!(
+                "{} is not a mailid CA: POST {path} answered {s} (check --ca)",
+                ca.base()
+            )),
+            _ => e,
+        })?;
+    if &resp.account != account || &resp.key_id != key_id {
+        return Err(bad_answer(
+            ca,
+            path,
+            format!(
+                "it checked {} and key ID {}, not {account} and {key_id}",
                 resp.account, resp.key_id
             ),
         ));

@@ -1,5 +1,10 @@
 //! The set-up flow, steps 2–10: key, CSR, TOTP, revocation at a previous
 //! CA, enrollment, storage and publication.
+//!
+//! Step 5 revokes the old identity only after the new CA's preflight
+//! (`POST /v1/certificates/check`) said it would accept the CSR, so a CA
+//! that refuses, or a wrong `--ca`, costs the account nothing; a failure
+//! after step 5 says the old identity is gone and how to enroll again.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -217,13 +222,96 @@ pub async fn enroll(opts: &EnrollOptions, progress: &mut dyn FnMut(&Step)) -> Re
         expires_at: code.expires_at.clone(),
     });
 
+    // Before step 5: the new CA checks everything it can without a code
+    // (CSR, key, domain, rate limits), so a refusal there, or a wrong --ca,
+    // leaves the identity at the previous CA alone.
+    api::check_enrollment(&http, &ca, &account, &key.key_id, &csr).await?;
+
     // Step 5.
     let revoked_elsewhere =
         revoke_at_other_ca(&http, &store, &mta, &ca, &account, creds, progress).await?;
 
-    // Steps 6–9.
-    let resp = api::enroll(&http, &ca, &account, &csr, &code.totp).await?;
-    let summary = check_issued(&ca, &account, &key, &resp)?;
+    // Steps 6–10 up to storage. Should they fail after step 5 revoked the
+    // old identity, the error says so and how to recover.
+    let kept = match issue_and_keep(
+        &http, &store, &ca, &account, &key, &csr, &code.totp, pass, progress,
+    )
+    .await
+    {
+        Ok(k) => k,
+        Err(cause) => {
+            return Err(match revoked_elsewhere {
+                Some((serial, previous_ca)) => Error::EnrollAfterRevocation {
+                    retry: format!(
+                        "mailid enroll --email {account} --mta {} --ca {}",
+                        mta.base(),
+                        ca.base()
+                    ),
+                    account,
+                    serial,
+                    previous_ca,
+                    cause: Box::new(cause),
+                },
+                None => cause,
+            })
+        }
+    };
+    let Kept {
+        resp,
+        summary,
+        stored,
+        dir,
+    } = kept;
+    if let Err(e) = publish(&http, &store, &mta, &account, creds, &stored, progress).await {
+        return Err(Error::NotPublished {
+            serial: stored.serial.clone(),
+            dir: dir.clone(),
+            retry: format!("mailid upload --email {account} --mta {}", mta.base()),
+            cause: Box::new(e),
+        });
+    }
+
+    Ok(Outcome {
+        account,
+        serial: summary.serial,
+        key_id: key.key_id,
+        key_type: key.key_type.label().to_string(),
+        not_before: summary.not_before,
+        not_after: summary.not_after,
+        ca: ca.base(),
+        mta: mta.base(),
+        revoked: resp.revoked,
+        revoked_at_previous_ca: revoked_elsewhere.map(|(serial, _)| serial),
+        store: dir,
+        certificate: resp.certificate,
+        chain: resp.chain,
+    })
+}
+
+/// What steps 6–10 leave before publication.
+struct Kept {
+    resp: mailid_shared::protocol::EnrollResponse,
+    summary: CertSummary,
+    stored: StoredIdentity,
+    dir: PathBuf,
+}
+
+/// Steps 6–9 (CSR and code to the CA, the answer checked) and step 10's
+/// storage of key and certificate.
+#[allow(clippy::too_many_arguments)]
+async fn issue_and_keep(
+    http: &Http,
+    store: &Store,
+    ca: &Endpoint,
+    account: &Address,
+    key: &NewKey,
+    csr: &str,
+    totp: &str,
+    pass: Option<&[u8]>,
+    progress: &mut dyn FnMut(&Step),
+) -> Result<Kept> {
+    let resp = api::enroll(http, ca, account, csr, totp).await?;
+    let summary = check_issued(ca, account, key, &resp)?;
     progress(&Step::Sent { ca_url: ca.base() });
     progress(&Step::Checked);
     progress(&Step::CaRevoked {
@@ -238,7 +326,7 @@ pub async fn enroll(opts: &EnrollOptions, progress: &mut dyn FnMut(&Step)) -> Re
     // Step 10: keep, then publish.
     let der = key.pkcs8_der();
     let stored = store.record_new(
-        &account,
+        account,
         &NewIdentity {
             serial: &summary.serial,
             key_id: &key.key_id,
@@ -260,29 +348,11 @@ pub async fn enroll(opts: &EnrollOptions, progress: &mut dyn FnMut(&Step)) -> Re
         key_id: key.key_id.clone(),
         dir: dir.clone(),
     });
-    if let Err(e) = publish(&http, &store, &mta, &account, creds, &stored, progress).await {
-        return Err(Error::NotPublished {
-            serial: stored.serial.clone(),
-            dir: dir.clone(),
-            retry: format!("mailid upload --email {account} --mta {}", mta.base()),
-            cause: Box::new(e),
-        });
-    }
-
-    Ok(Outcome {
-        account,
-        serial: summary.serial,
-        key_id: key.key_id,
-        key_type: key.key_type.label().to_string(),
-        not_before: summary.not_before,
-        not_after: summary.not_after,
-        ca: ca.base(),
-        mta: mta.base(),
-        revoked: resp.revoked,
-        revoked_at_previous_ca: revoked_elsewhere,
-        store: dir,
-        certificate: resp.certificate,
-        chain: resp.chain,
+    Ok(Kept {
+        resp,
+        summary,
+        stored,
+        dir,
     })
 }
 
@@ -352,6 +422,7 @@ fn check_issued(
 
 /// Step 5: when the store holds a valid identity from a different CA,
 /// revoke it there (reason superseded) with a code bound to its key.
+/// Returns its serial and the previous CA's URL.
 async fn revoke_at_other_ca(
     http: &Http,
     store: &Store,
@@ -360,7 +431,7 @@ async fn revoke_at_other_ca(
     account: &Address,
     creds: &Credentials,
     progress: &mut dyn FnMut(&Step),
-) -> Result<Option<Serial>> {
+) -> Result<Option<(Serial, String)>> {
     let entry = store.account(account)?;
     let Some(old) = entry.current().filter(|i| i.is_valid_now()).cloned() else {
         progress(&Step::NoOtherCa);
@@ -402,7 +473,7 @@ async fn revoke_at_other_ca(
         reason,
         already,
     });
-    Ok(Some(old.serial))
+    Ok(Some((old.serial, old_ca.base())))
 }
 
 /// Whether `old` came from the CA at `ca`: the same base URL, or the CA's

@@ -73,6 +73,19 @@ pub enum Error {
         cause: Box<Error>,
     },
 
+    /// The enrollment failed after step 5 had revoked the account's
+    /// identity at its previous CA: the account has no valid identity until
+    /// it enrolls again.
+    #[error("{cause}; serial {serial} was already revoked at the previous CA {previous_ca} (step 5), so {account} has no valid identity now: enroll again ({retry})")]
+    EnrollAfterRevocation {
+        account: mailid_shared::Address,
+        serial: mailid_shared::Serial,
+        previous_ca: String,
+        /// The command that enrolls again.
+        retry: String,
+        cause: Box<Error>,
+    },
+
     /// Key generation, CSR building or key decoding failed.
     #[error("{0}")]
     Crypto(String),

@@ -149,6 +149,26 @@ pub struct EnrollRequest {
     pub totp: String,
 }
 
+/// `POST /v1/certificates/check` (CA): would the CA accept this CSR? A
+/// read-only preflight that takes no code, so a client can learn that the
+/// CA refuses (unknown domain, key, CSR, rate limit, wrong URL) before it
+/// revokes anything elsewhere.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub csr: String,
+}
+
+/// Answer to `POST /v1/certificates/check` (200): what an enrollment of the
+/// CSR would certify. It promises nothing about the code the enrollment
+/// will carry, which only the MTA can check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResponse {
+    pub account: Address,
+    pub key_id: KeyId,
+    /// The account's domain, which the CA routes to an MTA.
+    pub domain: String,
+}
+
 /// Answer to `POST /v1/certificates` (201).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnrollResponse {
