@@ -167,7 +167,7 @@ pub fn rejection(reason: ValidateReason, retry_after: Option<u64>) -> Problem {
     match reason {
         ValidateReason::Locked => Problem::new(
             ErrorCode::Locked,
-            "the account is locked at its MTA after failed codes",
+            "this key is locked at the account's MTA after failed codes",
         )
         .retry_after(retry_after.unwrap_or(60)),
         ValidateReason::UnknownAccount | ValidateReason::Invalid => Problem::new(
