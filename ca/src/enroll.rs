@@ -224,7 +224,7 @@ async fn enroll_inner(
     check_with_mta(st, &route, &csr.account, &req.totp, &csr.key_id).await?;
 
     let issuer = st.issuer.clone();
-    let issued = tokio::task::spawn_blocking(move || issuer.sign(draft, &key))
+    let issued = tokio::task::spawn_blocking(move || issuer.sign(draft, &key, now_unix()))
         .await
         .map_err(Problem::internal)?
         .map_err(Problem::internal)?;

@@ -348,8 +348,16 @@ impl CaIssuer {
         })
     }
 
-    /// Signs a draft for the CSR's key.
-    pub fn sign(&self, draft: Draft, key: &CsrPublicKey) -> anyhow::Result<Issued> {
+    /// Signs a draft for the CSR's key at time `now`: the validity is
+    /// counted from the signing time (the draft may have waited for the
+    /// MTA), so notBefore is never backdated more than a minute.
+    pub fn sign(&self, mut draft: Draft, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
+        if now - BACKDATE_SECS != draft.not_before {
+            draft.not_before = now - BACKDATE_SECS;
+            draft.not_after = not_after_for(draft.not_before, self.validity_days);
+            draft.params.not_before = at(draft.not_before)?;
+            draft.params.not_after = at(draft.not_after)?;
+        }
         let cert = draft
             .params
             .signed_by(key, &self.issuer)
@@ -364,8 +372,9 @@ impl CaIssuer {
 
     /// Signs an identity certificate for a checked CSR at time `now`.
     pub fn issue(&self, csr: &CheckedCsr, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
-        self.sign(self.draft(csr, now)?, key)
+        self.sign(self.draft(csr, now)?, key, now)
     }
+
     /// Signs a CRL holding the entries of `list`: rcgen makes the fixed
     /// part, [`crate::crl_der`] splices the entries in, the CA key signs.
     pub fn sign_crl(
