@@ -266,8 +266,13 @@ impl Publisher {
         let me = self.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let floor = me.current().number;
-            let (snap, _) =
-                sign_now(&me.store, &me.issuer, me.next_update_hours, now_nanos(), floor)?;
+            let (snap, _) = sign_now(
+                &me.store,
+                &me.issuer,
+                me.next_update_hours,
+                now_nanos(),
+                floor,
+            )?;
             me.metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
             me.record(&snap);
             tracing::info!(number = snap.number, entries = snap.entries, "CRL signed");
@@ -375,7 +380,9 @@ mod tests {
         assert_eq!((b.number, b.entries), (6_000 * NS, 1));
         // ... the next one no longer does; a floor above the time (the
         // number of a newer CRL on disk) is exceeded.
-        let c = sign_now(&store, &issuer, 24, 7_000 * NS, 9_000 * NS).unwrap().0;
+        let c = sign_now(&store, &issuer, 24, 7_000 * NS, 9_000 * NS)
+            .unwrap()
+            .0;
         assert_eq!((c.number, c.entries), (9_000 * NS + 1, 0));
         let parsed = CrlSnapshot::from_der(c.der.to_vec()).unwrap();
         assert_eq!(

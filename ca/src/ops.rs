@@ -170,8 +170,7 @@ fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
     let store = Store::open(&paths.db, OpenMode::Create)?;
     cfg.save(dir)?;
     let floor = crate::crl::file_number(&paths.crl);
-    let (snap, _) =
-        crate::crl::sign_now(
+    let (snap, _) = crate::crl::sign_now(
         &store,
         &ca_issuer,
         cfg.crl_next_update_hours,
@@ -331,8 +330,7 @@ fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
         .transpose()?;
     let path = Paths::new(dir).crl;
     let floor = crate::crl::file_number(&path);
-    let (snap, _) =
-        crate::crl::sign_now(
+    let (snap, _) = crate::crl::sign_now(
         &store,
         &issuer,
         cfg.crl_next_update_hours,

@@ -71,12 +71,13 @@ pub fn connect(path: &Path) -> Result<Connection, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => DbError::Missing {
-            path: path.to_path_buf(),
-        },
-        _ => DbError::Sqlite(e),
-    })?;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => DbError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => DbError::Sqlite(e),
+        })?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
@@ -100,9 +101,11 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), DbError
     Ok(())
 }
 
-fn create_private(path: &Path) -> Result<(), DbError> {
+/// Opens the database file for writing (so a read-only file or file system
+/// is reported as such), creating it 0600 only when `create` is set.
+fn open_private(path: &Path, create: bool) -> Result<(), DbError> {
     OpenOptions::new()
-        .create(true)
+        .create(create)
         .append(true)
         .mode(0o600)
         .open(path)
@@ -146,12 +149,20 @@ impl Db {
             path: path.to_path_buf(),
         };
         match mode {
-            OpenMode::Create => create_private(path)?,
+            OpenMode::Create => open_private(path, true)?,
             OpenMode::Existing => {
                 // Checked before SQLite touches it: on an empty file even
                 // the connection's pragmas would write a header.
-                if std::fs::metadata(path).map_or(true, |m| !m.is_file() || m.len() == 0) {
-                    return Err(missing());
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_file() && m.len() > 0 => open_private(path, false)?,
+                    Ok(_) => return Err(missing()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                    Err(source) => {
+                        return Err(DbError::Open {
+                            path: path.to_path_buf(),
+                            source,
+                        })
+                    }
                 }
             }
         }
@@ -443,13 +454,17 @@ mod tests {
         let dir = tempfile_dir();
         let path = dir.join("t.sqlite");
         // Missing: refused, and no file appears.
-        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing).err().unwrap();
+        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing)
+            .err()
+            .unwrap();
         assert!(matches!(e, DbError::Missing { .. }), "{e}");
         assert!(e.to_string().contains("only 'init' creates it"), "{e}");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         // Empty (truncated): refused and left empty.
         std::fs::write(&path, b"").unwrap();
-        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing).err().unwrap();
+        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing)
+            .err()
+            .unwrap();
         assert!(matches!(e, DbError::Missing { .. }), "{e}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);

@@ -106,7 +106,9 @@ fn an_existing_data_dir_keeps_its_mode() {
     let dir = root.path().join("made");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
-    assert!(ca(&dir, &["init", "--name", "Made CA"], &[]).status.success());
+    assert!(ca(&dir, &["init", "--name", "Made CA"], &[])
+        .status
+        .success());
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o750);
     for f in ["ca-key.pem", "ca.sqlite"] {

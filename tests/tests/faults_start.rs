@@ -134,7 +134,10 @@ fn a_missing_database_stops_every_command_in_one_line_and_creates_nothing() {
     let cred = root.path().join("mta.credential");
     std::fs::write(
         &cred,
-        format!("{}\n", mailid_shared::authsig::Credential::generate().to_text()),
+        format!(
+            "{}\n",
+            mailid_shared::authsig::Credential::generate().to_text()
+        ),
     )
     .unwrap();
     let cred = cred.display().to_string();
@@ -160,11 +163,19 @@ fn a_missing_database_stops_every_command_in_one_line_and_creates_nothing() {
     ] {
         let out = cli(CA_BIN, &ca.dir, &args, None);
         assert_one_line_failure(&out, "mailid-ca: ", &words);
-        assert_eq!(snapshot(&ca.dir), before, "mailid-ca {args:?} changed its data dir");
+        assert_eq!(
+            snapshot(&ca.dir),
+            before,
+            "mailid-ca {args:?} changed its data dir"
+        );
     }
     let out = serve_must_fail(&bin(CA_BIN), &ca.dir, &[]);
     assert_one_line_failure(&out, "mailid-ca: ", &words);
-    assert_eq!(snapshot(&ca.dir), before, "mailid-ca serve changed its data dir");
+    assert_eq!(
+        snapshot(&ca.dir),
+        before,
+        "mailid-ca serve changed its data dir"
+    );
 
     let words = ["mta-auth.sqlite", "only 'init' creates it"];
     let before = snapshot(&mta.dir);
@@ -177,11 +188,19 @@ fn a_missing_database_stops_every_command_in_one_line_and_creates_nothing() {
     ] {
         let out = cli(MTA_BIN, &mta.dir, &args, stdin);
         assert_one_line_failure(&out, "mailid-mta-auth: ", &words);
-        assert_eq!(snapshot(&mta.dir), before, "mailid-mta-auth {args:?} changed its data dir");
+        assert_eq!(
+            snapshot(&mta.dir),
+            before,
+            "mailid-mta-auth {args:?} changed its data dir"
+        );
     }
     let out = serve_must_fail(&bin(MTA_BIN), &mta.dir, &[]);
     assert_one_line_failure(&out, "mailid-mta-auth: ", &words);
-    assert_eq!(snapshot(&mta.dir), before, "mailid-mta-auth serve changed its data dir");
+    assert_eq!(
+        snapshot(&mta.dir),
+        before,
+        "mailid-mta-auth serve changed its data dir"
+    );
 
     // An empty file (truncated) is no database either, and stays empty.
     let db = ca.dir.join("ca.sqlite");

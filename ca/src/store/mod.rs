@@ -15,8 +15,8 @@ use mailid_shared::protocol::{CertStatus, RevocationReason};
 use mailid_shared::{Address, KeyId, Serial};
 
 mod txn;
-pub use txn::{NextCrl, NANOS};
 use txn::{insert_superseding_in, next_crl_in, revoke_one};
+pub use txn::{NextCrl, NANOS};
 
 const MIGRATIONS: &[&str] = &[
     "

@@ -63,7 +63,13 @@ fn the_database_forbids_two_valid_identities() {
             (b.serial.clone(), 40, RevocationReason::KeyCompromise),
         ]
     );
-    assert_eq!(store.crl_entries_blocking(Some(1000), i64::MAX).unwrap().len(), 0);
+    assert_eq!(
+        store
+            .crl_entries_blocking(Some(1000), i64::MAX)
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
@@ -115,12 +121,18 @@ fn crl_numbers_and_this_updates_strictly_increase() {
     drop(store);
     let store = Store::open(&path, OpenMode::Existing).unwrap();
     assert_eq!(
-        store.next_crl_blocking(220 * NS, (60, 100), 0).unwrap().number,
+        store
+            .next_crl_blocking(220 * NS, (60, 100), 0)
+            .unwrap()
+            .number,
         220 * NS
     );
     // The clock went back: still one more than the last.
     assert_eq!(
-        store.next_crl_blocking(60 * NS, (60, 100), 0).unwrap().number,
+        store
+            .next_crl_blocking(60 * NS, (60, 100), 0)
+            .unwrap()
+            .number,
         220 * NS + 1
     );
     // A CRL on disk with a higher number (the database restored from an
@@ -141,7 +153,10 @@ fn crl_number_is_time_based_and_above_the_last_and_the_file() {
     assert_eq!(txn::crl_number(200 * NS, 0, 100 * NS), 200 * NS + 1);
     assert_eq!(txn::crl_number(5, 300 * NS, 100 * NS), 300 * NS + 1);
     // Sub-second: two CRLs a millisecond apart get numbers that far apart.
-    assert_eq!(txn::crl_number(100 * NS, 0, 100 * NS + 1_000_000), 100 * NS + 1_000_000);
+    assert_eq!(
+        txn::crl_number(100 * NS, 0, 100 * NS + 1_000_000),
+        100 * NS + 1_000_000
+    );
     // Nothing wraps.
     assert_eq!(txn::crl_number(i64::MAX, 0, 0), i64::MAX);
 }
