@@ -8,10 +8,15 @@
 //!   CLI in another process are seen by polling the revocation counter in
 //!   SQLite every second; a burst costs one signing per ~1 s window;
 //! * before half of its lifetime (thisUpdate … nextUpdate) has passed;
-//! * at start-up when the stored CRL is missing, stale or incomplete.
+//! * at start-up, always (see [`Publisher::start`]).
 //!
-//! The CRL number is allocated durably in SQLite before signing, so it is
-//! strictly increasing across restarts and across processes. A revoked
+//! The CRL number is the signing time in nanoseconds, but above the last
+//! number allocated and above the number of the CRL on disk; it is
+//! allocated durably in SQLite before signing, so it is strictly increasing
+//! across restarts, across processes and across a restore of an older
+//! backup (of the database alone or of the whole data directory).
+//! thisUpdate is backdated up to a minute, but never before the newest
+//! revocation the CRL lists. A revoked
 //! certificate stays listed until one CRL has listed it past its expiry:
 //! entries are the revoked certificates expiring after the previous CRL's
 //! thisUpdate.
@@ -127,32 +132,35 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
         .map(|t| t.assume_utc().unix_timestamp())
 }
 
-/// Signs a fresh CRL: allocates the number, lists the entries, signs.
-/// Blocking (call from a blocking thread or the CLI).
+/// Signs a fresh CRL: allocates the number (above `floor`, the number of
+/// the CRL on disk or being served, and above every number allocated
+/// before), lists the entries (none dated after thisUpdate), signs.
+/// Blocking (call from a blocking thread or the CLI). Gives the CRL and the
+/// revocation counter it covers.
 pub fn sign_now(
     store: &Store,
     issuer: &CaIssuer,
     next_update_hours: u32,
-    now: i64,
+    now_ns: i64,
+    floor: i64,
 ) -> anyhow::Result<(CrlSnapshot, i64)> {
-    let state = store.crl_state_blocking()?;
-    let covered = state.revocations;
     let NextCrl {
         number,
         this_update,
         next_update,
         prev_this_update: prev_this,
-    } = store.next_crl_blocking(
-        (now - BACKDATE_SECS, now),
-        i64::from(next_update_hours) * 3600,
         covered,
+    } = store.next_crl_blocking(
+        now_ns,
+        (BACKDATE_SECS, i64::from(next_update_hours) * 3600),
+        floor,
     )?;
     let mut list = crate::crl_der::RevokedList::with_capacity(
-        usize::try_from(state.revocations)
-            .unwrap_or(0)
-            .min(4_000_000),
+        usize::try_from(covered).unwrap_or(0).min(4_000_000),
     );
-    store.for_each_crl_entry_blocking(prev_this, |serial, at, reason| {
+    // Revocations dated after thisUpdate came in after the allocation; they
+    // are not covered, so the next CRL (signed within a second) lists them.
+    store.for_each_crl_entry_blocking(prev_this, this_update, |serial, at, reason| {
         list.push(serial, at, reason)
     })?;
     let entries = list.len();
@@ -161,6 +169,26 @@ pub fn sign_now(
         CrlSnapshot::new(der, number, this_update, next_update, entries),
         covered,
     ))
+}
+
+/// The present in nanoseconds since the epoch (what CRL numbers count).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// The number of the CRL in `path`, or 0 when there is none (or it does not
+/// parse): the floor the next CRL's number must exceed, so a database
+/// restored from an older backup never signs a number that relying parties
+/// already saw.
+pub fn file_number(path: &std::path::Path) -> i64 {
+    std::fs::read(path)
+        .ok()
+        .and_then(|d| crate::crl_der::summary(&d).ok())
+        .map_or(0, |s| s.number)
 }
 
 /// Writes a CRL file atomically and durably.
@@ -180,8 +208,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Loads the stored CRL and signs a new one when it is missing, stale,
-    /// or does not cover every revocation made so far.
+    /// Signs the CRL to serve, numbered above the one on disk. It is
+    /// signed afresh at every start rather than taken from disk: after a
+    /// restore of the whole data directory from an older backup, the CRL on
+    /// disk (and the database agreeing with it) are older than CRLs already
+    /// served, and serving it again would make the number go back.
     pub fn start(
         store: Store,
         issuer: Arc<CaIssuer>,
@@ -189,25 +220,10 @@ impl Publisher {
         path: PathBuf,
         next_update_hours: u32,
     ) -> anyhow::Result<Arc<Publisher>> {
-        let now = mailid_shared::timefmt::now_unix();
-        let state = store.crl_state_blocking()?;
-        let stored = std::fs::read(&path)
-            .ok()
-            .and_then(|d| CrlSnapshot::from_der(d).ok())
-            .filter(|s| {
-                s.number == state.number
-                    && state.covered == state.revocations
-                    && now < s.refresh_at()
-            });
-        let snap = match stored {
-            Some(s) => s,
-            None => {
-                let (s, _) = sign_now(&store, &issuer, next_update_hours, now)?;
-                write_file(&path, &s.der)?;
-                metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
-                s
-            }
-        };
+        let floor = file_number(&path);
+        let (snap, _) = sign_now(&store, &issuer, next_update_hours, now_nanos(), floor)?;
+        write_file(&path, &snap.der)?;
+        metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(Publisher {
             current: RwLock::new(Arc::new(snap.clone())),
             wake: Notify::new(),
@@ -249,8 +265,14 @@ impl Publisher {
     async fn resign(self: &Arc<Self>) -> anyhow::Result<()> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let now = mailid_shared::timefmt::now_unix();
-            let (snap, _) = sign_now(&me.store, &me.issuer, me.next_update_hours, now)?;
+            let floor = me.current().number;
+            let (snap, _) = sign_now(
+                &me.store,
+                &me.issuer,
+                me.next_update_hours,
+                now_nanos(),
+                floor,
+            )?;
             me.metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
             me.record(&snap);
             tracing::info!(number = snap.number, entries = snap.entries, "CRL signed");
@@ -308,13 +330,14 @@ mod tests {
     use crate::config::Config;
     use crate::keys::KeyType;
     use crate::store::NewCert;
+    use mailid_shared::db::OpenMode;
     use mailid_shared::protocol::RevocationReason;
     use mailid_shared::{Address, KeyId, Serial};
 
     #[test]
     fn crl_times_numbers_and_expired_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+        let store = Store::open(&dir.path().join("ca.sqlite"), OpenMode::Create).unwrap();
         let cfg = Config {
             name: "T".into(),
             base_url: "http://127.0.0.1:7700".into(),
@@ -341,23 +364,48 @@ mod tests {
         store
             .revoke_blocking(serial, RevocationReason::KeyCompromise, 2_000)
             .unwrap();
-        // Before expiry: listed; thisUpdate backdated a minute, nextUpdate +24 h.
-        let (a, covered) = sign_now(&store, &issuer, 24, 4_000).unwrap();
-        assert_eq!((a.number, a.entries, covered), (1, 1, 1));
+        // Before expiry: listed; thisUpdate backdated a minute, nextUpdate
+        // +24 h; numbered by the signing time in nanoseconds.
+        const NS: i64 = crate::store::NANOS;
+        let (a, covered) = sign_now(&store, &issuer, 24, 4_000 * NS, 0).unwrap();
+        assert_eq!((a.number, a.entries, covered), (4_000 * NS, 1, 1));
         assert_eq!(a.this_update, 4_000 - 60);
         assert_eq!(a.next_update, a.this_update + 24 * 3600);
-        assert_eq!(CrlSnapshot::from_der(a.der.to_vec()).unwrap().number, 1);
+        assert_eq!(
+            CrlSnapshot::from_der(a.der.to_vec()).unwrap().number,
+            4_000 * NS
+        );
         // The first CRL after expiry still lists it ...
-        let b = sign_now(&store, &issuer, 24, 6_000).unwrap().0;
-        assert_eq!((b.number, b.entries), (2, 1));
-        // ... the next one no longer does.
-        let c = sign_now(&store, &issuer, 24, 7_000).unwrap().0;
-        assert_eq!((c.number, c.entries), (3, 0));
+        let b = sign_now(&store, &issuer, 24, 6_000 * NS, 0).unwrap().0;
+        assert_eq!((b.number, b.entries), (6_000 * NS, 1));
+        // ... the next one no longer does; a floor above the time (the
+        // number of a newer CRL on disk) is exceeded.
+        let c = sign_now(&store, &issuer, 24, 7_000 * NS, 9_000 * NS)
+            .unwrap()
+            .0;
+        assert_eq!((c.number, c.entries), (9_000 * NS + 1, 0));
         let parsed = CrlSnapshot::from_der(c.der.to_vec()).unwrap();
         assert_eq!(
             (parsed.number, parsed.this_update, parsed.next_update),
-            (3, 6_940, 6_940 + 86_400)
+            (9_000 * NS + 1, 6_940, 6_940 + 86_400)
         );
+        // A revocation within the backdated minute: thisUpdate is not
+        // before it.
+        let serial = Serial::random();
+        let cert = NewCert {
+            serial: serial.clone(),
+            account: Address::parse("c@b.org").unwrap(),
+            key_id: KeyId::of_spki(b"k2"),
+            not_before: 0,
+            not_after: 50_000,
+            der: vec![0],
+        };
+        store.insert_superseding_blocking(cert, 7_900).unwrap();
+        store
+            .revoke_blocking(serial, RevocationReason::Unspecified, 7_990)
+            .unwrap();
+        let d = sign_now(&store, &issuer, 24, 8_000 * NS, 0).unwrap().0;
+        assert_eq!((d.this_update, d.entries), (7_990, 1));
     }
 
     #[test]

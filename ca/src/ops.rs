@@ -1,12 +1,14 @@
 //! Operator commands other than `serve`. They open the same SQLite
 //! database as a running server, so they take effect at once.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::Context;
 use der::Decode;
 
 use mailid_shared::authsig::Credential;
+use mailid_shared::db::OpenMode;
 use mailid_shared::protocol::{CertStatus, CertificateInfo};
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{Address, Serial};
@@ -50,7 +52,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the database of an initialised data directory.
+/// Opens the database of an initialised data directory; a missing one is
+/// an error (only `init` creates it), never silently an empty one.
 pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
     let paths = Paths::new(dir);
     if !paths.config.exists() {
@@ -59,7 +62,8 @@ pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
             dir.display()
         );
     }
-    Store::open(&paths.db).with_context(|| format!("opening {}", paths.db.display()))
+    Store::open(&paths.db, OpenMode::Existing)
+        .with_context(|| format!("opening {}", paths.db.display()))
 }
 
 /// Loads the signer (asks for the passphrase when the key is encrypted).
@@ -86,7 +90,13 @@ fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} already holds a CA", dir.display());
     }
     let created = !dir.exists();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // 0700 like the MTA's: it holds the CA key and the database. An
+    // existing directory keeps the mode its owner gave it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let result = init_in(cli, a, &paths);
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(dir);
@@ -157,9 +167,16 @@ fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
         &paths.ca_pem,
         mailid_shared::pem::encode_chain(&chain).as_bytes(),
     )?;
-    let store = Store::open(&paths.db)?;
+    let store = Store::open(&paths.db, OpenMode::Create)?;
     cfg.save(dir)?;
-    let (snap, _) = crate::crl::sign_now(&store, &ca_issuer, cfg.crl_next_update_hours, now)?;
+    let floor = crate::crl::file_number(&paths.crl);
+    let (snap, _) = crate::crl::sign_now(
+        &store,
+        &ca_issuer,
+        cfg.crl_next_update_hours,
+        crate::crl::now_nanos(),
+        floor,
+    )?;
     crate::crl::write_file(&paths.crl, &snap.der)?;
     if cli.json {
         println!(
@@ -311,8 +328,16 @@ fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
                 .map(|f| (p, f))
         })
         .transpose()?;
-    let (snap, _) = crate::crl::sign_now(&store, &issuer, cfg.crl_next_update_hours, now_unix())?;
-    crate::crl::write_file(&Paths::new(dir).crl, &snap.der)?;
+    let path = Paths::new(dir).crl;
+    let floor = crate::crl::file_number(&path);
+    let (snap, _) = crate::crl::sign_now(
+        &store,
+        &issuer,
+        cfg.crl_next_update_hours,
+        crate::crl::now_nanos(),
+        floor,
+    )?;
+    crate::crl::write_file(&path, &snap.der)?;
     if let Some((p, mut f)) = file {
         use std::io::Write;
         let bytes = if der { snap.der.clone() } else { snap.pem() };

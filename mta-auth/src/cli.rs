@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mailid_shared::authsig::Credential;
 use mailid_shared::cli;
+use mailid_shared::db::OpenMode;
 use mailid_shared::Address;
 use zeroize::Zeroizing;
 
@@ -195,7 +196,7 @@ fn parse_address(s: &str) -> anyhow::Result<Address> {
 
 fn open(data_dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
     let cfg = Config::load(data_dir)?;
-    Ok((cfg, server::open_store(data_dir)?))
+    Ok((cfg, server::open_store(data_dir, OpenMode::Existing)?))
 }
 
 fn valid_ca_name(name: &str) -> bool {
@@ -230,7 +231,7 @@ fn init(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         Config::default().create(data_dir)?;
     }
     Config::load(data_dir)?;
-    drop(server::open_store(data_dir)?);
+    drop(server::open_store(data_dir, OpenMode::Create)?);
     if json {
         print_json(&serde_json::json!({"data_dir": data_dir, "created": fresh}))
     } else {

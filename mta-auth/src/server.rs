@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use mailid_shared::db::OpenMode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -69,17 +70,18 @@ impl Running {
     }
 }
 
-/// Opens the data directory's database.
-pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+/// Opens the data directory's database; only `init` passes
+/// [`OpenMode::Create`], every other command fails on a missing one.
+pub fn open_store(data_dir: &Path, mode: OpenMode) -> anyhow::Result<Store> {
     let path = data_dir.join(DB_FILE);
-    Store::open(&path).with_context(|| format!("opening {}", path.display()))
+    Store::open(&path, mode).with_context(|| format!("opening {}", path.display()))
 }
 
 /// Binds and starts serving in the background; returns once the socket is
 /// bound.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     opts.config.check()?;
-    let store = open_store(&opts.data_dir)?;
+    let store = open_store(&opts.data_dir, OpenMode::Existing)?;
     let tls = match &opts.tls {
         Some(t) => Some(mailid_shared::http::tls_config(
             &t.cert,

@@ -2,6 +2,11 @@
 //!
 //! * WAL mode, `synchronous=FULL`: a committed transaction survives a power
 //!   cut; database files are created 0600.
+//! * A database is created only when the caller says so
+//!   ([`OpenMode::Create`], the services' `init`); every other open
+//!   ([`OpenMode::Existing`]) refuses a missing or never-initialised file
+//!   instead of silently starting over with an empty one (which would
+//!   forget revocations, routes and accounts).
 //! * Migrations are SQL strings compiled into the binary, applied in order
 //!   and counted in `PRAGMA user_version`.
 //! * All writes go through one writer thread that runs each job inside its
@@ -40,14 +45,39 @@ pub enum DbError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// [`OpenMode::Existing`] found no database (or an empty file). The
+    /// message leaves the path to the caller's context ("opening PATH").
+    #[error("the database is missing or empty (only 'init' creates it; restore it from a backup)")]
+    Missing { path: PathBuf },
+}
+
+/// Whether [`Db::open`] may create the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create it (0600) if it does not exist, then migrate: `init` only.
+    Create,
+    /// Open a database `init` made; a missing file, or one that holds no
+    /// schema, is [`DbError::Missing`] and nothing is created.
+    Existing,
 }
 
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 
-/// Opens a connection with the pragmas every mailid connection uses.
+/// Opens a connection to an existing database file (never creating one)
+/// with the pragmas every mailid connection uses.
 pub fn connect(path: &Path) -> Result<Connection, DbError> {
-    let conn = Connection::open(path)?;
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => DbError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => DbError::Sqlite(e),
+        })?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
@@ -71,9 +101,11 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), DbError
     Ok(())
 }
 
-fn create_private(path: &Path) -> Result<(), DbError> {
+/// Opens the database file for writing (so a read-only file or file system
+/// is reported as such), creating it 0600 only when `create` is set.
+fn open_private(path: &Path, create: bool) -> Result<(), DbError> {
     OpenOptions::new()
-        .create(true)
+        .create(create)
         .append(true)
         .mode(0o600)
         .open(path)
@@ -104,12 +136,42 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
+/// The schema version of a database (0: no schema yet).
+fn user_version(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
 impl Db {
-    /// Opens (creating 0600 if needed) and migrates the database, and starts
-    /// the writer thread.
-    pub fn open(path: &Path, migrations: &[&str]) -> Result<Db, DbError> {
-        create_private(path)?;
+    /// Opens the database (creating it 0600 first only with
+    /// [`OpenMode::Create`]), migrates it, and starts the writer thread.
+    pub fn open(path: &Path, migrations: &[&str], mode: OpenMode) -> Result<Db, DbError> {
+        let missing = || DbError::Missing {
+            path: path.to_path_buf(),
+        };
+        match mode {
+            OpenMode::Create => open_private(path, true)?,
+            OpenMode::Existing => {
+                // Checked before SQLite touches it: on an empty file even
+                // the connection's pragmas would write a header.
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_file() && m.len() > 0 => open_private(path, false)?,
+                    Ok(_) => return Err(missing()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                    Err(source) => {
+                        return Err(DbError::Open {
+                            path: path.to_path_buf(),
+                            source,
+                        })
+                    }
+                }
+            }
+        }
         let mut conn = connect(path)?;
+        if mode == OpenMode::Existing && user_version(&conn)? == 0 {
+            // An empty file (or a stranger's database): migrating it would
+            // be the silent re-creation this mode is there to refuse.
+            return Err(missing());
+        }
         migrate(&mut conn, migrations)?;
         tighten_side_files(path);
         let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 8);
@@ -344,7 +406,7 @@ mod tests {
     async fn failed_job_changes_nothing_and_others_commit() {
         let dir = tempfile_dir();
         let path = dir.join("t.sqlite");
-        let db = Db::open(&path, MIGRATIONS).unwrap();
+        let db = Db::open(&path, MIGRATIONS, OpenMode::Create).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let mut handles = Vec::new();
@@ -377,13 +439,42 @@ mod tests {
         assert_eq!(n, 25);
         // Reopening applies no migration twice.
         drop(db);
-        let db = Db::open(&path, MIGRATIONS).unwrap();
+        let db = Db::open(&path, MIGRATIONS, OpenMode::Existing).unwrap();
         let v: i64 = db
             .read_blocking(|c| -> Result<i64, E> {
                 Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
             })
             .unwrap();
         assert_eq!(v, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn existing_mode_creates_nothing() {
+        let dir = tempfile_dir();
+        let path = dir.join("t.sqlite");
+        // Missing: refused, and no file appears.
+        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing)
+            .err()
+            .unwrap();
+        assert!(matches!(e, DbError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("only 'init' creates it"), "{e}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // Empty (truncated): refused and left empty.
+        std::fs::write(&path, b"").unwrap();
+        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing)
+            .err()
+            .unwrap();
+        assert!(matches!(e, DbError::Missing { .. }), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // A reader connection never creates the file either.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(connect(&path), Err(DbError::Missing { .. })));
+        assert!(!path.exists());
+        // Created by `Create`, then opened by `Existing`.
+        drop(Db::open(&path, MIGRATIONS, OpenMode::Create).unwrap());
+        drop(Db::open(&path, MIGRATIONS, OpenMode::Existing).unwrap());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1,7 +1,8 @@
 //! The CA's operator CLI without a running server: `init` refuses bad input
 //! in one line and leaves nothing behind, state files get their modes
-//! whatever the umask, `crl` and `mta` speak `--json`, and a `crl --out`
-//! that cannot be written uses up no CRL number.
+//! whatever the umask (the data directory 0700 when `init` makes it),
+//! `crl` and `mta` speak `--json`, and a `crl --out` that cannot be written
+//! signs nothing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -89,6 +90,8 @@ fn state_files_get_their_modes_whatever_the_umask() {
             .mode()
             & 0o777
     };
+    // The directory holds the key and the database: 0700 like the MTA's.
+    assert_eq!(mode(""), 0o700);
     assert_eq!(mode("ca-key.pem"), 0o600);
     assert_eq!(mode("config.json"), 0o600);
     assert_eq!(mode("ca.pem"), 0o644);
@@ -96,7 +99,25 @@ fn state_files_get_their_modes_whatever_the_umask() {
 }
 
 #[test]
-fn crl_and_mta_speak_json_and_a_bad_out_uses_no_crl_number() {
+fn an_existing_data_dir_keeps_its_mode() {
+    // A directory the operator made (e.g. group-readable for backups)
+    // keeps its mode; the secrets in it are 0600 whatever it is.
+    let root = mailid_tests::temp_dir();
+    let dir = root.path().join("made");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    assert!(ca(&dir, &["init", "--name", "Made CA"], &[])
+        .status
+        .success());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o750);
+    for f in ["ca-key.pem", "ca.sqlite"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+}
+
+#[test]
+fn crl_and_mta_speak_json_and_a_bad_out_signs_nothing() {
     let root = mailid_tests::temp_dir();
     let dir = root.path().join("ca");
     assert!(ca(&dir, &["init", "--name", "Json CA"], &[])
@@ -111,17 +132,21 @@ fn crl_and_mta_speak_json_and_a_bad_out_uses_no_crl_number() {
         .starts_with("-----BEGIN X509 CRL-----"));
     assert_eq!(first["entries"], 0);
     let bad = root.path().join("missing-dir").join("crl.pem");
+    let stored = std::fs::read(dir.join("crl.der")).unwrap();
     let line = one_line_failure(&ca(&dir, &["crl", "--out", bad.to_str().unwrap()], &[]));
     assert!(line.contains(bad.to_str().unwrap()), "{line}");
+    assert_eq!(std::fs::read(dir.join("crl.der")).unwrap(), stored);
+    // Numbers are the signing time in nanoseconds, strictly increasing.
     let next = json(&ca(&dir, &["crl", "--json"], &[]));
-    assert_eq!(next["crl_number"].as_i64(), Some(n + 1), "{next}");
+    let m = next["crl_number"].as_i64().expect("crl_number");
+    assert!(m > n, "{next}");
     let out = root.path().join("crl.der");
     let written = json(&ca(
         &dir,
         &["crl", "--der", "--out", out.to_str().unwrap(), "--json"],
         &[],
     ));
-    assert_eq!(written["crl_number"].as_i64(), Some(n + 2));
+    assert!(written["crl_number"].as_i64().expect("crl_number") > m);
     assert_eq!(std::fs::read(&out).unwrap()[0], 0x30, "DER written");
 
     // A credential from a real MTA CLI, then mta add / remove with --json.

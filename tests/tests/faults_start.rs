@@ -1,7 +1,9 @@
 //! Start-up and logging faults, over the real binaries: the CA key missing,
 //! unreadable, of another CA, or its passphrase missing or wrong, and
 //! either service's database corrupt: `serve` exits 1 with one clear line
-//! on stderr and leaves the data directory as it was. A log that cannot be
+//! on stderr and leaves the data directory as it was. Either service's
+//! database missing: every command but `init` exits 1 with one line and
+//! creates nothing (it never starts over with an empty database). A log that cannot be
 //! written (a full or closed stderr) does not take either service down.
 
 #[path = "faults_support/mod.rs"]
@@ -106,6 +108,106 @@ fn a_corrupt_database_stops_either_service_in_one_line() {
         let s = mailid_tests::Server::start(&bin(bin_name), dir, &["--listen", "127.0.0.1:0"]);
         assert!(healthy(&s.url), "{program} after the database came back");
     }
+}
+
+/// Runs `bin --data-dir DIR ARGS…` to completion.
+fn cli(bin_name: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let d = dir.display().to_string();
+    let mut all = vec!["--data-dir", d.as_str()];
+    all.extend_from_slice(args);
+    mailid_tests::run(&bin(bin_name), &all, stdin)
+}
+
+#[test]
+fn a_missing_database_stops_every_command_in_one_line_and_creates_nothing() {
+    let root = temp_dir();
+    let mta = MtaFixture::init(root.path(), "mta");
+    mta.add_account(ALICE, PASSWORD);
+    let ca = CaFixture::init(root.path(), "ca", &[]);
+    // Deleted (a lost volume, a botched restore): database, WAL and all.
+    for (dir, db) in [(&ca.dir, "ca.sqlite"), (&mta.dir, "mta-auth.sqlite")] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{db}{suffix}")));
+        }
+        assert!(!dir.join(db).exists());
+    }
+    let cred = root.path().join("mta.credential");
+    std::fs::write(
+        &cred,
+        format!(
+            "{}\n",
+            mailid_shared::authsig::Credential::generate().to_text()
+        ),
+    )
+    .unwrap();
+    let cred = cred.display().to_string();
+    let serial = mailid_shared::Serial::random().as_str().to_string();
+    let words = ["ca.sqlite", "only 'init' creates it"];
+    let before = snapshot(&ca.dir);
+    for args in [
+        vec!["list"],
+        vec!["revoke", serial.as_str()],
+        vec!["crl"],
+        vec![
+            "mta",
+            "add",
+            "--domain",
+            "example.com",
+            "--url",
+            "http://127.0.0.1:9",
+            "--ca-name",
+            "ca",
+            "--credential-file",
+            cred.as_str(),
+        ],
+    ] {
+        let out = cli(CA_BIN, &ca.dir, &args, None);
+        assert_one_line_failure(&out, "mailid-ca: ", &words);
+        assert_eq!(
+            snapshot(&ca.dir),
+            before,
+            "mailid-ca {args:?} changed its data dir"
+        );
+    }
+    let out = serve_must_fail(&bin(CA_BIN), &ca.dir, &[]);
+    assert_one_line_failure(&out, "mailid-ca: ", &words);
+    assert_eq!(
+        snapshot(&ca.dir),
+        before,
+        "mailid-ca serve changed its data dir"
+    );
+
+    let words = ["mta-auth.sqlite", "only 'init' creates it"];
+    let before = snapshot(&mta.dir);
+    for (args, stdin) in [
+        (vec!["account", "list"], None),
+        (
+            vec!["account", "add", "bob@example.com", "--password-stdin"],
+            Some("pw\n"),
+        ),
+    ] {
+        let out = cli(MTA_BIN, &mta.dir, &args, stdin);
+        assert_one_line_failure(&out, "mailid-mta-auth: ", &words);
+        assert_eq!(
+            snapshot(&mta.dir),
+            before,
+            "mailid-mta-auth {args:?} changed its data dir"
+        );
+    }
+    let out = serve_must_fail(&bin(MTA_BIN), &mta.dir, &[]);
+    assert_one_line_failure(&out, "mailid-mta-auth: ", &words);
+    assert_eq!(
+        snapshot(&mta.dir),
+        before,
+        "mailid-mta-auth serve changed its data dir"
+    );
+
+    // An empty file (truncated) is no database either, and stays empty.
+    let db = ca.dir.join("ca.sqlite");
+    std::fs::write(&db, b"").unwrap();
+    let out = cli(CA_BIN, &ca.dir, &["list"], None);
+    assert_one_line_failure(&out, "mailid-ca: ", &["ca.sqlite", "missing or empty"]);
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
 }
 
 // ---------------------------------------------------------------------------

@@ -10,13 +10,13 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use mailid_shared::db::{Db, DbError};
+use mailid_shared::db::{Db, DbError, OpenMode};
 use mailid_shared::protocol::{CertStatus, RevocationReason};
 use mailid_shared::{Address, KeyId, Serial};
 
 mod txn;
-pub use txn::NextCrl;
 use txn::{insert_superseding_in, next_crl_in, revoke_one};
+pub use txn::{NextCrl, NANOS};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -245,10 +245,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating and migrating) `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens and migrates `path`; only [`OpenMode::Create`] (`init`)
+    /// creates it.
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Store, StoreError> {
         Ok(Store {
-            db: Db::open(path, MIGRATIONS)?,
+            db: Db::open(path, MIGRATIONS, mode)?,
         })
     }
 
@@ -431,36 +432,40 @@ impl Store {
         run_blocking(move || store.crl_state_blocking()).await
     }
 
-    /// Allocates the next CRL number for a CRL covering revocation counter
-    /// `covered`, to be valid from `times.0` (at the latest `times.1`, the
-    /// present) for `lifetime` seconds; durable before it returns. See
+    /// Allocates the next CRL, signed at `now_ns` (nanoseconds since the
+    /// epoch), valid from about `backdate` seconds before for `lifetime`
+    /// seconds, numbered above `floor` (the number of the CRL on disk) and
+    /// every number allocated before; durable before it returns. See
     /// [`NextCrl`].
     pub fn next_crl_blocking(
         &self,
-        times: (i64, i64),
-        lifetime: i64,
-        covered: i64,
+        now_ns: i64,
+        (backdate, lifetime): (i64, i64),
+        floor: i64,
     ) -> Result<NextCrl, StoreError> {
         self.db
-            .write_blocking(move |c| next_crl_in(c, times, lifetime, covered))
+            .write_blocking(move |c| next_crl_in(c, now_ns, (backdate, lifetime), floor))
     }
 
-    /// Calls `f` with every revoked certificate still unexpired at `after`
-    /// (serial number bytes, revocation time, reason), in revocation order,
-    /// straight from the covering index `certificates_crl` (no table row is
-    /// read, nothing is sorted, nothing is allocated per entry).
+    /// Calls `f` with every certificate revoked at or before `until` and
+    /// still unexpired at `after` (serial number bytes, revocation time,
+    /// reason), in revocation order, straight from the covering index
+    /// `certificates_crl` (no table row is read, nothing is sorted, nothing
+    /// is allocated per entry).
     pub fn for_each_crl_entry_blocking(
         &self,
         after: Option<i64>,
+        until: i64,
         mut f: impl FnMut(&[u8], i64, RevocationReason) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let after = after.unwrap_or(i64::MIN);
         self.db.read_blocking(move |c| -> anyhow::Result<()> {
             let mut stmt = c.prepare_cached(
                 "SELECT serial, revoked_at, reason FROM certificates
-                 WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at, serial",
+                 WHERE revoked_at IS NOT NULL AND revoked_at <= ?2 AND not_after > ?1
+                 ORDER BY revoked_at, serial",
             )?;
-            let mut rows = stmt.query([after])?;
+            let mut rows = stmt.query([after, until])?;
             let mut buf = [0u8; 32];
             while let Some(row) = rows.next()? {
                 let text = row.get_ref(0)?.as_bytes()?;
@@ -478,9 +483,13 @@ impl Store {
     }
 
     /// The entries of [`Store::for_each_crl_entry_blocking`] as a list.
-    pub fn crl_entries_blocking(&self, after: Option<i64>) -> anyhow::Result<Vec<CrlEntry>> {
+    pub fn crl_entries_blocking(
+        &self,
+        after: Option<i64>,
+        until: i64,
+    ) -> anyhow::Result<Vec<CrlEntry>> {
         let mut out = Vec::new();
-        self.for_each_crl_entry_blocking(after, |serial, revoked_at, reason| {
+        self.for_each_crl_entry_blocking(after, until, |serial, revoked_at, reason| {
             out.push(CrlEntry {
                 serial: Serial::from_bytes(serial),
                 revoked_at,

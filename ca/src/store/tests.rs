@@ -14,7 +14,7 @@ fn cert(account: &str, not_after: i64) -> NewCert {
 #[test]
 fn the_database_forbids_two_valid_identities() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    let store = Store::open(&dir.path().join("ca.sqlite"), OpenMode::Create).unwrap();
     let a = cert("a@example.org", 1000);
     let b = cert("a@example.org", 1000);
     assert!(store
@@ -51,7 +51,7 @@ fn the_database_forbids_two_valid_identities() {
         .revoke_blocking(b.serial.clone(), RevocationReason::KeyCompromise, 41)
         .unwrap();
     assert_eq!(out, RevokeOutcome::AlreadyRevoked);
-    let entries = store.crl_entries_blocking(None).unwrap();
+    let entries = store.crl_entries_blocking(None, i64::MAX).unwrap();
     let listed: Vec<(Serial, i64, RevocationReason)> = entries
         .iter()
         .map(|e| (e.serial.clone(), e.revoked_at, e.reason))
@@ -63,7 +63,13 @@ fn the_database_forbids_two_valid_identities() {
             (b.serial.clone(), 40, RevocationReason::KeyCompromise),
         ]
     );
-    assert_eq!(store.crl_entries_blocking(Some(1000)).unwrap().len(), 0);
+    assert_eq!(
+        store
+            .crl_entries_blocking(Some(1000), i64::MAX)
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
@@ -81,41 +87,127 @@ fn stored_serials_decode_to_their_bytes() {
     }
 }
 
+const NS: i64 = NANOS;
+
 #[test]
 fn crl_numbers_and_this_updates_strictly_increase() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
-    let a = store.next_crl_blocking((100, 160), 100, 0).unwrap();
-    let b = store.next_crl_blocking((150, 210), 100, 0).unwrap();
+    let path = dir.path().join("ca.sqlite");
+    let store = Store::open(&path, OpenMode::Create).unwrap();
+    // Numbers are the signing time in nanoseconds.
+    let a = store.next_crl_blocking(160 * NS, (60, 100), 0).unwrap();
+    let b = store.next_crl_blocking(210 * NS, (60, 100), 0).unwrap();
     assert_eq!(
         (a.number, a.this_update, a.next_update, a.prev_this_update),
-        (1, 100, 200, None)
+        (160 * NS, 100, 200, None)
     );
     assert_eq!(
         (b.number, b.this_update, b.prev_this_update),
-        (2, 150, Some(100))
+        (210 * NS, 150, Some(100))
     );
-    // Signed in the same second: thisUpdate moves on by one second.
-    let c = store.next_crl_blocking((150, 210), 100, 0).unwrap();
-    assert_eq!((c.number, c.this_update, c.next_update), (3, 151, 251));
+    // Signed in the same second: the number goes up by one and thisUpdate
+    // moves on by one second...
+    let c = store.next_crl_blocking(210 * NS, (60, 100), 0).unwrap();
+    assert_eq!(
+        (c.number, c.this_update, c.next_update),
+        (210 * NS + 1, 151, 251)
+    );
     // ...but never later than the present.
     let mut last = c;
     for _ in 0..100 {
-        last = store.next_crl_blocking((150, 210), 100, 0).unwrap();
+        last = store.next_crl_blocking(210 * NS, (60, 100), 0).unwrap();
     }
-    assert_eq!(last.this_update, 210);
+    assert_eq!((last.number, last.this_update), (210 * NS + 101, 210));
     drop(store);
-    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    let store = Store::open(&path, OpenMode::Existing).unwrap();
     assert_eq!(
-        store.next_crl_blocking((160, 220), 100, 0).unwrap().number,
-        104
+        store
+            .next_crl_blocking(220 * NS, (60, 100), 0)
+            .unwrap()
+            .number,
+        220 * NS
     );
+    // The clock went back: still one more than the last.
+    assert_eq!(
+        store
+            .next_crl_blocking(60 * NS, (60, 100), 0)
+            .unwrap()
+            .number,
+        220 * NS + 1
+    );
+    // A CRL on disk with a higher number (the database restored from an
+    // older backup): the next is above it.
+    assert_eq!(
+        store
+            .next_crl_blocking(220 * NS, (60, 100), 900 * NS)
+            .unwrap()
+            .number,
+        900 * NS + 1
+    );
+    assert_eq!(store.crl_state_blocking().unwrap().number, 900 * NS + 1);
+}
+
+#[test]
+fn crl_number_is_time_based_and_above_the_last_and_the_file() {
+    assert_eq!(txn::crl_number(5, 0, 100 * NS), 100 * NS);
+    assert_eq!(txn::crl_number(200 * NS, 0, 100 * NS), 200 * NS + 1);
+    assert_eq!(txn::crl_number(5, 300 * NS, 100 * NS), 300 * NS + 1);
+    // Sub-second: two CRLs a millisecond apart get numbers that far apart.
+    assert_eq!(
+        txn::crl_number(100 * NS, 0, 100 * NS + 1_000_000),
+        100 * NS + 1_000_000
+    );
+    // Nothing wraps.
+    assert_eq!(txn::crl_number(i64::MAX, 0, 0), i64::MAX);
+}
+
+#[test]
+fn this_update_is_not_before_the_newest_revocation() {
+    use txn::this_update;
+    // Backdated a minute when nothing newer is listed.
+    assert_eq!(this_update(240, 300, None, Some(100)), 240);
+    assert_eq!(this_update(240, 300, None, None), 240);
+    // A revocation within the last minute pulls it forward.
+    assert_eq!(this_update(240, 300, None, Some(290)), 290);
+    assert_eq!(this_update(240, 300, Some(280), Some(290)), 290);
+    // Still later than the previous CRL's ...
+    assert_eq!(this_update(240, 300, Some(295), Some(290)), 296);
+    // ... but never later than the present ...
+    assert_eq!(this_update(240, 300, Some(300), None), 300);
+    // ... which a revocation committed after `latest` was read has reached.
+    assert_eq!(this_update(240, 300, None, Some(301)), 301);
+}
+
+#[test]
+fn crl_entries_dated_after_this_update_wait_for_the_next_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("ca.sqlite"), OpenMode::Create).unwrap();
+    let a = cert("a@example.org", 10_000);
+    store.insert_superseding_blocking(a.clone(), 10).unwrap();
+    store
+        .revoke_blocking(a.serial.clone(), RevocationReason::Unspecified, 1_000)
+        .unwrap();
+    // Signed at 1_010: thisUpdate is the revocation's time, not 950.
+    let n = store.next_crl_blocking(1_010 * NS, (60, 100), 0).unwrap();
+    assert_eq!((n.this_update, n.covered), (1_000, 1));
+    let listed = store.crl_entries_blocking(None, n.this_update).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed.iter().all(|e| e.revoked_at <= n.this_update));
+    // A revocation dated after a thisUpdate is left to the next CRL (it is
+    // not covered, so that one is signed).
+    let b = cert("b@example.org", 10_000);
+    store.insert_superseding_blocking(b.clone(), 10).unwrap();
+    store
+        .revoke_blocking(b.serial.clone(), RevocationReason::Unspecified, 2_000)
+        .unwrap();
+    assert_eq!(store.crl_entries_blocking(None, 1_999).unwrap().len(), 1);
+    assert_eq!(store.crl_state_blocking().unwrap().revocations, 2);
 }
 
 #[test]
 fn a_key_compromise_reported_late_changes_the_reason_and_spreads() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("ca.sqlite")).unwrap();
+    let store = Store::open(&dir.path().join("ca.sqlite"), OpenMode::Create).unwrap();
     let kc = RevocationReason::KeyCompromise;
     let a = cert("a@example.org", 1000);
     let b = cert("a@example.org", 1000);

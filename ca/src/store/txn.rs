@@ -171,42 +171,89 @@ pub(super) fn revoke_one(
 /// The number and times a new CRL gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextCrl {
+    /// See [`crl_number`].
     pub number: i64,
-    /// thisUpdate: the one asked for, or one second after the previous
-    /// CRL's when that is not earlier, so each CRL's thisUpdate (its HTTP
-    /// Last-Modified) is later than the one before and `If-Modified-Since`
-    /// can never hide a newer CRL; but never later than the present.
+    /// See [`this_update`].
     pub this_update: i64,
     pub next_update: i64,
     /// The previous CRL's thisUpdate.
     pub prev_this_update: Option<i64>,
+    /// The revocation counter at allocation: the CRL covers every
+    /// revocation counted so far (all dated at or before `this_update`).
+    pub covered: i64,
 }
 
+/// Nanoseconds per second.
+pub const NANOS: i64 = 1_000_000_000;
+
+/// The number of a CRL signed at `signing_ns`: the signing time in
+/// nanoseconds since the epoch (as Boulder numbers its CRLs; it fits an i64
+/// until 2262, well inside RFC 5280's 20 octets), but always above the last
+/// number allocated (`last`) and the number of the CRL on disk (`floor`).
+/// Time-based numbers survive a restore of an older backup (database alone
+/// or the whole data directory): the clock has moved on past every number
+/// served before, so the number never goes back and relying parties (which
+/// ignore a lower number) keep taking new CRLs.
+pub fn crl_number(last: i64, floor: i64, signing_ns: i64) -> i64 {
+    signing_ns
+        .max(last.saturating_add(1))
+        .max(floor.saturating_add(1))
+}
+
+/// thisUpdate of a new CRL: `wanted` (the present backdated a little), but
+/// not before the newest revocation it lists (`newest`; an entry dated
+/// after the CRL's own thisUpdate is nonsense), and one second after the
+/// previous CRL's (`prev`) when that is not earlier, so each CRL's
+/// thisUpdate (its HTTP Last-Modified) is later than the one before and
+/// `If-Modified-Since` can never hide a newer CRL; never later than the
+/// present (`latest`, or `newest` if a revocation committed since `latest`
+/// was read carries a later time: that time has passed too).
+pub fn this_update(wanted: i64, latest: i64, prev: Option<i64>, newest: Option<i64>) -> i64 {
+    let latest = newest.map_or(latest, |n| latest.max(n));
+    let t = newest.map_or(wanted, |n| wanted.max(n));
+    match prev {
+        Some(p) if p >= t => (p + 1).min(latest),
+        _ => t,
+    }
+}
+
+/// Allocates the next CRL signed at `now_ns` (nanoseconds since the epoch):
+/// number (see [`crl_number`], with `floor` the number of the CRL on disk),
+/// times (see [`this_update`], backdated by `backdate` seconds, valid for
+/// `lifetime` seconds) and the revocation counter it covers, in one
+/// transaction with the reads they depend on.
 pub(super) fn next_crl_in(
     conn: &Connection,
-    (this_update, latest): (i64, i64),
-    lifetime: i64,
-    covered: i64,
+    now_ns: i64,
+    (backdate, lifetime): (i64, i64),
+    floor: i64,
 ) -> Result<NextCrl, StoreError> {
-    let prev: Option<i64> =
-        conn.query_row("SELECT this_update FROM crl_state WHERE id = 1", [], |r| {
-            r.get(0)
-        })?;
-    let this_update = match prev {
-        Some(p) if p >= this_update => (p + 1).min(latest),
-        _ => this_update,
-    };
-    let next_update = this_update + lifetime;
-    let number: i64 = conn.query_row(
-        "UPDATE crl_state SET number = number + 1, this_update = ?1, next_update = ?2, covered = ?3
-         WHERE id = 1 RETURNING number",
-        params![this_update, next_update, covered],
+    let latest = now_ns.div_euclid(NANOS);
+    let wanted = latest - backdate;
+    let (last, prev, covered): (i64, Option<i64>, i64) = conn.query_row(
+        "SELECT number, this_update, revocations FROM crl_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    // The covering index certificates_crl leads with revoked_at.
+    let newest: Option<i64> = conn.query_row(
+        "SELECT MAX(revoked_at) FROM certificates WHERE revoked_at IS NOT NULL",
+        [],
         |r| r.get(0),
+    )?;
+    let this_update = this_update(wanted, latest, prev, newest);
+    let next_update = this_update + lifetime;
+    let number = crl_number(last, floor, now_ns);
+    conn.execute(
+        "UPDATE crl_state SET number = ?1, this_update = ?2, next_update = ?3, covered = ?4
+         WHERE id = 1",
+        params![number, this_update, next_update, covered],
     )?;
     Ok(NextCrl {
         number,
         this_update,
         next_update,
         prev_this_update: prev,
+        covered,
     })
 }

@@ -13,7 +13,7 @@ mod identities;
 
 use std::path::Path;
 
-use mailid_shared::db::{Db, DbError};
+use mailid_shared::db::{Db, DbError, OpenMode};
 
 pub use accounts::AccountRow;
 pub use cas::CaRow;
@@ -104,9 +104,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating 0600 and migrating) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Db::open(path, MIGRATIONS)?;
+    /// Opens and migrates the database at `path`; only
+    /// [`OpenMode::Create`] (`init`) creates it (0600).
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Store, StoreError> {
+        let db = Db::open(path, MIGRATIONS, mode)?;
         identities::fill_ca_names(path)?;
         Ok(Store { db })
     }
