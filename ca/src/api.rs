@@ -19,7 +19,7 @@ use crate::crl::Publisher;
 use crate::issuer::CaIssuer;
 use crate::metrics::Metrics;
 use crate::mta_client::MtaClient;
-use crate::ratelimit::Limiter;
+use mailid_shared::ratelimit::Limiter;
 use crate::store::{CertRow, Store, StoreError};
 
 /// Most certificates listed for one account.

@@ -1,4 +1,6 @@
-//! Token-bucket rate limits keyed by client IP or account.
+//! Token-bucket rate limits keyed by client IP or account, shared by the CA
+//! (requests per IP and per account) and the MTA (failed logins per IP and
+//! per account).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,6 +33,21 @@ impl Limiter {
     /// Takes one token for `key`; `Err(seconds)` says when to retry.
     pub fn check(&self, key: &str) -> Result<(), u64> {
         self.check_at(key, Instant::now())
+    }
+
+    /// Gives back a token taken by [`Limiter::check`] (up to the burst),
+    /// for a limit that counts only some outcomes (the MTA's failed logins:
+    /// a token is taken before the password check and returned when it
+    /// succeeds).
+    pub fn refund(&self, key: &str) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        if let Ok(mut map) = self.buckets.lock() {
+            if let Some(b) = map.get_mut(key) {
+                b.tokens = (b.tokens + 1.0).min(self.burst);
+            }
+        }
     }
 
     fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
@@ -78,6 +95,15 @@ mod tests {
         assert!(l.check_at("b", t).is_ok());
         assert!(l.check_at("a", t + Duration::from_millis(600)).is_ok());
         assert!(l.check_at("a", t + Duration::from_millis(600)).is_err());
+        l.refund("a");
+        assert!(l.check_at("a", t + Duration::from_millis(600)).is_ok());
+        for _ in 0..10 {
+            l.refund("b");
+        }
+        for _ in 0..3 {
+            assert!(l.check_at("b", t).is_ok(), "a refund never passes the burst");
+        }
+        assert!(l.check_at("b", t).is_err());
         let off = Limiter::new(0.0, 1);
         for _ in 0..100 {
             assert!(off.check_at("a", t).is_ok());
