@@ -104,6 +104,9 @@ pub struct Authenticator {
     store: Store,
     /// Bounds concurrent Argon2 runs (each takes 19 MiB and a core).
     argon_permits: Semaphore,
+    /// As many again for logins from an address known to the account, so
+    /// they never wait behind a flood of guesses from elsewhere.
+    known_permits: Semaphore,
     /// Most password checks running or waiting at once (`None`: no bound).
     argon_bound: Option<usize>,
     /// Password checks running or waiting now.
@@ -192,6 +195,7 @@ impl Authenticator {
         Authenticator {
             store,
             argon_permits: Semaphore::new(permits),
+            known_permits: Semaphore::new(permits),
             argon_bound: (limits.argon2_queue > 0).then(|| permits + limits.argon2_queue as usize),
             argon_busy: AtomicUsize::new(0),
             ip_failures: limiter(limits.ip_failures_per_minute, limits.ip_failure_burst),
@@ -234,8 +238,8 @@ impl Authenticator {
     }
 
     /// Takes a place among the password checks, or 429 when they are full
-    /// (unless `known`: an address that logged in to the account before
-    /// waits its turn instead, so a flood cannot refuse the holder).
+    /// (unless `known`: an address that logged in to the account before is
+    /// never refused, and runs on its own permits).
     fn argon_slot(&self, known: bool) -> Result<ArgonSlot<'_>, Problem> {
         let before = self.argon_busy.fetch_add(1, Ordering::SeqCst);
         let slot = ArgonSlot(&self.argon_busy);
@@ -273,10 +277,7 @@ impl Authenticator {
         ip: Option<IpAddr>,
     ) -> Result<Address, Problem> {
         let cert = peer.and_then(|p| p.0.as_ref()).filter(|der| {
-            let revoked = self
-                .client_auth
-                .as_ref()
-                .is_some_and(|a| a.is_revoked(der));
+            let revoked = self.client_auth.as_ref().is_some_and(|a| a.is_revoked(der));
             if revoked {
                 tracing::info!("revoked client certificate refused");
             }
@@ -335,11 +336,11 @@ impl Authenticator {
             Some(a) => self.store.login_info(a).await.map_err(Problem::internal)?,
             None => None,
         };
-        let permit = self
-            .argon_permits
-            .acquire()
-            .await
-            .map_err(Problem::internal)?;
+        let permits = match known {
+            true => &self.known_permits,
+            false => &self.argon_permits,
+        };
+        let permit = permits.acquire().await.map_err(Problem::internal)?;
         let mut memory = self
             .argon_memory
             .lock()

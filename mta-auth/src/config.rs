@@ -44,10 +44,10 @@ fn default_client_crl_refresh_secs() -> u64 {
 /// knows its passwords is never slowed, however fast it logs in. An empty
 /// bucket answers 429 `rate-limited` with `Retry-After`, before Argon2 runs.
 /// The per-account bucket is skipped for an address that logged in to the
-/// account successfully in the last [`LoginLimits::known_address_days`] (and
-/// such a login waits for an Argon2 slot instead of being refused when the
-/// queue is full), so wrong passwords sent from elsewhere cannot lock the
-/// holder out; a holder on a new address waits at most one refill interval
+/// account successfully in the last [`LoginLimits::known_address_days`], and
+/// such a login has Argon2 slots of its own (as many as the others) and is
+/// never refused for a full queue, so wrong passwords sent from elsewhere
+/// neither lock the holder out nor queue ahead of her; a holder on a new address waits at most one refill interval
 /// once the guessing stops. A rate of 0 disables its bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

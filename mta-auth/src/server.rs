@@ -92,8 +92,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             client_crls,
         }) => {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let auth =
-                Arc::new(ClientAuth::load(ca, client_crls.clone(), provider.clone()).await?);
+            let auth = Arc::new(ClientAuth::load(ca, client_crls.clone(), provider.clone()).await?);
             client_auth = Some(auth.clone());
             Some(client_crl::tls_config(cert, key, auth, provider)?)
         }
@@ -118,11 +117,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             "refusing plain HTTP on non-loopback address {addr}: give --tls-cert and --tls-key (or --insecure-http)"
         );
     }
-    let auth = Authenticator::new(
-        store.clone(),
-        opts.config.login_limits,
-        client_auth.clone(),
-    );
+    let auth = Authenticator::new(store.clone(), opts.config.login_limits, client_auth.clone());
     let refresher = client_auth.filter(|a| a.has_crls()).map(|a| {
         let every = std::time::Duration::from_secs(opts.config.client_crl_refresh_secs);
         tokio::spawn(a.refresh_forever(every))

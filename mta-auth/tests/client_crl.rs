@@ -50,8 +50,9 @@ struct Tls {
 impl Tls {
     /// A client presenting `leaf`, with its own connection pool.
     fn client(&self, leaf: &Leaf) -> reqwest::Client {
-        let id = reqwest::Identity::from_pem(format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes())
-            .unwrap();
+        let id =
+            reqwest::Identity::from_pem(format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes())
+                .unwrap();
         reqwest::Client::builder()
             .tls_certs_only([self.root.clone()])
             .identity(id)
@@ -112,7 +113,10 @@ async fn a_revoked_client_certificate_stops_logging_in() {
     let current = tls.client(&current_leaf);
     // Kept open across the revocation (keep-alive).
     let pooled = tls.client(&lost_leaf);
-    assert_eq!(cert_login(&tls.client(&lost_leaf), &srv.url).await, Some(200));
+    assert_eq!(
+        cert_login(&tls.client(&lost_leaf), &srv.url).await,
+        Some(200)
+    );
     assert_eq!(cert_login(&current, &srv.url).await, Some(200));
     assert_eq!(cert_login(&pooled, &srv.url).await, Some(200));
 
@@ -137,9 +141,15 @@ async fn a_revoked_client_certificate_stops_logging_in() {
     );
     assert!(matches!(fresh, None | Some(401)), "{fresh:?}");
     let again = cert_login(&pooled, &srv.url).await;
-    assert!(matches!(again, None | Some(401)), "open connection: {again:?}");
+    assert!(
+        matches!(again, None | Some(401)),
+        "open connection: {again:?}"
+    );
     assert_eq!(cert_login(&current, &srv.url).await, Some(200));
-    assert_eq!(cert_login(&tls.client(&current_leaf), &srv.url).await, Some(200));
+    assert_eq!(
+        cert_login(&tls.client(&current_leaf), &srv.url).await,
+        Some(200)
+    );
     // Basic still works for the holder beside the revoked certificate's
     // refusal (over a client without a certificate).
     let plain = reqwest::Client::builder()
@@ -154,7 +164,10 @@ async fn a_revoked_client_certificate_stops_logging_in() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let fresh = cert_login(&tls.client(&lost_leaf), &srv.url).await;
     assert!(matches!(fresh, None | Some(401)), "{fresh:?}");
-    assert_eq!(cert_login(&tls.client(&current_leaf), &srv.url).await, Some(200));
+    assert_eq!(
+        cert_login(&tls.client(&current_leaf), &srv.url).await,
+        Some(200)
+    );
     let log = srv.stop();
     assert!(
         log.contains("client CRL refresh failed; keeping the last good CRL"),

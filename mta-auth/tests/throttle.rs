@@ -48,7 +48,10 @@ async fn assert_rate_limited(resp: reqwest::Response, max: u64) -> (u64, String)
     let doc: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(doc["type"], "urn:mailid:error:rate-limited", "{doc}");
     assert_eq!(doc["status"], 429);
-    (retry, doc["detail"].as_str().unwrap_or_default().to_string())
+    (
+        retry,
+        doc["detail"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 /// Sets `login_limits` in the data directory's config.json.
@@ -75,7 +78,13 @@ async fn a_guessing_flood_from_one_address_gets_429() {
     let mut limited = None;
     // Different accounts each time, so only the per-address bucket counts.
     for i in 0..40 {
-        let r = login(&attacker, &srv.url, &format!("user{i}@example.org"), "guess").await;
+        let r = login(
+            &attacker,
+            &srv.url,
+            &format!("user{i}@example.org"),
+            "guess",
+        )
+        .await;
         statuses.push(r.status().as_u16());
         if r.status().as_u16() == 429 {
             limited = Some(r);
@@ -86,7 +95,11 @@ async fn a_guessing_flood_from_one_address_gets_429() {
     eprintln!("statuses of the flood: {statuses:?}");
     let resp = limited.expect("40 wrong passwords from one address were all answered 401");
     // 10 failures pass (more if the bucket refilled meanwhile).
-    assert!(statuses.len() > 10, "refused after {} failures", statuses.len() - 1);
+    assert!(
+        statuses.len() > 10,
+        "refused after {} failures",
+        statuses.len() - 1
+    );
     let (_, detail) = assert_rate_limited(resp, 6).await;
     assert!(detail.contains("from this address"), "{detail}");
     // The holder elsewhere is not slowed down.

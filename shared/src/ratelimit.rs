@@ -101,7 +101,10 @@ mod tests {
             l.refund("b");
         }
         for _ in 0..3 {
-            assert!(l.check_at("b", t).is_ok(), "a refund never passes the burst");
+            assert!(
+                l.check_at("b", t).is_ok(),
+                "a refund never passes the burst"
+            );
         }
         assert!(l.check_at("b", t).is_err());
         let off = Limiter::new(0.0, 1);

@@ -576,9 +576,7 @@ fn a_password_guessing_flood_keeps_the_mta_memory_bounded() {
                     429 => "rate-limited",
                     _ => "",
                 };
-                if code.is_empty()
-                    || !problem
-                    || doc["type"] != format!("urn:mailid:error:{code}")
+                if code.is_empty() || !problem || doc["type"] != format!("urn:mailid:error:{code}")
                 {
                     bad.lock().unwrap().push(format!("{status}: {doc}"));
                 } else if status == 401 {
@@ -621,7 +619,11 @@ fn a_password_guessing_flood_keeps_the_mta_memory_bounded() {
         latencies.last(),
     );
     let bad = bad.lock().unwrap();
-    assert!(bad.is_empty(), "guesses without a 401/429 problem document: {:?}", &bad[..bad.len().min(10)]);
+    assert!(
+        bad.is_empty(),
+        "guesses without a 401/429 problem document: {:?}",
+        &bad[..bad.len().min(10)]
+    );
     assert!(!latencies.is_empty());
     assert!(refused.load(Ordering::SeqCst) > 0);
     assert!(limited.load(Ordering::SeqCst) > 0);
