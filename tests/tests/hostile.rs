@@ -526,19 +526,11 @@ fn a_password_guessing_flood_keeps_the_mta_memory_bounded() {
     eprintln!("holder login before the flood took {:?}", t.elapsed());
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let limited = Arc::new(AtomicUsize::new(0));
-    let bad: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Guesses answered 401, answered 429, and anything else.
+    let tally: Arc<(AtomicUsize, AtomicUsize, Mutex<Vec<String>>)> = Arc::default();
     let mut threads = Vec::new();
     for n in 2..=30u8 {
-        let (mta, stop, refused, limited, bad, key_id) = (
-            mta.clone(),
-            stop.clone(),
-            refused.clone(),
-            limited.clone(),
-            bad.clone(),
-            key_id.clone(),
-        );
+        let (mta, stop, tally, key_id) = (mta.clone(), stop.clone(), tally.clone(), key_id.clone());
         threads.push(std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -548,20 +540,19 @@ fn a_password_guessing_flood_keeps_the_mta_memory_bounded() {
             let mut i = 0u32;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let user = if n % 2 == 0 {
-                    "alice@example.com".to_string()
-                } else {
-                    format!("user{i}@example.com")
+                let user = match n % 2 {
+                    0 => "alice@example.com".to_string(),
+                    _ => format!("user{i}@example.com"),
                 };
-                let r = match client
+                let answer = client
                     .post(format!("{mta}/v1/totp"))
                     .basic_auth(&user, Some(format!("guess {i}")))
                     .json(&serde_json::json!({ "key_id": key_id }))
-                    .send()
-                {
+                    .send();
+                let r = match answer {
                     Ok(r) => r,
                     Err(e) => {
-                        bad.lock().unwrap().push(format!("no answer: {e}"));
+                        tally.2.lock().unwrap().push(format!("no answer: {e}"));
                         continue;
                     }
                 };
@@ -571,18 +562,16 @@ fn a_password_guessing_flood_keeps_the_mta_memory_bounded() {
                     .get("content-type")
                     .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
                 let doc: serde_json::Value = r.json().unwrap_or_default();
-                let code = match status {
-                    401 => "unauthorized",
-                    429 => "rate-limited",
-                    _ => "",
+                let (code, count) = match status {
+                    401 => ("unauthorized", &tally.0),
+                    429 => ("rate-limited", &tally.1),
+                    _ => ("", &tally.0),
                 };
                 if code.is_empty() || !problem || doc["type"] != format!("urn:mailid:error:{code}")
                 {
-                    bad.lock().unwrap().push(format!("{status}: {doc}"));
-                } else if status == 401 {
-                    refused.fetch_add(1, Ordering::SeqCst);
+                    tally.2.lock().unwrap().push(format!("{status}: {doc}"));
                 } else {
-                    limited.fetch_add(1, Ordering::SeqCst);
+                    count.fetch_add(1, Ordering::SeqCst);
                 }
             }
         }));
@@ -610,22 +599,21 @@ fn a_password_guessing_flood_keeps_the_mta_memory_bounded() {
     latencies.sort();
     eprintln!(
         "{} wrong passwords refused (401) and {} throttled (429) in {:?}; holder logins during the flood: {} (min {:?}, median {:?}, max {:?}); MTA RSS peak {peak} KiB",
-        refused.load(Ordering::SeqCst),
-        limited.load(Ordering::SeqCst),
+        tally.0.load(Ordering::SeqCst),
+        tally.1.load(Ordering::SeqCst),
         start.elapsed(),
         latencies.len(),
         latencies.first(),
         latencies.get(latencies.len() / 2),
         latencies.last(),
     );
-    let bad = bad.lock().unwrap();
+    let bad = tally.2.lock().unwrap();
     assert!(
         bad.is_empty(),
         "guesses without a 401/429 problem document: {:?}",
         &bad[..bad.len().min(10)]
     );
     assert!(!latencies.is_empty());
-    assert!(refused.load(Ordering::SeqCst) > 0);
-    assert!(limited.load(Ordering::SeqCst) > 0);
+    assert!(tally.0.load(Ordering::SeqCst) > 0 && tally.1.load(Ordering::SeqCst) > 0);
     assert!(peak < RSS_BOUND_KIB, "MTA RSS reached {peak} KiB");
 }
