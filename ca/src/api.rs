@@ -20,8 +20,8 @@ use crate::crl::Publisher;
 use crate::issuer::CaIssuer;
 use crate::metrics::Metrics;
 use crate::mta_client::MtaClient;
-use crate::ratelimit::Limiter;
 use crate::store::{CertRow, Store, StoreError};
+use mailid_shared::ratelimit::Limiter;
 
 /// Most certificates listed for one account.
 pub const ACCOUNT_LIST_LIMIT: u32 = 1000;

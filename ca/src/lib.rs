@@ -8,8 +8,9 @@
 //! * [`issuer`]: certificate building and signing; [`crl`]: the CRL publisher;
 //! * [`store`]: SQLite (certificates, the one-identity rule, MTA routes, CRL state).
 //!
-//! [`config`], [`keys`], [`ratelimit`], [`metrics`] hold what they are named
-//! for; [`cli`], [`ops`] and [`serve`] are the operator side.
+//! [`config`], [`keys`], [`metrics`] hold what they are named for (the rate
+//! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`ops`] and [`serve`]
+//! are the operator side.
 
 pub mod api;
 pub mod cli;
@@ -23,6 +24,5 @@ pub mod metrics;
 pub mod mta_client;
 pub mod ops;
 pub mod policy;
-pub mod ratelimit;
 pub mod serve;
 pub mod store;

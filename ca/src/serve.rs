@@ -11,7 +11,7 @@ use crate::config::{Config, Paths};
 use crate::crl::Publisher;
 use crate::metrics::Metrics;
 use crate::mta_client::MtaClient;
-use crate::ratelimit::Limiter;
+use mailid_shared::ratelimit::Limiter;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use mailid_shared::http::{harden, PeerCertificate};
+use mailid_shared::http::{harden, PeerAddr, PeerCertificate};
 use mailid_shared::problem::ErrorCode;
 use mailid_shared::protocol::{
     IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse, ValidateRequest, ValidateResponse,
@@ -91,11 +91,13 @@ async fn json_body<T: DeserializeOwned>(
 async fn issue_totp(
     State(st): St,
     peer: Option<Extension<PeerCertificate>>,
+    addr: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     too_large(&body)?;
-    let account = st.auth.holder(&headers, peer.as_deref()).await?;
+    let ip = addr.map(|a| a.0 .0.ip());
+    let account = st.auth.holder(&headers, peer.as_deref(), ip).await?;
     let req: TotpRequest = json_body(&headers, body).await?;
     let params = st.config.totp;
     let issued = match st
@@ -181,11 +183,13 @@ async fn validate(
 async fn upload_identity(
     State(st): St,
     peer: Option<Extension<PeerCertificate>>,
+    addr: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IdentityUploaded>, Problem> {
     too_large(&body)?;
-    let account = st.auth.holder(&headers, peer.as_deref()).await?;
+    let ip = addr.map(|a| a.0 .0.ip());
+    let account = st.auth.holder(&headers, peer.as_deref(), ip).await?;
     let req: IdentityUpload = json_body(&headers, body).await?;
     let row = match identity::check_upload(&st.store, &st.crls, &account, &req, now_unix()).await {
         Ok(r) => r,

@@ -1,8 +1,10 @@
-//! Who is calling: account holders (HTTP Basic with Argon2id passwords, or
-//! a TLS client certificate naming the account) and CAs (HMAC-signed
-//! requests with their credential).
+//! Who is calling: account holders (HTTP Basic with Argon2id passwords,
+//! throttled per address and per account, or a TLS client certificate
+//! naming the account) and CAs (HMAC-signed requests with their credential).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,10 +13,14 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use axum::http::{header, HeaderMap};
 use mailid_shared::authsig::{self, Credential};
 use mailid_shared::http::PeerCertificate;
+use mailid_shared::problem::ErrorCode;
+use mailid_shared::ratelimit::Limiter;
 use mailid_shared::{Address, Problem};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::client_crl::ClientAuth;
+use crate::config::LoginLimits;
 use crate::identity::x509;
 use crate::store::Store;
 
@@ -89,11 +95,33 @@ pub fn verify_password_in(hash: &str, password: &str, memory: &mut Vec<Block>) -
     password_hash::Output::new(&out).is_ok_and(|o| o == expected)
 }
 
+/// (account, client address) pairs remembered before expired ones are
+/// dropped.
+const KNOWN_PRUNE_AT: usize = 50_000;
+
 /// Authenticates callers.
 pub struct Authenticator {
     store: Store,
     /// Bounds concurrent Argon2 runs (each takes 19 MiB and a core).
     argon_permits: Semaphore,
+    /// As many again for logins from an address known to the account, so
+    /// they never wait behind a flood of guesses from elsewhere.
+    known_permits: Semaphore,
+    /// Most password checks running or waiting at once (`None`: no bound).
+    argon_bound: Option<usize>,
+    /// Password checks running or waiting now.
+    argon_busy: AtomicUsize,
+    /// Failed logins per client address.
+    ip_failures: Limiter,
+    /// Failed logins per account (skipped for known addresses).
+    account_failures: Limiter,
+    /// When each (account, address) pair last logged in with a password.
+    known: Mutex<HashMap<(String, String), Instant>>,
+    /// How long a pair stays known.
+    known_for: Duration,
+    /// Client-certificate CRLs, to refuse a certificate revoked after its
+    /// connection was opened.
+    client_auth: Option<Arc<ClientAuth>>,
     /// Argon2 working memory, at most one buffer per permit, reused.
     argon_memory: Mutex<Vec<Vec<Block>>>,
     ca_cache: Mutex<HashMap<String, CachedCa>>,
@@ -104,6 +132,43 @@ type CachedCa = (Instant, Arc<Zeroizing<Vec<u8>>>);
 
 fn unauthorized() -> Problem {
     Problem::unauthorized("authentication required")
+}
+
+fn rate_limited(secs: u64, what: &str) -> Problem {
+    Problem::new(
+        ErrorCode::RateLimited,
+        format!("too many failed logins {what}; retry later"),
+    )
+    .retry_after(secs)
+}
+
+/// The key of a client address in the per-address bucket: an IPv4
+/// address, or an IPv6 /64 (one host usually holds a whole /64).
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// A place among the password checks running or waiting; left on drop.
+struct ArgonSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ArgonSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Per-minute rate and burst as a [`Limiter`] (0 per minute: disabled).
+fn limiter(per_minute: u32, burst: u32) -> Limiter {
+    Limiter::new(f64::from(per_minute) / 60.0, burst)
 }
 
 /// Splits an HTTP Basic `Authorization` header into (user, password).
@@ -120,8 +185,9 @@ pub fn parse_basic(headers: &HeaderMap) -> Option<(String, Zeroizing<String>)> {
 }
 
 impl Authenticator {
-    /// A new authenticator over `store`.
-    pub fn new(store: Store) -> Self {
+    /// A new authenticator over `store`, throttling password logins as
+    /// `limits` says; `client_auth` holds the client-certificate CRLs.
+    pub fn new(store: Store, limits: LoginLimits, client_auth: Option<Arc<ClientAuth>>) -> Self {
         let permits = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
@@ -129,8 +195,61 @@ impl Authenticator {
         Authenticator {
             store,
             argon_permits: Semaphore::new(permits),
+            known_permits: Semaphore::new(permits),
+            argon_bound: (limits.argon2_queue > 0).then(|| permits + limits.argon2_queue as usize),
+            argon_busy: AtomicUsize::new(0),
+            ip_failures: limiter(limits.ip_failures_per_minute, limits.ip_failure_burst),
+            account_failures: limiter(
+                limits.account_failures_per_minute,
+                limits.account_failure_burst,
+            ),
+            known: Mutex::new(HashMap::new()),
+            known_for: Duration::from_secs(u64::from(limits.known_address_days) * 86_400),
+            client_auth,
             argon_memory: Mutex::new(Vec::new()),
             ca_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `address` logged in to `account` recently.
+    fn is_known(&self, account: &str, address: &str) -> bool {
+        let Ok(known) = self.known.lock() else {
+            return false;
+        };
+        known
+            .get(&(account.to_string(), address.to_string()))
+            .is_some_and(|at| at.elapsed() < self.known_for)
+    }
+
+    fn remember(&self, account: &str, address: &str) {
+        if self.known_for.is_zero() {
+            return;
+        }
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_PRUNE_AT {
+                let ttl = self.known_for;
+                known.retain(|_, at| at.elapsed() < ttl);
+                if known.len() >= KNOWN_PRUNE_AT {
+                    known.clear();
+                }
+            }
+            known.insert((account.to_string(), address.to_string()), Instant::now());
+        }
+    }
+
+    /// Takes a place among the password checks, or 429 when they are full
+    /// (unless `known`: an address that logged in to the account before is
+    /// never refused, and runs on its own permits).
+    fn argon_slot(&self, known: bool) -> Result<ArgonSlot<'_>, Problem> {
+        let before = self.argon_busy.fetch_add(1, Ordering::SeqCst);
+        let slot = ArgonSlot(&self.argon_busy);
+        match self.argon_bound {
+            Some(bound) if before >= bound && !known => Err(Problem::new(
+                ErrorCode::RateLimited,
+                "too many password checks are waiting; retry later",
+            )
+            .retry_after(1)),
+            _ => Ok(slot),
         }
     }
 
@@ -147,14 +266,24 @@ impl Authenticator {
             .clone()
     }
 
-    /// The account holder: a valid client certificate naming an enabled
-    /// account wins; otherwise HTTP Basic. Anything else is 401.
+    /// The account holder: a valid, unrevoked client certificate naming an
+    /// enabled account wins; otherwise HTTP Basic from client address `ip`.
+    /// Anything else is 401; a login refused by the throttle (see
+    /// [`LoginLimits`]) is 429 before the password is checked.
     pub async fn holder(
         &self,
         headers: &HeaderMap,
         peer: Option<&PeerCertificate>,
+        ip: Option<IpAddr>,
     ) -> Result<Address, Problem> {
-        if let Some(der) = peer.and_then(|p| p.0.as_ref()) {
+        let cert = peer.and_then(|p| p.0.as_ref()).filter(|der| {
+            let revoked = self.client_auth.as_ref().is_some_and(|a| a.is_revoked(der));
+            if revoked {
+                tracing::info!("revoked client certificate refused");
+            }
+            !revoked
+        });
+        if let Some(der) = cert {
             if let Some(addr) = x509::single_rfc822_name_der(der) {
                 match self.store.is_enabled(&addr).await {
                     Ok(true) => {
@@ -172,15 +301,46 @@ impl Authenticator {
             return Err(unauthorized());
         };
         let address = Address::parse(&user).ok();
+        let ip_key = ip.map(address_key).unwrap_or_default();
+        // Unknown accounts are throttled alike, so a 429 tells nothing of
+        // which accounts exist.
+        let account_key = match &address {
+            Some(a) => a.as_str().to_string(),
+            None => user.chars().take(320).collect(),
+        };
+        self.ip_failures
+            .check(&ip_key)
+            .map_err(|s| rate_limited(s, "from this address"))?;
+        let known = self.is_known(&account_key, &ip_key);
+        let per_account = !known;
+        if per_account {
+            self.account_failures
+                .check(&account_key)
+                .map_err(|s| rate_limited(s, "for this account"))?;
+        }
+        let refund = || {
+            self.ip_failures.refund(&ip_key);
+            if per_account {
+                self.account_failures.refund(&account_key);
+            }
+        };
+        let slot = match self.argon_slot(known) {
+            Ok(s) => s,
+            Err(p) => {
+                refund();
+                tracing::debug!("password check refused: the Argon2 queue is full");
+                return Err(p);
+            }
+        };
         let info = match &address {
             Some(a) => self.store.login_info(a).await.map_err(Problem::internal)?,
             None => None,
         };
-        let permit = self
-            .argon_permits
-            .acquire()
-            .await
-            .map_err(Problem::internal)?;
+        let permits = match known {
+            true => &self.known_permits,
+            false => &self.argon_permits,
+        };
+        let permit = permits.acquire().await.map_err(Problem::internal)?;
         let mut memory = self
             .argon_memory
             .lock()
@@ -201,8 +361,11 @@ impl Authenticator {
             pool.push(memory);
         }
         drop(permit);
+        drop(slot);
         match address {
             Some(a) if ok => {
+                refund();
+                self.remember(&account_key, &ip_key);
                 tracing::debug!(account = %a, "authenticated by password");
                 Ok(a)
             }

@@ -13,6 +13,7 @@ use mailid_shared::Address;
 use zeroize::Zeroizing;
 
 use crate::authz::hash_password;
+use crate::client_crl::CrlSource;
 use crate::config::Config;
 use crate::identity::x509;
 use crate::server::{self, ServeOptions, TlsFiles};
@@ -100,6 +101,15 @@ pub struct ServeArgs {
     /// CA certificates (PEM) for TLS client-certificate login.
     #[arg(long, requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// CRL (DER or PEM) of a --client-ca CA, as a file or an http(s) URL;
+    /// repeatable. Re-read every --client-crl-refresh-secs; a revoked
+    /// client certificate is refused. Without one, a revoked client
+    /// certificate logs in until it expires.
+    #[arg(long, requires = "client_ca", value_name = "FILE|URL")]
+    pub client_crl: Vec<String>,
+    /// Seconds between re-reads of the --client-crl sources (default 60).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_crl_refresh_secs: Option<u64>,
     /// Allows plain HTTP on a non-loopback address.
     #[arg(long)]
     pub insecure_http: bool,
@@ -409,11 +419,19 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     if let Some(v) = args.crl_recheck_secs {
         config.crl_recheck_secs = v;
     }
+    if let Some(v) = args.client_crl_refresh_secs {
+        config.client_crl_refresh_secs = v;
+    }
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert,
             key,
             client_ca: args.client_ca,
+            client_crls: args
+                .client_crl
+                .iter()
+                .map(|s| CrlSource::parse(s))
+                .collect(),
         }),
         _ => None,
     };

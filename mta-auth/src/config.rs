@@ -30,6 +30,58 @@ fn default_crl_recheck_secs() -> u64 {
     DEFAULT_CRL_RECHECK_SECS
 }
 
+/// Default seconds between re-reads of the `--client-crl` sources.
+pub const DEFAULT_CLIENT_CRL_REFRESH_SECS: u64 = 60;
+
+fn default_client_crl_refresh_secs() -> u64 {
+    DEFAULT_CLIENT_CRL_REFRESH_SECS
+}
+
+/// Throttling of HTTP Basic logins (each one costs an Argon2id run).
+///
+/// Two token buckets count *failed* logins: a token is taken before the
+/// password is checked and given back when it is right, so a client that
+/// knows its passwords is never slowed, however fast it logs in. An empty
+/// bucket answers 429 `rate-limited` with `Retry-After`, before Argon2 runs.
+/// The per-account bucket is skipped for an address that logged in to the
+/// account successfully in the last [`LoginLimits::known_address_days`], and
+/// such a login has Argon2 slots of its own (as many as the others) and is
+/// never refused for a full queue, so wrong passwords sent from elsewhere
+/// neither lock the holder out nor queue ahead of her; a holder on a new address waits at most one refill interval
+/// once the guessing stops. A rate of 0 disables its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoginLimits {
+    /// Failed logins per minute refilled per client address (IPv4 address
+    /// or IPv6 /64).
+    pub ip_failures_per_minute: u32,
+    /// Failed logins a client address may make at once.
+    pub ip_failure_burst: u32,
+    /// Failed logins per minute refilled per account.
+    pub account_failures_per_minute: u32,
+    /// Failed logins an account may take at once.
+    pub account_failure_burst: u32,
+    /// Days an address that logged in to an account stays exempt from the
+    /// account's bucket (kept in memory; 0: no exemption).
+    pub known_address_days: u32,
+    /// Password checks that may wait for an Argon2 slot (beyond those
+    /// running); more get 429 at once. 0: no bound.
+    pub argon2_queue: u32,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            ip_failures_per_minute: 10,
+            ip_failure_burst: 10,
+            account_failures_per_minute: 10,
+            account_failure_burst: 20,
+            known_address_days: 30,
+            argon2_queue: 128,
+        }
+    }
+}
+
 /// Settings kept in `config.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -46,6 +98,13 @@ pub struct Config {
     /// cached CRL of the published certificate's CA (0: on every lookup).
     #[serde(default = "default_crl_recheck_secs")]
     pub crl_recheck_secs: u64,
+    /// Throttling of password logins.
+    #[serde(default)]
+    pub login_limits: LoginLimits,
+    /// Seconds between re-reads (files) or re-fetches (URLs) of the CRLs
+    /// given with `serve --client-crl`.
+    #[serde(default = "default_client_crl_refresh_secs")]
+    pub client_crl_refresh_secs: u64,
 }
 
 impl Default for Config {
@@ -55,6 +114,8 @@ impl Default for Config {
             lockout: LockoutPolicy::default(),
             listen: default_listen(),
             crl_recheck_secs: default_crl_recheck_secs(),
+            login_limits: LoginLimits::default(),
+            client_crl_refresh_secs: default_client_crl_refresh_secs(),
         }
     }
 }
@@ -64,6 +125,9 @@ impl Config {
     pub fn check(&self) -> anyhow::Result<()> {
         self.totp.check().map_err(anyhow::Error::msg)?;
         self.lockout.check().map_err(anyhow::Error::msg)?;
+        if self.client_crl_refresh_secs == 0 {
+            anyhow::bail!("client_crl_refresh_secs must be at least 1");
+        }
         Ok(())
     }
 
@@ -124,6 +188,11 @@ mod tests {
         assert_eq!(partial.totp, TotpParams::default());
         assert_eq!(partial.lockout.threshold, 3);
         assert_eq!(partial.crl_recheck_secs, DEFAULT_CRL_RECHECK_SECS);
+        assert_eq!(partial.login_limits, LoginLimits::default());
+        let limits: Config =
+            serde_json::from_str(r#"{"login_limits":{"ip_failures_per_minute":0}}"#).unwrap();
+        assert_eq!(limits.login_limits.ip_failures_per_minute, 0);
+        assert_eq!(limits.login_limits.argon2_queue, 128);
         assert!(Config::load(&dir.path().join("nope")).is_err());
     }
 }

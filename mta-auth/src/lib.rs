@@ -3,11 +3,13 @@
 //! A request flows through [`api`] (HTTP, problem documents), [`authz`]
 //! (who is calling), [`identity`] (upload checks, CRLs) and the pure
 //! [`totp`] / [`lockout`] logic, down to [`store`] (SQLite). [`cli`] is the
-//! operator command line, [`server`] starts the service.
+//! operator command line, [`server`] starts the service (with
+//! [`client_crl`] for TLS client certificates).
 
 pub mod api;
 pub mod authz;
 pub mod cli;
+pub mod client_crl;
 pub mod config;
 pub mod identity;
 pub mod lockout;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::authz::Authenticator;
+use crate::client_crl::{self, ClientAuth, CrlSource};
 use crate::config::{Config, DB_FILE};
 use crate::identity::crl::CrlChecker;
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA certificates client certificates must chain to.
     pub client_ca: Option<PathBuf>,
+    /// CRLs of those CAs (files or URLs), re-read while serving.
+    pub client_crls: Vec<CrlSource>,
 }
 
 /// What `serve` needs.
@@ -82,12 +85,25 @@ pub fn open_store(data_dir: &Path, mode: OpenMode) -> anyhow::Result<Store> {
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     opts.config.check()?;
     let store = open_store(&opts.data_dir, OpenMode::Existing)?;
+    let mut client_auth = None;
     let tls = match &opts.tls {
-        Some(t) => Some(mailid_shared::http::tls_config(
-            &t.cert,
-            &t.key,
-            t.client_ca.as_deref(),
-        )?),
+        Some(TlsFiles {
+            cert,
+            key,
+            client_ca: Some(ca),
+            client_crls,
+        }) => {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let auth = Arc::new(ClientAuth::load(ca, client_crls.clone(), provider.clone()).await?);
+            client_auth = Some(auth.clone());
+            Some(client_crl::tls_config(cert, key, auth, provider)?)
+        }
+        Some(t) => {
+            if !t.client_crls.is_empty() {
+                anyhow::bail!("--client-crl needs --client-ca");
+            }
+            Some(mailid_shared::http::tls_config(&t.cert, &t.key, None)?)
+        }
         None => None,
     };
     let listen = opts
@@ -103,7 +119,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             "refusing plain HTTP on non-loopback address {addr}: give --tls-cert and --tls-key (or --insecure-http)"
         );
     }
-    let auth = Authenticator::new(store.clone());
+    let auth = Authenticator::new(store.clone(), opts.config.login_limits, client_auth.clone());
+    let refresher = client_auth.filter(|a| a.has_crls()).map(|a| {
+        let every = std::time::Duration::from_secs(opts.config.client_crl_refresh_secs);
+        tokio::spawn(a.refresh_forever(every))
+    });
     let state = Arc::new(AppState {
         crls: CrlChecker::new(
             store.clone(),
@@ -124,7 +144,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
                 _ = mailid_shared::http::shutdown_signal() => {},
             }
         };
-        mailid_shared::http::serve(listener, router, tls, shutdown).await
+        let served = mailid_shared::http::serve(listener, router, tls, shutdown).await;
+        if let Some(r) = refresher {
+            r.abort();
+        }
+        served
     });
     Ok(Running {
         addr,

@@ -8,6 +8,7 @@
 //! * [`authsig`]: the HMAC-signed CA → MTA requests.
 //! * [`db`]: SQLite with migrations, WAL and group commit.
 //! * [`http`], [`metrics`]: serving and Prometheus text.
+//! * [`ratelimit`]: token buckets keyed by client IP or account.
 //! * [`timefmt`]: RFC 3339 UTC times; [`input`]: bounded CLI input.
 
 pub mod address;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod pem;
 pub mod problem;
 pub mod protocol;
+pub mod ratelimit;
 pub mod serial;
 pub mod sigverify;
 pub mod timefmt;

@@ -108,8 +108,18 @@ impl TestCa {
 
     /// A TLS client certificate naming `email` (rfc822Name SAN, clientAuth).
     pub fn client(&self, email: &str) -> Leaf {
+        self.client_params(email, None)
+    }
+
+    /// [`TestCa::client`] with a chosen serial number (to revoke it).
+    pub fn client_with_serial(&self, email: &str, serial: u64) -> Leaf {
+        self.client_params(email, Some(serial))
+    }
+
+    fn client_params(&self, email: &str, serial: Option<u64>) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.serial_number = serial.map(SerialNumber::from);
         p.distinguished_name.push(DnType::CommonName, email);
         p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into().unwrap())];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

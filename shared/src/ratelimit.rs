@@ -1,6 +1,8 @@
-//! Token-bucket rate limits keyed by client IP or account; a peek tells
-//! whether a request would pass without taking a token (the enrollment
-//! preflight).
+//! Token-bucket rate limits keyed by client IP or account, shared by the CA
+//! (requests per IP and per account) and the MTA (failed logins per IP and
+//! per account). A peek tells whether a request would pass without taking a
+//! token (the CA's enrollment preflight); a refund gives a token back (the
+//! MTA counts only failed logins).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,6 +66,21 @@ impl Limiter {
         }
     }
 
+    /// Gives back a token taken by [`Limiter::check`] (up to the burst),
+    /// for a limit that counts only some outcomes (the MTA's failed logins:
+    /// a token is taken before the password check and returned when it
+    /// succeeds).
+    pub fn refund(&self, key: &str) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        if let Ok(mut map) = self.buckets.lock() {
+            if let Some(b) = map.get_mut(key) {
+                b.tokens = (b.tokens + 1.0).min(self.burst);
+            }
+        }
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
         if self.rate <= 0.0 {
             return Ok(());
@@ -108,6 +125,18 @@ mod tests {
         assert!(l.check_at("b", t).is_ok());
         assert!(l.check_at("a", t + Duration::from_millis(600)).is_ok());
         assert!(l.check_at("a", t + Duration::from_millis(600)).is_err());
+        l.refund("a");
+        assert!(l.check_at("a", t + Duration::from_millis(600)).is_ok());
+        for _ in 0..10 {
+            l.refund("b");
+        }
+        for _ in 0..3 {
+            assert!(
+                l.check_at("b", t).is_ok(),
+                "a refund never passes the burst"
+            );
+        }
+        assert!(l.check_at("b", t).is_err());
         // A peek takes nothing.
         let p = Limiter::new(1.0, 1);
         assert!(p.peek_at("a", t).is_ok());
