@@ -24,7 +24,8 @@ use crate::authz::Authenticator;
 use crate::config::Config;
 use crate::identity::{self, crl::CrlChecker};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, Validation};
+use crate::store::{Store, StoreError};
+use crate::validate::{self, Presented, Validation};
 
 /// Everything a handler needs.
 pub struct AppState {
@@ -100,11 +101,7 @@ async fn issue_totp(
     let account = st.auth.holder(&headers, peer.as_deref(), ip).await?;
     let req: TotpRequest = json_body(&headers, body).await?;
     let params = st.config.totp;
-    let issued = match st
-        .store
-        .issue_code(&account, &req.key_id, params, now_unix())
-        .await
-    {
+    let issued = match validate::issue(&st.store, &account, &req.key_id, params, now_unix()).await {
         Ok(i) => i,
         Err(StoreError::NotFound(_)) => {
             return Err(Problem::unauthorized("authentication required"))
@@ -138,21 +135,22 @@ async fn validate(
         .await?;
     let req: ValidateRequest = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
-    let code = Zeroizing::new(req.totp.clone());
-    let result = st
-        .store
-        .validate_code(
-            &ca,
-            secret,
-            &req.account,
-            &req.key_id,
-            code,
-            st.config.totp,
-            st.config.lockout,
-            now,
-        )
-        .await
-        .map_err(Problem::internal)?;
+    let presented = Presented {
+        ca_secret: secret,
+        key_id: req.key_id.clone(),
+        code: Zeroizing::new(req.totp.clone()),
+        now,
+    };
+    let result = validate::validate(
+        &st.store,
+        &ca,
+        &req.account,
+        presented,
+        st.config.totp,
+        st.config.lockout,
+    )
+    .await
+    .map_err(Problem::internal)?;
     let resp = match result {
         Validation::CaGone => {
             tracing::info!(%ca, "validation from a removed CA refused");

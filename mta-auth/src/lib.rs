@@ -1,10 +1,11 @@
 //! mailid-mta-auth: the MTA auth service of SPEC §4.
 //!
 //! A request flows through [`api`] (HTTP, problem documents), [`authz`]
-//! (who is calling), [`identity`] (upload checks, CRLs) and the pure
-//! [`totp`] / [`lockout`] logic, down to [`store`] (SQLite). [`cli`] is the
-//! operator command line, [`server`] starts the service (with
-//! [`client_crl`] for TLS client certificates).
+//! (who is calling), [`identity`] (upload checks, CRLs) and [`validate`]
+//! (issuing and validating codes with the pure [`totp`] / [`lockout`]
+//! logic), down to [`store`] (SQLite). [`cli`] is the operator command
+//! line, [`server`] starts the service (with [`client_crl`] for TLS client
+//! certificates).
 
 pub mod api;
 pub mod authz;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod totp;
+pub mod validate;
 
 pub use config::Config;
 pub use server::{start, Running, ServeOptions, TlsFiles};

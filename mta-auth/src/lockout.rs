@@ -1,10 +1,12 @@
 //! Lockout after consecutive failed validations for one (account, key),
 //! with a back-off that doubles with every lockout since the last success,
 //! up to a cap. Pure logic; the store persists one [`LockState`] per
-//! (account, key) and counts only failures a guess could have turned into
-//! a success (the key has a live code).
+//! (account, key), and `crate::validate` counts only failures a guess could
+//! have turned into a success (the key has a live code).
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::store::LockState;
 
 /// Largest exponent of the doubling (the back-off stops growing there).
 const MAX_DOUBLINGS: u32 = 16;
@@ -61,17 +63,7 @@ impl LockoutPolicy {
     }
 }
 
-/// The persisted lockout state of one (account, key).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LockState {
-    /// Consecutive failures since the last success or lockout.
-    pub failures: u32,
-    /// Lockouts since the last success.
-    pub lockouts: u32,
-    /// Unix time the current lockout ends (0: none).
-    pub locked_until: i64,
-}
-
+/// The rules of the persisted lockout state of one (account, key).
 impl LockState {
     /// Seconds the account stays locked, if it is locked at `now`.
     pub fn locked_for(&self, now: i64) -> Option<u64> {

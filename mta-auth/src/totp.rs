@@ -3,13 +3,16 @@
 //! Each account has a random secret `S`. The code for key ID `K` in
 //! generation `g` is RFC 6238 TOTP (HMAC-SHA-256) over the derived secret
 //! `HMAC-SHA256(S, "mailid-totp-v1" || K || g)` (`g` as 8 bytes big endian).
-//! This module is pure: no clock, no storage.
+//! This module is pure: no clock, no I/O (its [`KeyState`] is storage's
+//! plain row).
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+pub use crate::store::KeyState;
 
 /// Domain-separation label of the per-key derivation.
 pub const DERIVE_LABEL: &[u8] = b"mailid-totp-v1";
@@ -104,17 +107,6 @@ pub fn code_at(
 ) -> String {
     let derived = derive(account_secret, key_id, generation);
     hotp::<Hmac<Sha256>>(&derived, step, params.digits)
-}
-
-/// The code state of one key of an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyState {
-    /// Binary key ID.
-    pub key_id: Vec<u8>,
-    /// Bumped by every successful validation.
-    pub generation: u64,
-    /// When a code of this generation was last issued, if it was.
-    pub issued_at: Option<i64>,
 }
 
 /// What a presented code turned out to be.

@@ -3,13 +3,16 @@
 //! Every read-modify-write (issuing and validating codes, lockout counters,
 //! publishing identities) runs as one `Db::write` job: serialised on the
 //! one writer and durable before it answers, hence race-free. Callers see
-//! only the domain methods of [`Store`], so another backend (PostgreSQL for
-//! several instances) can offer the same methods.
+//! only the domain methods of [`Store`] and plain row types, so another
+//! backend (PostgreSQL for several instances) can offer the same methods;
+//! decisions such as a code's validity are the caller's, passed in as a
+//! function where they must run inside the transaction.
 
 mod accounts;
 mod cas;
 mod codes;
 mod identities;
+mod rows;
 
 use std::path::Path;
 
@@ -17,8 +20,8 @@ use mailid_shared::db::{Db, DbError, OpenMode};
 
 pub use accounts::AccountRow;
 pub use cas::CaRow;
-pub use codes::{Issued, Validation};
 pub use identities::{CrlRow, IdentityRow};
+pub use rows::{AccountCodes, CodeSnapshot, IssueRow, KeyRow, KeyState, KeyWrite, LockState};
 
 /// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[

@@ -1,0 +1,74 @@
+//! Plain rows of the code tables, owned by storage so that the pure TOTP
+//! and lockout logic and every backend share them without storage knowing
+//! what they mean.
+
+use zeroize::Zeroizing;
+
+/// The persisted lockout state of one (account, key); its rules are in
+/// `crate::lockout`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockState {
+    /// Consecutive failures since the last success or lockout.
+    pub failures: u32,
+    /// Lockouts since the last success.
+    pub lockouts: u32,
+    /// Unix time the current lockout ends (0: none).
+    pub locked_until: i64,
+}
+
+/// The code state of one key of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    /// Binary key ID.
+    pub key_id: Vec<u8>,
+    /// Bumped by every successful validation.
+    pub generation: u64,
+    /// When a code of this generation was last issued, if it was.
+    pub issued_at: Option<i64>,
+}
+
+/// One row of `totp_keys`: a key's code state and its lockout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub state: KeyState,
+    pub lock: LockState,
+}
+
+/// An account's TOTP secret and whether it is enabled (no `Debug`: it
+/// holds the secret).
+pub struct AccountCodes {
+    pub secret: Zeroizing<Vec<u8>>,
+    pub enabled: bool,
+}
+
+/// What issuing a code records and needs: the account's secret and the
+/// key's current generation (no `Debug`: it holds the secret).
+pub struct IssueRow {
+    pub secret: Zeroizing<Vec<u8>>,
+    pub generation: u64,
+}
+
+/// Everything a validation reads, loaded inside its write transaction
+/// (no `Debug`: it holds secrets).
+pub struct CodeSnapshot {
+    /// The CA's registered secret; `None`: the CA is not registered.
+    pub ca_secret: Option<Zeroizing<Vec<u8>>>,
+    /// `None`: no such account.
+    pub account: Option<AccountCodes>,
+    /// The presented key's row, if a code was ever issued for it.
+    pub target: Option<KeyRow>,
+    /// The account's other keys with a code issued at or after the
+    /// `live_since` the snapshot was loaded for.
+    pub others: Vec<KeyState>,
+}
+
+/// A write to the presented key's row, made in the same transaction as
+/// the snapshot was loaded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWrite {
+    /// The code was used: bump the generation, forget the issue time and
+    /// reset the lockout.
+    ConsumeCode,
+    /// Store this lockout state.
+    SaveLock(LockState),
+}
