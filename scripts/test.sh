@@ -28,6 +28,11 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+log "the client compiles no server plumbing (mailid-shared without its server feature)"
+# tower-http itself stays: reqwest uses its client-side follow-redirect layer.
+client_tree=$(cargo tree -p mailid-client -e normal,features --prefix none)
+if grep -E '^(rusqlite|libsqlite3-sys|axum) |^(hyper|hyper-util) feature "server|^tower-http feature "(limit|timeout|trace|catch-panic)"' <<<"$client_tree"; then echo "error: the client's dependency tree holds server plumbing (listed above): rusqlite, axum, tower-http's server layers or hyper's server must come only with mailid-shared's \"server\" feature" >&2; exit 1; fi
+
 log "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins
 

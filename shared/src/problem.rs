@@ -1,12 +1,19 @@
 //! RFC 9457 problem documents with the error codes of the mailid contract,
-//! and the axum glue that makes every error answer one of them.
+//! and (with the `server` feature) the axum glue that makes every error
+//! answer one of them. The types are the client's too: it reads the
+//! documents the services send.
 
 use std::fmt;
 
+#[cfg(feature = "server")]
 use axum::extract::rejection::JsonRejection;
+#[cfg(feature = "server")]
 use axum::extract::{FromRequest, Request};
+#[cfg(feature = "server")]
 use axum::http::{header, HeaderValue, StatusCode};
+#[cfg(feature = "server")]
 use axum::response::{IntoResponse, Response};
+#[cfg(feature = "server")]
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -224,6 +231,7 @@ impl fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
+#[cfg(feature = "server")]
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status =
@@ -251,8 +259,10 @@ impl IntoResponse for Problem {
 
 /// A JSON body extractor whose every rejection is a problem document
 /// (`bad-request`, or `payload-too-large` over the body limit).
+#[cfg(feature = "server")]
 pub struct ApiJson<T>(pub T);
 
+#[cfg(feature = "server")]
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
     T: DeserializeOwned,
@@ -268,6 +278,7 @@ where
     }
 }
 
+#[cfg(feature = "server")]
 fn json_rejection(rejection: JsonRejection) -> Problem {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return Problem::new(ErrorCode::PayloadTooLarge, "request body is too large");
@@ -288,6 +299,7 @@ fn json_rejection(rejection: JsonRejection) -> Problem {
 }
 
 /// Fallback for unknown routes and methods.
+#[cfg(feature = "server")]
 pub async fn not_found_fallback(req: Request) -> Problem {
     Problem::not_found(format!(
         "no route for {} {}",
@@ -298,6 +310,7 @@ pub async fn not_found_fallback(req: Request) -> Problem {
 
 /// Middleware body: turns any error answer that is not yet a problem
 /// document (from a framework layer, a timeout or a caught panic) into one.
+#[cfg(feature = "server")]
 pub async fn ensure_problem(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
