@@ -2,8 +2,6 @@
 //! and metrics. Enrollment, its preflight and holder revocation are in
 //! [`crate::enroll`].
 
-use std::sync::Arc;
-
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,37 +10,14 @@ use axum::{Json, Router};
 
 use mailid_shared::problem::{ErrorCode, Problem};
 use mailid_shared::protocol::{AccountInfo, CertStatus, CertificateInfo};
-use mailid_shared::timefmt::{now_unix, rfc3339};
+use mailid_shared::timefmt::now_unix;
 use mailid_shared::{Address, Serial};
 
-use crate::config::Config;
-use crate::crl::Publisher;
-use crate::issuer::CaIssuer;
-use crate::metrics::Metrics;
-use crate::mta_client::MtaClient;
-use crate::store::{CertRow, Store, StoreError};
-use mailid_shared::ratelimit::Limiter;
+use crate::state::{AppState, Shared};
+use crate::store::StoreError;
 
 /// Most certificates listed for one account.
 pub const ACCOUNT_LIST_LIMIT: u32 = 1000;
-
-/// Everything a request handler needs.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub issuer: Arc<CaIssuer>,
-    pub crl: Arc<Publisher>,
-    pub mta: MtaClient,
-    pub metrics: Arc<Metrics>,
-    pub ip_limit: Limiter,
-    pub account_limit: Limiter,
-    /// The enrollment preflight's own per-address budget (it only peeks at
-    /// `ip_limit` and `account_limit`).
-    pub check_limit: Limiter,
-}
-
-/// Shared state handle.
-pub type Shared = Arc<AppState>;
 
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
@@ -74,21 +49,6 @@ pub fn router(state: Shared) -> Router {
     }))
 }
 
-/// The public view of a stored certificate.
-pub fn info(row: &CertRow, now: i64) -> CertificateInfo {
-    CertificateInfo {
-        serial: row.serial.clone(),
-        account: row.account.clone(),
-        key_id: row.key_id.clone(),
-        status: row.status(now),
-        not_before: rfc3339(row.not_before),
-        not_after: rfc3339(row.not_after),
-        revoked_at: row.revoked_at.map(rfc3339),
-        reason: row.reason,
-        certificate: mailid_shared::pem::encode("CERTIFICATE", &row.der),
-    }
-}
-
 async fn certificate(
     State(st): State<Shared>,
     Path(serial): Path<String>,
@@ -101,7 +61,7 @@ async fn certificate(
         .get(&serial)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no certificate with serial {serial}")))?;
-    Ok(Json(info(&row, now_unix())))
+    Ok(Json(row.info(now_unix())))
 }
 
 async fn account(
@@ -112,7 +72,7 @@ async fn account(
         Address::parse(&address).map_err(|e| Problem::bad_request(format!("bad address: {e}")))?;
     let rows = st.store.by_account(&account, ACCOUNT_LIST_LIMIT).await?;
     let now = now_unix();
-    let certificates: Vec<CertificateInfo> = rows.iter().map(|r| info(r, now)).collect();
+    let certificates: Vec<CertificateInfo> = rows.iter().map(|r| r.info(now)).collect();
     let current = certificates
         .iter()
         .find(|c| c.status == CertStatus::Valid)

@@ -36,10 +36,10 @@ use mailid_shared::protocol::{
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{Address, KeyId};
 
-use crate::api::Shared;
 use crate::issuer::{CsrPublicKey, Draft};
 use crate::mta_client::Verdict;
 use crate::policy::CheckedCsr;
+use crate::state::Shared;
 use crate::store::{MtaRoute, NewCert, RevokeOutcome};
 
 /// Longest TOTP text passed on to an MTA.

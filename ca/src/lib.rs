@@ -25,4 +25,5 @@ pub mod mta_client;
 pub mod ops;
 pub mod policy;
 pub mod serve;
+pub mod state;
 pub mod store;

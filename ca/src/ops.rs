@@ -273,7 +273,7 @@ fn list(
         .map_err(|e| anyhow::anyhow!("bad --account: {e}"))?;
     let now = now_unix();
     let rows = store.list_blocking(account.as_ref(), status, now)?;
-    let infos: Vec<CertificateInfo> = rows.iter().map(|r| crate::api::info(r, now)).collect();
+    let infos: Vec<CertificateInfo> = rows.iter().map(|r| r.info(now)).collect();
     if json {
         println!("{}", serde_json::to_string(&infos)?);
         return Ok(());
@@ -296,7 +296,7 @@ fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
     let row = store
         .get_blocking(&serial)?
         .ok_or_else(|| anyhow::anyhow!("no certificate with serial {serial}"))?;
-    let i = crate::api::info(&row, now_unix());
+    let i = row.info(now_unix());
     if json {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(());

@@ -5,13 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::api::AppState;
 use crate::cli::{Cli, ServeArgs};
 use crate::config::{Config, Paths};
 use crate::crl::Publisher;
 use crate::metrics::Metrics;
-use crate::mta_client::MtaClient;
-use mailid_shared::ratelimit::Limiter;
+use crate::state::AppState;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -58,18 +56,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || Publisher::start(s2, i2, m2, paths.crl, hours))
                 .await??;
         tokio::spawn(crl.clone().run());
-        let limits = cfg.rate_limits;
-        let state = Arc::new(AppState {
-            store,
-            issuer,
-            crl,
-            mta: MtaClient::new()?,
-            metrics,
-            ip_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
-            account_limit: Limiter::new(limits.account_per_second, limits.account_burst),
-            check_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
-            config: cfg,
-        });
+        let state = Arc::new(AppState::new(cfg, store, issuer, crl, metrics)?);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

@@ -11,7 +11,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use mailid_shared::db::{Db, DbError, OpenMode};
-use mailid_shared::protocol::{CertStatus, RevocationReason};
+use mailid_shared::protocol::{CertStatus, CertificateInfo, RevocationReason};
+use mailid_shared::timefmt::rfc3339;
 use mailid_shared::{Address, KeyId, Serial};
 
 mod txn;
@@ -116,6 +117,21 @@ impl CertRow {
             CertStatus::Expired
         } else {
             CertStatus::Valid
+        }
+    }
+
+    /// The public view of this certificate at time `now`.
+    pub fn info(&self, now: i64) -> CertificateInfo {
+        CertificateInfo {
+            serial: self.serial.clone(),
+            account: self.account.clone(),
+            key_id: self.key_id.clone(),
+            status: self.status(now),
+            not_before: rfc3339(self.not_before),
+            not_after: rfc3339(self.not_after),
+            revoked_at: self.revoked_at.map(rfc3339),
+            reason: self.reason,
+            certificate: mailid_shared::pem::encode("CERTIFICATE", &self.der),
         }
     }
 }
