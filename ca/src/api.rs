@@ -1,6 +1,7 @@
 //! HTTP front end: routing, lookups, the CA certificate, the CRL, health
-//! and metrics. Enrollment, its preflight and holder revocation are in
-//! [`crate::enroll`].
+//! and metrics. The handlers of enrollment, its preflight and holder
+//! revocation are in [`crate::enroll`], their decisions in
+//! [`crate::authority`].
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -8,25 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use mailid_shared::problem::{ErrorCode, Problem};
+use mailid_shared::problem::Problem;
 use mailid_shared::protocol::{AccountInfo, CertStatus, CertificateInfo};
 use mailid_shared::timefmt::now_unix;
 use mailid_shared::{Address, Serial};
 
 use crate::state::{AppState, Shared};
-use crate::store::StoreError;
 
 /// Most certificates listed for one account.
 pub const ACCOUNT_LIST_LIMIT: u32 = 1000;
-
-impl From<StoreError> for Problem {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::CompromisedKey => Problem::new(ErrorCode::UnsupportedKey, e.to_string()),
-            other => Problem::internal(other),
-        }
-    }
-}
 
 /// The CA's router with every route of SPEC §5, hardened.
 pub fn router(state: Shared) -> Router {

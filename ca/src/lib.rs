@@ -3,6 +3,10 @@
 //! A request flows top to bottom through modules with one job each:
 //!
 //! * [`api`], [`enroll`]: HTTP routing, decoding and problem documents;
+//! * [`authority`]: the registration authority's decisions (rate limits,
+//!   route and compromised-key checks, TOTP, issue, supersede, revocation)
+//!   for the HTTP handlers and the operator CLI alike; [`state`] is what
+//!   they share;
 //! * [`policy`]: CSR checks (parse, proof of possession, key policy, address);
 //! * [`mta_client`]: the HMAC-signed TOTP check with the account's MTA;
 //! * [`issuer`]: certificate building and signing; [`crl`]: the CRL publisher;
@@ -13,6 +17,7 @@
 //! are the operator side.
 
 pub mod api;
+pub mod authority;
 pub mod cli;
 pub mod config;
 pub mod crl;

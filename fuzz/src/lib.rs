@@ -241,15 +241,15 @@ pub fn json(data: &[u8]) {
         }
     }
     if let Some(req) = api_json::<EnrollRequest>(data) {
-        let _ = mailid_ca::enroll::check_totp_text(&req.totp);
+        let _ = mailid_ca::authority::check_totp_text(&req.totp);
         check_csr_text(&req.csr);
     }
     if let Some(req) = api_json::<RevokeRequest>(data) {
-        let _ = mailid_ca::enroll::check_totp_text(&req.totp);
+        let _ = mailid_ca::authority::check_totp_text(&req.totp);
         let reason = req
             .reason
             .unwrap_or(mailid_shared::protocol::RevocationReason::Unspecified);
-        let _ = mailid_ca::enroll::holder_may_use(reason);
+        let _ = mailid_ca::authority::holder_may_use(reason);
     }
     if let Ok(answer) = serde_json::from_slice::<ValidateResponse>(data) {
         round_trip(&answer);

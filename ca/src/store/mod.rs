@@ -136,6 +136,15 @@ impl CertRow {
     }
 }
 
+/// The two facts an enrollment's route lookup reads together.
+#[derive(Debug, Clone)]
+pub struct RouteAndKey {
+    /// The domain's MTA route, if this CA serves the domain.
+    pub route: Option<MtaRoute>,
+    /// Whether the key was revoked for key compromise (never certified again).
+    pub key_compromised: bool,
+}
+
 /// What a revocation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeOutcome {
@@ -402,23 +411,26 @@ impl Store {
         })
     }
 
-    /// The MTA route for `domain`, in the same read as the check that
-    /// `key_id` was never reported compromised
-    /// ([`StoreError::CompromisedKey`] if it was).
-    pub async fn route_for_key(
+    /// The MTA route for `domain` (if any) and whether `key_id` was
+    /// reported compromised, in one read; the caller decides what refuses.
+    pub async fn route_and_key(
         &self,
         domain: &str,
         key_id: &KeyId,
-    ) -> Result<Option<MtaRoute>, StoreError> {
+    ) -> Result<RouteAndKey, StoreError> {
         let d = domain.to_ascii_lowercase();
         let k = key_id.to_string();
         self.db
             .read(move |c| {
-                txn::refuse_compromised(c, &k)?;
+                let key_compromised = txn::is_compromised(c, &k)?;
                 let mut stmt = c.prepare_cached(
                     "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",
                 )?;
-                Ok(stmt.query_row([d], route_row).optional()?)
+                let route = stmt.query_row([d], route_row).optional()?;
+                Ok(RouteAndKey {
+                    route,
+                    key_compromised,
+                })
             })
             .await
     }

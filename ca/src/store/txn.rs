@@ -70,15 +70,11 @@ fn revoke_key(conn: &Connection, serial: &str, now: i64) -> Result<usize, StoreE
     Ok(revoked + reasons)
 }
 
-/// [`StoreError::CompromisedKey`] if `key_id` was reported compromised.
-pub(super) fn refuse_compromised(conn: &Connection, key_id: &str) -> Result<(), StoreError> {
-    let found = conn
+/// Whether `key_id` was reported compromised.
+pub(super) fn is_compromised(conn: &Connection, key_id: &str) -> Result<bool, StoreError> {
+    Ok(conn
         .prepare_cached("SELECT 1 FROM compromised_keys WHERE key_id = ?1")?
-        .exists([key_id])?;
-    if found {
-        return Err(StoreError::CompromisedKey);
-    }
-    Ok(())
+        .exists([key_id])?)
 }
 
 /// Enrollment: retires the account's valid identities (revoked as
@@ -90,7 +86,9 @@ pub(super) fn insert_superseding_in(
 ) -> Result<Vec<Serial>, StoreError> {
     // Checked again here: a keyCompromise revocation may have come in
     // since the check before the MTA call.
-    refuse_compromised(conn, &cert.key_id.to_string())?;
+    if is_compromised(conn, &cert.key_id.to_string())? {
+        return Err(StoreError::CompromisedKey);
+    }
     let account = cert.account.as_str();
     let mut stmt = conn.prepare_cached(
         "SELECT serial, not_after FROM certificates WHERE account = ?1 AND active = 1",
