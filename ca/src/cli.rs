@@ -1,12 +1,15 @@
-//! The operator command line of SPEC §5.
+//! The operator command line of SPEC §5: parses it and dispatches to
+//! [`crate::ops`] and [`crate::serve`], which take what they need as
+//! arguments (this module is the top; nothing imports it).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use mailid_shared::protocol::{CertStatus, RevocationReason};
 
-use crate::keys::KeyType;
+use crate::ops::{self, InitArgs, MtaCommand};
+use crate::serve::ServeArgs;
 
 /// mailid certificate authority.
 #[derive(Debug, Parser)]
@@ -71,77 +74,27 @@ pub enum Command {
     },
 }
 
-/// `init` options.
-#[derive(Debug, Args)]
-pub struct InitArgs {
-    /// The CA's name (common name of the root; with --import-cert the
-    /// imported certificate's subject names the CA instead).
-    #[arg(long)]
-    pub name: String,
-    #[arg(long, default_value = "p256")]
-    pub key_type: KeyType,
-    /// Base of the CRL and CA certificate URLs put into certificates.
-    #[arg(long, default_value = crate::config::DEFAULT_BASE_URL)]
-    pub base_url: String,
-    #[arg(long, default_value_t = 365)]
-    pub validity_days: u32,
-    /// certificatePolicies OID of identity certificates.
-    #[arg(long, default_value = crate::config::DEFAULT_POLICY_OID)]
-    pub policy_oid: String,
-    /// CRL lifetime (nextUpdate − thisUpdate) in hours, at most 168.
-    #[arg(long, default_value_t = 24)]
-    pub crl_next_update_hours: u32,
-    /// Run as an intermediate: the CA certificate (chain: CA first, root last).
-    #[arg(long, requires = "import_key")]
-    pub import_cert: Option<PathBuf>,
-    /// The imported CA certificate's key (PKCS#8 PEM, encrypted with the passphrase if so).
-    #[arg(long, requires = "import_cert")]
-    pub import_key: Option<PathBuf>,
-}
-
-/// `serve` options.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address and port to listen on (a socket address: a bad one is a
-    /// usage error).
-    #[arg(long, default_value = "127.0.0.1:7700")]
-    pub listen: std::net::SocketAddr,
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-}
-
-/// `mta` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum MtaCommand {
-    /// Route a domain's TOTP checks to an MTA auth service.
-    Add {
-        #[arg(long)]
-        domain: String,
-        #[arg(long)]
-        url: String,
-        /// The name this CA is registered under at the MTA.
-        #[arg(long)]
-        ca_name: String,
-        /// File holding the credential the MTA printed for this CA.
-        #[arg(long)]
-        credential_file: PathBuf,
-    },
-    /// List the routes (without credentials).
-    List,
-    /// Remove a domain's route.
-    Remove { domain: String },
+/// Runs one parsed command.
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let dir = cli.data_dir.as_path();
+    let pass_file = cli.passphrase_file.as_deref();
+    let json = cli.json;
+    match &cli.command {
+        Command::Init(args) => ops::init(dir, pass_file, args, json),
+        Command::Mta { command } => ops::mta(dir, command, json),
+        Command::Serve(args) => crate::serve::run(dir, pass_file, args),
+        Command::Revoke { serial, reason } => ops::revoke(dir, serial, *reason, json),
+        Command::List { account, status } => ops::list(dir, account.as_deref(), *status, json),
+        Command::Show { serial } => ops::show(dir, serial, json),
+        Command::Crl { out, der } => ops::crl(dir, pass_file, out.as_deref(), *der, json),
+    }
 }
 
 /// Parses the command line, runs it, and returns the exit status:
 /// 0 success, 1 failure (one line on stderr), 2 usage error.
 pub fn main() -> i32 {
     let cli: Cli = mailid_shared::cli::parse_or_exit("mailid-ca");
-    let res = match &cli.command {
-        Command::Serve(args) => crate::serve::run(&cli, args),
-        _ => crate::ops::run(&cli),
-    };
+    let res = run(&cli);
     match res {
         Ok(()) => 0,
         Err(e) => {

@@ -1,54 +1,103 @@
 //! Operator commands other than `serve`. They open the same SQLite
-//! database as a running server, so they take effect at once.
+//! database as a running server, so they take effect at once; `revoke`
+//! goes through the registration authority like a holder's revocation.
+//! Each takes what it needs as arguments ([`crate::cli`] dispatches).
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use der::Decode;
 
 use mailid_shared::authsig::Credential;
 use mailid_shared::db::OpenMode;
-use mailid_shared::protocol::{CertStatus, CertificateInfo};
+use mailid_shared::protocol::{CertStatus, CertificateInfo, RevocationReason};
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{Address, Serial};
 
-use crate::cli::{Cli, Command, InitArgs, MtaCommand};
+use crate::authority::{self, Unrevoked};
 use crate::config::{Config, Paths};
 use crate::issuer::{self, CaIssuer};
-use crate::keys;
-use crate::store::{MtaRoute, RevokeOutcome, Store};
+use crate::keys::{self, KeyType};
+use crate::store::{MtaRoute, Store};
 
-/// Runs an operator command.
-pub fn run(cli: &Cli) -> anyhow::Result<()> {
-    let dir = &cli.data_dir;
-    match &cli.command {
-        Command::Init(args) => init(cli, args),
-        Command::Mta { command } => mta(dir, command, cli.json),
-        Command::Revoke { serial, reason } => {
-            let serial: Serial = serial.parse().context("bad serial")?;
-            let store = open_store(dir)?;
-            match store.revoke_blocking(serial.clone(), *reason, now_unix())? {
-                RevokeOutcome::Revoked { at } => {
-                    if cli.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"serial": serial, "revoked_at": mailid_shared::timefmt::rfc3339(at), "reason": reason})
-                        );
-                    } else {
-                        println!("revoked {serial} ({reason})");
-                    }
-                    Ok(())
-                }
-                RevokeOutcome::NotFound => anyhow::bail!("no certificate with serial {serial}"),
-                RevokeOutcome::AlreadyRevoked => anyhow::bail!("{serial} is already revoked"),
-                RevokeOutcome::Expired => anyhow::bail!("{serial} has expired"),
+/// `init` options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The CA's name (common name of the root; with --import-cert the
+    /// imported certificate's subject names the CA instead).
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Base of the CRL and CA certificate URLs put into certificates.
+    #[arg(long, default_value = crate::config::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    #[arg(long, default_value_t = 365)]
+    pub validity_days: u32,
+    /// certificatePolicies OID of identity certificates.
+    #[arg(long, default_value = crate::config::DEFAULT_POLICY_OID)]
+    pub policy_oid: String,
+    /// CRL lifetime (nextUpdate − thisUpdate) in hours, at most 168.
+    #[arg(long, default_value_t = 24)]
+    pub crl_next_update_hours: u32,
+    /// Run as an intermediate: the CA certificate (chain: CA first, root last).
+    #[arg(long, requires = "import_key")]
+    pub import_cert: Option<PathBuf>,
+    /// The imported CA certificate's key (PKCS#8 PEM, encrypted with the passphrase if so).
+    #[arg(long, requires = "import_cert")]
+    pub import_key: Option<PathBuf>,
+}
+
+/// `mta` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MtaCommand {
+    /// Route a domain's TOTP checks to an MTA auth service.
+    Add {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        url: String,
+        /// The name this CA is registered under at the MTA.
+        #[arg(long)]
+        ca_name: String,
+        /// File holding the credential the MTA printed for this CA.
+        #[arg(long)]
+        credential_file: PathBuf,
+    },
+    /// List the routes (without credentials).
+    List,
+    /// Remove a domain's route.
+    Remove { domain: String },
+}
+
+/// `revoke`: through [`authority::revoke_as_operator`], the transaction of
+/// a holder's revocation.
+pub fn revoke(
+    dir: &Path,
+    serial: &str,
+    reason: RevocationReason,
+    json: bool,
+) -> anyhow::Result<()> {
+    let serial: Serial = serial.parse().context("bad serial")?;
+    let store = open_store(dir)?;
+    match authority::revoke_as_operator(&store, &serial, reason) {
+        Ok(at) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"serial": serial, "revoked_at": rfc3339(at), "reason": reason})
+                );
+            } else {
+                println!("revoked {serial} ({reason})");
             }
+            Ok(())
         }
-        Command::List { account, status } => list(dir, account.as_deref(), *status, cli.json),
-        Command::Show { serial } => show(dir, serial, cli.json),
-        Command::Crl { out, der } => crl(cli, out.as_deref(), *der),
-        Command::Serve(_) => unreachable!("serve is run by crate::serve"),
+        Err(Unrevoked::NotFound) => anyhow::bail!("no certificate with serial {serial}"),
+        Err(Unrevoked::AlreadyRevoked) => anyhow::bail!("{serial} is already revoked"),
+        Err(Unrevoked::Expired) => anyhow::bail!("{serial} has expired"),
+        Err(Unrevoked::Store(e)) => Err(e.into()),
     }
 }
 
@@ -83,8 +132,7 @@ pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow
 }
 
 /// `init`; a failed `init` removes the data directory again if it made it.
-fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
-    let dir = &cli.data_dir;
+pub fn init(dir: &Path, pass_file: Option<&Path>, a: &InitArgs, json: bool) -> anyhow::Result<()> {
     let paths = Paths::new(dir);
     if paths.config.exists() || paths.key.exists() || paths.ca_pem.exists() {
         anyhow::bail!("{} already holds a CA", dir.display());
@@ -97,16 +145,21 @@ fn init(cli: &Cli, a: &InitArgs) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let result = init_in(cli, a, &paths);
+    let result = init_in(dir, pass_file, a, &paths, json);
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
 }
 
-fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
-    let dir = &cli.data_dir;
-    let pass = keys::passphrase(cli.passphrase_file.as_deref())?;
+fn init_in(
+    dir: &Path,
+    pass_file: Option<&Path>,
+    a: &InitArgs,
+    paths: &Paths,
+    json: bool,
+) -> anyhow::Result<()> {
+    let pass = keys::passphrase(pass_file)?;
     let pass = pass.as_deref().map(String::as_str);
     let now = now_unix();
     let (key_type, pkcs8, chain) = match (&a.import_cert, &a.import_key) {
@@ -178,7 +231,7 @@ fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
         floor,
     )?;
     crate::crl::write_file(&paths.crl, &snap.der)?;
-    if cli.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({"name": cfg.name, "key_type": key_type, "ca_pem": paths.ca_pem, "encrypted": pass.is_some()})
@@ -193,7 +246,8 @@ fn init_in(cli: &Cli, a: &InitArgs, paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
+/// `mta add|list|remove`.
+pub fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     match cmd {
         MtaCommand::Add {
@@ -260,7 +314,8 @@ fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(
+/// `list`.
+pub fn list(
     dir: &Path,
     account: Option<&str>,
     status: Option<CertStatus>,
@@ -290,7 +345,8 @@ fn list(
     Ok(())
 }
 
-fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
+/// `show`.
+pub fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
     let serial: Serial = serial.parse().context("bad serial")?;
     let store = open_store(dir)?;
     let row = store
@@ -314,11 +370,17 @@ fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
-    let dir = &cli.data_dir;
+/// `crl`: signs a fresh CRL, prints it or writes it to `out`.
+pub fn crl(
+    dir: &Path,
+    pass_file: Option<&Path>,
+    out: Option<&Path>,
+    der: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let cfg = Config::load(dir)?;
     let store = open_store(dir)?;
-    let issuer = load_issuer(dir, &cfg, cli.passphrase_file.as_deref())?;
+    let issuer = load_issuer(dir, &cfg, pass_file)?;
     // Open the output before signing, so a bad --out uses up no CRL number.
     let cannot = |p: &Path| format!("cannot write {}", p.display());
     let file = out
@@ -345,7 +407,7 @@ fn crl(cli: &Cli, out: Option<&Path>, der: bool) -> anyhow::Result<()> {
             .and_then(|()| f.sync_all())
             .with_context(|| cannot(p))?;
     }
-    if cli.json {
+    if json {
         let mut v = serde_json::json!({
             "crl_number": snap.number,
             "this_update": rfc3339(snap.this_update),

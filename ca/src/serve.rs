@@ -1,15 +1,29 @@
 //! `mailid-ca serve`: loads the CA, starts the CRL publisher and serves.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Args;
 
-use crate::cli::{Cli, ServeArgs};
 use crate::config::{Config, Paths};
 use crate::crl::Publisher;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (a socket address: a bad one is a
+    /// usage error).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -28,16 +42,11 @@ fn init_logging() {
 }
 
 /// Runs the service until SIGINT or SIGTERM.
-pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+pub fn run(dir: &Path, pass_file: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    let dir = &cli.data_dir;
     let cfg = Config::load(dir)?;
     // Refuses to start without the right passphrase for an encrypted key.
-    let issuer = Arc::new(crate::ops::load_issuer(
-        dir,
-        &cfg,
-        cli.passphrase_file.as_deref(),
-    )?);
+    let issuer = Arc::new(crate::ops::load_issuer(dir, &cfg, pass_file)?);
     let store = crate::ops::open_store(dir)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(mailid_shared::http::tls_config(c, k, None)?),
