@@ -282,9 +282,13 @@ pub fn holder_may_use(reason: RevocationReason) -> bool {
 /// Why the revocation transaction revoked nothing; each caller words it.
 #[derive(Debug)]
 pub enum Unrevoked {
+    /// No certificate has this serial.
     NotFound,
+    /// It was revoked before (and this is no new key-compromise report).
     AlreadyRevoked,
+    /// It expired; an expired certificate is not revoked.
     Expired,
+    /// The database failed.
     Store(StoreError),
 }
 
