@@ -32,7 +32,10 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use x509_cert::Certificate;
 
-use crate::identity::crl::{crl_number, verify_crl, FETCH_TIMEOUT, MAX_CRL_BYTES};
+use crate::identity::crl::{
+    cmp_magnitude, crl_number, holds_serial, revoked_serials, verify_crl, FETCH_TIMEOUT,
+    MAX_CRL_BYTES,
+};
 
 /// Where a CRL comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +79,10 @@ impl Loaded {
     /// Whether `self` may replace `old` (same rule as the upload CRL cache).
     fn not_older_than(&self, old: &Loaded) -> bool {
         match (&self.number, &old.number) {
-            (Some(n), Some(o)) => n.len().cmp(&o.len()).then_with(|| n.cmp(o)).is_ge(),
+            (Some(n), Some(o)) => cmp_magnitude(n, o).is_ge(),
             _ => self.this_update >= old.this_update,
         }
     }
-}
-
-/// A DER integer's magnitude without leading zero octets.
-fn magnitude(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    bytes[start..].to_vec()
 }
 
 /// The verifier in use and the CRLs it was built from (one per source).
@@ -224,12 +221,7 @@ impl ClientAuth {
                         issuer: list.issuer.to_der().unwrap_or_default(),
                         this_update: v.row.this_update,
                         number: crl_number(&v.list),
-                        revoked: list
-                            .revoked_certificates
-                            .iter()
-                            .flatten()
-                            .map(|r| magnitude(r.serial_number.as_bytes()))
-                            .collect(),
+                        revoked: revoked_serials(&v.list),
                         der,
                     });
                 }
@@ -298,11 +290,10 @@ impl ClientAuth {
             return true;
         };
         let issuer = cert.tbs_certificate.issuer.to_der().unwrap_or_default();
-        let serial = magnitude(cert.tbs_certificate.serial_number.as_bytes());
         let cur = self.current.read().expect("lock");
         cur.crls
             .iter()
-            .any(|c| c.issuer == issuer && c.revoked.contains(&serial))
+            .any(|c| c.issuer == issuer && holds_serial(&c.revoked, &cert))
     }
 
     fn verifier(&self) -> Arc<dyn ClientCertVerifier> {

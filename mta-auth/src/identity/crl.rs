@@ -81,7 +81,7 @@ pub fn verify_crl(der: &[u8], issuer: &Certificate) -> Result<VerifiedCrl, Strin
 }
 
 /// The serial numbers a CRL lists, as magnitudes (see [`magnitude`]).
-fn revoked_serials(list: &CertificateList) -> HashSet<Vec<u8>> {
+pub(crate) fn revoked_serials(list: &CertificateList) -> HashSet<Vec<u8>> {
     list.tbs_cert_list
         .revoked_certificates
         .as_ref()
@@ -95,7 +95,7 @@ fn revoked_serials(list: &CertificateList) -> HashSet<Vec<u8>> {
 
 /// Whether `revoked` (from [`revoked_serials`]) holds the certificate's
 /// serial number.
-fn holds_serial(revoked: &HashSet<Vec<u8>>, cert: &Certificate) -> bool {
+pub(crate) fn holds_serial(revoked: &HashSet<Vec<u8>>, cert: &Certificate) -> bool {
     revoked.contains(&magnitude(cert.tbs_certificate.serial_number.as_bytes()))
 }
 
@@ -113,7 +113,7 @@ fn magnitude(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Orders two magnitudes as unsigned big-endian integers.
-fn cmp_magnitude(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+pub(crate) fn cmp_magnitude(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
