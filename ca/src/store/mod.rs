@@ -1,80 +1,28 @@
-//! SQLite storage: certificates, the one-identity rule, MTA routes and the
-//! CRL state.
+//! The CA's storage: certificates, the one-identity rule, MTA routes, the
+//! CRL state and keys reported compromised, behind one interface with two
+//! backends.
 //!
-//! The partial unique index `one_valid_identity` makes two active
-//! certificates for one account impossible in the database itself; every
-//! write goes through the single writer of [`Db`], so the revoke-then-insert
-//! of an enrollment is one serialised transaction.
+//! [`Store`] is what the rest of the crate uses; it dispatches to the
+//! crate-private [`Backend`] trait, implemented by [`sqlite`] (the embedded
+//! default, one file in the data directory) and [`pg`] (PostgreSQL, shared
+//! by any number of replicas). The trait keeps the two in step; the rules
+//! they share (CRL numbers and times) are the pure functions of [`rules`],
+//! and the decisions stay in [`crate::authority`]. Both backends hold the
+//! one-valid-identity rule in the database itself (a partial unique index)
+//! and answer every write only after it is durable.
 
+use std::future::Future;
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
-use mailid_shared::db::{Db, DbError, OpenMode};
+use mailid_shared::db::{DbError, OpenMode};
 use mailid_shared::protocol::{CertStatus, CertificateInfo, RevocationReason};
 use mailid_shared::timefmt::rfc3339;
 use mailid_shared::{Address, KeyId, Serial};
 
-mod txn;
-use txn::{insert_superseding_in, next_crl_in, revoke_one};
-pub use txn::{NextCrl, NANOS};
+pub(crate) mod rules;
+pub(crate) mod sqlite;
 
-const MIGRATIONS: &[&str] = &[
-    "
-CREATE TABLE certificates (
-    serial      TEXT PRIMARY KEY,
-    account     TEXT NOT NULL,
-    key_id      TEXT NOT NULL,
-    not_before  INTEGER NOT NULL,
-    not_after   INTEGER NOT NULL,
-    issued_at   INTEGER NOT NULL,
-    der         BLOB NOT NULL,
-    revoked_at  INTEGER,
-    reason      INTEGER,
-    active      INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
-    CHECK (revoked_at IS NULL OR active = 0)
-);
-CREATE UNIQUE INDEX one_valid_identity ON certificates(account) WHERE active = 1;
-CREATE INDEX certificates_by_account ON certificates(account, issued_at);
-CREATE INDEX certificates_revoked ON certificates(not_after) WHERE revoked_at IS NOT NULL;
-CREATE INDEX certificates_by_issued ON certificates(issued_at);
-CREATE TABLE mta_routes (
-    domain      TEXT PRIMARY KEY,
-    url         TEXT NOT NULL,
-    ca_name     TEXT NOT NULL,
-    credential  TEXT NOT NULL
-);
-CREATE TABLE crl_state (
-    id           INTEGER PRIMARY KEY CHECK (id = 1),
-    number       INTEGER NOT NULL,
-    this_update  INTEGER,
-    next_update  INTEGER,
-    covered      INTEGER NOT NULL,
-    revocations  INTEGER NOT NULL
-);
-INSERT INTO crl_state (id, number, covered, revocations) VALUES (1, 0, -1, 0);
-",
-    "
--- The CRL is read from this index alone, already in order: signing a CRL
--- of a million entries reads no certificate row and sorts nothing.
-DROP INDEX certificates_revoked;
-CREATE INDEX certificates_crl ON certificates(revoked_at, serial, not_after, reason)
-    WHERE revoked_at IS NOT NULL;
-",
-    "
--- Keys reported compromised (a revocation with reason keyCompromise): never
--- certified again (S/MIME BR 6.1.1.3), and every other certificate for the
--- key is revoked with it, found through certificates_by_key.
-CREATE INDEX certificates_by_key ON certificates(key_id);
-CREATE TABLE compromised_keys (
-    key_id  TEXT PRIMARY KEY,
-    serial  TEXT NOT NULL,
-    at      INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO compromised_keys (key_id, serial, at)
-    SELECT key_id, serial, revoked_at FROM certificates WHERE reason = 1;
-",
-];
+pub use rules::{NextCrl, NANOS};
 
 /// A storage failure or a refused write.
 #[derive(Debug, thiserror::Error)]
@@ -184,37 +132,33 @@ pub struct CrlState {
     pub revocations: i64,
 }
 
-const CERT_COLUMNS: &str =
-    "serial, account, key_id, not_before, not_after, issued_at, der, revoked_at, reason";
-
-fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CertRowRaw, Vec<u8>)> {
-    Ok((
-        CertRowRaw {
-            serial: r.get(0)?,
-            account: r.get(1)?,
-            key_id: r.get(2)?,
-            not_before: r.get(3)?,
-            not_after: r.get(4)?,
-            issued_at: r.get(5)?,
-            revoked_at: r.get(7)?,
-            reason: r.get(8)?,
-        },
-        r.get(6)?,
-    ))
+/// A certificate about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewCert {
+    pub serial: Serial,
+    pub account: Address,
+    pub key_id: KeyId,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub der: Vec<u8>,
 }
 
-struct CertRowRaw {
-    serial: String,
-    account: String,
-    key_id: String,
-    not_before: i64,
-    not_after: i64,
-    issued_at: i64,
-    revoked_at: Option<i64>,
-    reason: Option<i64>,
+/// A certificate row as both backends read it, before its text columns are
+/// parsed into newtypes by [`finish`].
+pub(crate) struct RawCert {
+    pub(crate) serial: String,
+    pub(crate) account: String,
+    pub(crate) key_id: String,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
+    pub(crate) issued_at: i64,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) reason: Option<i64>,
 }
 
-fn finish(raw: CertRowRaw, der: Vec<u8>) -> Result<CertRow, StoreError> {
+/// Parses a [`RawCert`]; a value that does not parse is
+/// [`StoreError::Corrupt`].
+pub(crate) fn finish(raw: RawCert, der: Vec<u8>) -> Result<CertRow, StoreError> {
     let bad = |what: &str| StoreError::Corrupt(format!("{what} of {}", raw.serial));
     Ok(CertRow {
         serial: raw.serial.parse().map_err(|_| bad("serial"))?,
@@ -237,44 +181,103 @@ fn finish(raw: CertRowRaw, der: Vec<u8>) -> Result<CertRow, StoreError> {
     })
 }
 
-fn query_certs(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<CertRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(args, cert_row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (raw, der) = r?;
-        out.push(finish(raw, der)?);
-    }
-    Ok(out)
-}
+/// What [`Store::for_each_crl_entry_blocking`] calls per entry: serial
+/// number bytes, revocation time, reason.
+pub(crate) type CrlEntryFn<'a> =
+    &'a mut dyn FnMut(&[u8], i64, RevocationReason) -> anyhow::Result<()>;
 
-/// A certificate about to be stored.
-#[derive(Debug, Clone)]
-pub struct NewCert {
-    pub serial: Serial,
-    pub account: Address,
-    pub key_id: KeyId,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub der: Vec<u8>,
+/// The storage primitives each backend provides; [`Store`] documents each.
+/// `_blocking` methods are for synchronous callers (the operator CLI and
+/// the CRL publisher's blocking thread), never an async task.
+pub(crate) trait Backend {
+    fn insert_superseding(
+        &self,
+        cert: NewCert,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<Serial>, StoreError>> + Send;
+    fn insert_superseding_blocking(
+        &self,
+        cert: NewCert,
+        now: i64,
+    ) -> Result<Vec<Serial>, StoreError>;
+    fn revoke(
+        &self,
+        serial: Serial,
+        reason: RevocationReason,
+        now: i64,
+    ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
+    fn revoke_blocking(
+        &self,
+        serial: Serial,
+        reason: RevocationReason,
+        now: i64,
+    ) -> Result<RevokeOutcome, StoreError>;
+    fn get_blocking(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError>;
+    fn get(
+        &self,
+        serial: &Serial,
+    ) -> impl Future<Output = Result<Option<CertRow>, StoreError>> + Send;
+    fn by_account(
+        &self,
+        account: &Address,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<CertRow>, StoreError>> + Send;
+    /// Every certificate (of `account`), newest first.
+    fn list_blocking(&self, account: Option<&Address>) -> Result<Vec<CertRow>, StoreError>;
+    fn put_route_blocking(&self, route: MtaRoute) -> Result<(), StoreError>;
+    fn remove_route_blocking(&self, domain: &str) -> Result<bool, StoreError>;
+    fn routes_blocking(&self) -> Result<Vec<MtaRoute>, StoreError>;
+    fn route_and_key(
+        &self,
+        domain: &str,
+        key_id: &KeyId,
+    ) -> impl Future<Output = Result<RouteAndKey, StoreError>> + Send;
+    fn crl_state_blocking(&self) -> Result<CrlState, StoreError>;
+    fn crl_state(&self) -> impl Future<Output = Result<CrlState, StoreError>> + Send;
+    fn next_crl_blocking(
+        &self,
+        now_ns: i64,
+        times: (i64, i64),
+        floor: i64,
+    ) -> Result<NextCrl, StoreError>;
+    /// Entries revoked at or before `until`, expiring after `after`, in
+    /// revocation order, streamed (never the whole table in memory).
+    fn for_each_crl_entry_blocking(
+        &self,
+        after: i64,
+        until: i64,
+        f: CrlEntryFn<'_>,
+    ) -> anyhow::Result<()>;
+    /// Whether the database answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The CA database.
 #[derive(Clone)]
 pub struct Store {
-    db: Db,
+    backend: Backends,
+}
+
+#[derive(Clone)]
+enum Backends {
+    Sqlite(sqlite::Sqlite),
+}
+
+/// Runs `$e` with `$b` bound to the backend.
+macro_rules! on {
+    ($self:ident, $b:ident => $e:expr) => {
+        match &$self.backend {
+            Backends::Sqlite($b) => $e,
+        }
+    };
 }
 
 impl Store {
-    /// Opens and migrates `path`; only [`OpenMode::Create`] (`init`)
-    /// creates it.
+    /// Opens and migrates the SQLite database `path`; only
+    /// [`OpenMode::Create`] (`init`) creates it.
     pub fn open(path: &Path, mode: OpenMode) -> Result<Store, StoreError> {
         Ok(Store {
-            db: Db::open(path, MIGRATIONS, mode)?,
+            backend: Backends::Sqlite(sqlite::Sqlite::open(path, mode)?),
         })
     }
 
@@ -287,9 +290,7 @@ impl Store {
         cert: NewCert,
         now: i64,
     ) -> Result<Vec<Serial>, StoreError> {
-        self.db
-            .write(move |conn| insert_superseding_in(conn, &cert, now))
-            .await
+        on!(self, b => b.insert_superseding(cert, now).await)
     }
 
     /// [`Store::insert_superseding`] for synchronous callers.
@@ -298,20 +299,19 @@ impl Store {
         cert: NewCert,
         now: i64,
     ) -> Result<Vec<Serial>, StoreError> {
-        self.db
-            .write_blocking(move |conn| insert_superseding_in(conn, &cert, now))
+        on!(self, b => b.insert_superseding_blocking(cert, now))
     }
 
-    /// Revokes one certificate if it is valid.
+    /// Revokes one certificate if it is valid (a keyCompromise report also
+    /// for one already revoked for another reason, spreading to every
+    /// certificate of the key).
     pub async fn revoke(
         &self,
         serial: Serial,
         reason: RevocationReason,
         now: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        self.db
-            .write(move |c| revoke_one(c, &serial, reason, now))
-            .await
+        on!(self, b => b.revoke(serial, reason, now).await)
     }
 
     /// [`Store::revoke`] for synchronous callers (the operator CLI).
@@ -321,24 +321,17 @@ impl Store {
         reason: RevocationReason,
         now: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        self.db
-            .write_blocking(move |c| revoke_one(c, &serial, reason, now))
+        on!(self, b => b.revoke_blocking(serial, reason, now))
     }
 
     /// One certificate by serial.
     pub fn get_blocking(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError> {
-        let s = serial.as_str().to_string();
-        self.db.read_blocking(move |c| {
-            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1");
-            Ok(query_certs(c, &sql, &[&s])?.into_iter().next())
-        })
+        on!(self, b => b.get_blocking(serial))
     }
 
     /// One certificate by serial.
     pub async fn get(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError> {
-        let store = self.clone();
-        let serial = serial.clone();
-        run_blocking(move || store.get_blocking(&serial)).await
+        on!(self, b => b.get(serial).await)
     }
 
     /// The newest `limit` certificates of an account, newest first.
@@ -347,16 +340,7 @@ impl Store {
         account: &Address,
         limit: u32,
     ) -> Result<Vec<CertRow>, StoreError> {
-        let a = account.as_str().to_string();
-        self.db
-            .read(move |c| {
-                let sql = format!(
-                    "SELECT {CERT_COLUMNS} FROM certificates WHERE account = ?1
-                     ORDER BY issued_at DESC, rowid DESC LIMIT ?2"
-                );
-                query_certs(c, &sql, &[&a, &limit])
-            })
-            .await
+        on!(self, b => b.by_account(account, limit).await)
     }
 
     /// Certificates for `list`, newest first, filtered by account and status.
@@ -366,49 +350,26 @@ impl Store {
         status: Option<CertStatus>,
         now: i64,
     ) -> Result<Vec<CertRow>, StoreError> {
-        let a = account.map(|a| a.as_str().to_string());
-        self.db.read_blocking(move |c| {
-            let sql = format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE (?1 IS NULL OR account = ?1)
-                 ORDER BY issued_at DESC, rowid DESC"
-            );
-            let rows = query_certs(c, &sql, &[&a])?;
-            Ok(rows
-                .into_iter()
-                .filter(|r| status.is_none_or(|s| r.status(now) == s))
-                .collect())
-        })
+        let rows = on!(self, b => b.list_blocking(account))?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| status.is_none_or(|s| r.status(now) == s))
+            .collect())
     }
 
     /// Adds or replaces the route of a domain.
     pub fn put_route_blocking(&self, route: MtaRoute) -> Result<(), StoreError> {
-        self.db.write_blocking(move |c| {
-            c.execute(
-                "INSERT INTO mta_routes (domain, url, ca_name, credential) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(domain) DO UPDATE SET url = ?2, ca_name = ?3, credential = ?4",
-                params![route.domain, route.url, route.ca_name, route.credential],
-            )?;
-            Ok(())
-        })
+        on!(self, b => b.put_route_blocking(route))
     }
 
     /// Removes a domain's route; whether there was one.
     pub fn remove_route_blocking(&self, domain: &str) -> Result<bool, StoreError> {
-        let d = domain.to_ascii_lowercase();
-        self.db.write_blocking(move |c| {
-            Ok(c.execute("DELETE FROM mta_routes WHERE domain = ?1", [d])? > 0)
-        })
+        on!(self, b => b.remove_route_blocking(domain))
     }
 
     /// Every route, by domain.
     pub fn routes_blocking(&self) -> Result<Vec<MtaRoute>, StoreError> {
-        self.db.read_blocking(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT domain, url, ca_name, credential FROM mta_routes ORDER BY domain",
-            )?;
-            let rows = stmt.query_map([], route_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        on!(self, b => b.routes_blocking())
     }
 
     /// The MTA route for `domain` (if any) and whether `key_id` was
@@ -418,68 +379,37 @@ impl Store {
         domain: &str,
         key_id: &KeyId,
     ) -> Result<RouteAndKey, StoreError> {
-        let d = domain.to_ascii_lowercase();
-        let k = key_id.to_string();
-        self.db
-            .read(move |c| {
-                let key_compromised = txn::is_compromised(c, &k)?;
-                let mut stmt = c.prepare_cached(
-                    "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",
-                )?;
-                let route = stmt.query_row([d], route_row).optional()?;
-                Ok(RouteAndKey {
-                    route,
-                    key_compromised,
-                })
-            })
-            .await
+        on!(self, b => b.route_and_key(domain, key_id).await)
     }
 
     /// The CRL state.
     pub fn crl_state_blocking(&self) -> Result<CrlState, StoreError> {
-        self.db.read_blocking(|c| {
-            Ok(c.query_row(
-                "SELECT number, this_update, next_update, covered, revocations FROM crl_state WHERE id = 1",
-                [],
-                |r| {
-                    Ok(CrlState {
-                        number: r.get(0)?,
-                        this_update: r.get(1)?,
-                        next_update: r.get(2)?,
-                        covered: r.get(3)?,
-                        revocations: r.get(4)?,
-                    })
-                },
-            )?)
-        })
+        on!(self, b => b.crl_state_blocking())
     }
 
     /// The CRL state.
     pub async fn crl_state(&self) -> Result<CrlState, StoreError> {
-        let store = self.clone();
-        run_blocking(move || store.crl_state_blocking()).await
+        on!(self, b => b.crl_state().await)
     }
 
     /// Allocates the next CRL, signed at `now_ns` (nanoseconds since the
     /// epoch), valid from about `backdate` seconds before for `lifetime`
     /// seconds, numbered above `floor` (the number of the CRL on disk) and
-    /// every number allocated before; durable before it returns. See
-    /// [`NextCrl`].
+    /// every number allocated before, under the lock on the CRL state;
+    /// durable before it returns. See [`NextCrl`] and [`rules::allocate`].
     pub fn next_crl_blocking(
         &self,
         now_ns: i64,
         (backdate, lifetime): (i64, i64),
         floor: i64,
     ) -> Result<NextCrl, StoreError> {
-        self.db
-            .write_blocking(move |c| next_crl_in(c, now_ns, (backdate, lifetime), floor))
+        on!(self, b => b.next_crl_blocking(now_ns, (backdate, lifetime), floor))
     }
 
     /// Calls `f` with every certificate revoked at or before `until` and
     /// still unexpired at `after` (serial number bytes, revocation time,
-    /// reason), in revocation order, straight from the covering index
-    /// `certificates_crl` (no table row is read, nothing is sorted, nothing
-    /// is allocated per entry).
+    /// reason), in revocation order, streamed from the covering index
+    /// `certificates_crl` (nothing sorted, nothing allocated per entry).
     pub fn for_each_crl_entry_blocking(
         &self,
         after: Option<i64>,
@@ -487,27 +417,7 @@ impl Store {
         mut f: impl FnMut(&[u8], i64, RevocationReason) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let after = after.unwrap_or(i64::MIN);
-        self.db.read_blocking(move |c| -> anyhow::Result<()> {
-            let mut stmt = c.prepare_cached(
-                "SELECT serial, revoked_at, reason FROM certificates
-                 WHERE revoked_at IS NOT NULL AND revoked_at <= ?2 AND not_after > ?1
-                 ORDER BY revoked_at, serial",
-            )?;
-            let mut rows = stmt.query([after, until])?;
-            let mut buf = [0u8; 32];
-            while let Some(row) = rows.next()? {
-                let text = row.get_ref(0)?.as_bytes()?;
-                let serial = decode_serial(text, &mut buf).ok_or_else(|| {
-                    StoreError::Corrupt(format!("serial {}", String::from_utf8_lossy(text)))
-                })?;
-                let reason = u8::try_from(row.get::<_, i64>(2)?)
-                    .ok()
-                    .and_then(RevocationReason::from_code)
-                    .unwrap_or(RevocationReason::Unspecified);
-                f(serial, row.get(1)?, reason)?;
-            }
-            Ok(())
-        })
+        on!(self, b => b.for_each_crl_entry_blocking(after, until, &mut f))
     }
 
     /// The entries of [`Store::for_each_crl_entry_blocking`] as a list.
@@ -526,6 +436,11 @@ impl Store {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// Whether the database answers (for `/healthz`); SQLite always does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on!(self, b => b.ping().await)
     }
 }
 
@@ -546,22 +461,5 @@ fn decode_serial<'a>(hex: &[u8], buf: &'a mut [u8; 32]) -> Option<&'a [u8]> {
     Some(&buf[..hex.len() / 2])
 }
 
-fn route_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MtaRoute> {
-    Ok(MtaRoute {
-        domain: r.get(0)?,
-        url: r.get(1)?,
-        ca_name: r.get(2)?,
-        credential: r.get(3)?,
-    })
-}
-
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| StoreError::Db(DbError::Panicked))?
-}
-
 #[cfg(test)]
-mod tests;
+mod conformance;

@@ -1,18 +1,20 @@
-//! The store's read-modify-write transactions, each run by the single
-//! writer inside `BEGIN IMMEDIATE`: enrollment (revoke the account's valid
-//! identities, insert the new one), revocation, and CRL number allocation.
+//! The SQLite backend's read-modify-write transactions, each run by the
+//! single writer inside `BEGIN IMMEDIATE` (so each is serialised against
+//! every other write): enrollment (revoke the account's valid identities,
+//! insert the new one), revocation, and CRL number allocation.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use mailid_shared::protocol::RevocationReason;
 use mailid_shared::Serial;
 
-use super::{NewCert, RevokeOutcome, StoreError};
+use crate::store::rules::{allocate, CrlRead, NextCrl};
+use crate::store::{NewCert, RevokeOutcome, StoreError};
 
 /// Revokes `serial` if it is not yet revoked and bumps the revocation
 /// counter the CRL publisher watches; a keyCompromise revocation also
 /// revokes every other certificate for the key. Gives how many were revoked.
-pub(super) fn revoke_in(
+pub(crate) fn revoke_in(
     conn: &Connection,
     serial: &str,
     reason: RevocationReason,
@@ -71,7 +73,7 @@ fn revoke_key(conn: &Connection, serial: &str, now: i64) -> Result<usize, StoreE
 }
 
 /// Whether `key_id` was reported compromised.
-pub(super) fn is_compromised(conn: &Connection, key_id: &str) -> Result<bool, StoreError> {
+pub(crate) fn is_compromised(conn: &Connection, key_id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM compromised_keys WHERE key_id = ?1")?
         .exists([key_id])?)
@@ -79,7 +81,7 @@ pub(super) fn is_compromised(conn: &Connection, key_id: &str) -> Result<bool, St
 
 /// Enrollment: retires the account's valid identities (revoked as
 /// superseded, or just deactivated when expired) and inserts the new one.
-pub(super) fn insert_superseding_in(
+pub(crate) fn insert_superseding_in(
     conn: &Connection,
     cert: &NewCert,
     now: i64,
@@ -128,7 +130,7 @@ pub(super) fn insert_superseding_in(
     Ok(revoked)
 }
 
-pub(super) fn revoke_one(
+pub(crate) fn revoke_one(
     conn: &Connection,
     serial: &Serial,
     reason: RevocationReason,
@@ -166,69 +168,15 @@ pub(super) fn revoke_one(
     }
 }
 
-/// The number and times a new CRL gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextCrl {
-    /// See [`crl_number`].
-    pub number: i64,
-    /// See [`this_update`].
-    pub this_update: i64,
-    pub next_update: i64,
-    /// The previous CRL's thisUpdate.
-    pub prev_this_update: Option<i64>,
-    /// The revocation counter at allocation: the CRL covers every
-    /// revocation counted so far (all dated at or before `this_update`).
-    pub covered: i64,
-}
-
-/// Nanoseconds per second.
-pub const NANOS: i64 = 1_000_000_000;
-
-/// The number of a CRL signed at `signing_ns`: the signing time in
-/// nanoseconds since the epoch (as Boulder numbers its CRLs; it fits an i64
-/// until 2262, well inside RFC 5280's 20 octets), but always above the last
-/// number allocated (`last`) and the number of the CRL on disk (`floor`).
-/// Time-based numbers survive a restore of an older backup (database alone
-/// or the whole data directory): the clock has moved on past every number
-/// served before, so the number never goes back and relying parties (which
-/// ignore a lower number) keep taking new CRLs.
-pub fn crl_number(last: i64, floor: i64, signing_ns: i64) -> i64 {
-    signing_ns
-        .max(last.saturating_add(1))
-        .max(floor.saturating_add(1))
-}
-
-/// thisUpdate of a new CRL: `wanted` (the present backdated a little), but
-/// not before the newest revocation it lists (`newest`; an entry dated
-/// after the CRL's own thisUpdate is nonsense), and one second after the
-/// previous CRL's (`prev`) when that is not earlier, so each CRL's
-/// thisUpdate (its HTTP Last-Modified) is later than the one before and
-/// `If-Modified-Since` can never hide a newer CRL; never later than the
-/// present (`latest`, or `newest` if a revocation committed since `latest`
-/// was read carries a later time: that time has passed too).
-pub fn this_update(wanted: i64, latest: i64, prev: Option<i64>, newest: Option<i64>) -> i64 {
-    let latest = newest.map_or(latest, |n| latest.max(n));
-    let t = newest.map_or(wanted, |n| wanted.max(n));
-    match prev {
-        Some(p) if p >= t => (p + 1).min(latest),
-        _ => t,
-    }
-}
-
-/// Allocates the next CRL signed at `now_ns` (nanoseconds since the epoch):
-/// number (see [`crl_number`], with `floor` the number of the CRL on disk),
-/// times (see [`this_update`], backdated by `backdate` seconds, valid for
-/// `lifetime` seconds) and the revocation counter it covers, in one
-/// transaction with the reads they depend on.
-pub(super) fn next_crl_in(
+/// Allocates the next CRL (see [`allocate`]) in one transaction with the
+/// reads it depends on.
+pub(crate) fn next_crl_in(
     conn: &Connection,
     now_ns: i64,
-    (backdate, lifetime): (i64, i64),
+    times: (i64, i64),
     floor: i64,
 ) -> Result<NextCrl, StoreError> {
-    let latest = now_ns.div_euclid(NANOS);
-    let wanted = latest - backdate;
-    let (last, prev, covered): (i64, Option<i64>, i64) = conn.query_row(
+    let (last, prev, revocations): (i64, Option<i64>, i64) = conn.query_row(
         "SELECT number, this_update, revocations FROM crl_state WHERE id = 1",
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -239,19 +187,26 @@ pub(super) fn next_crl_in(
         [],
         |r| r.get(0),
     )?;
-    let this_update = this_update(wanted, latest, prev, newest);
-    let next_update = this_update + lifetime;
-    let number = crl_number(last, floor, now_ns);
+    let next = allocate(
+        now_ns,
+        times,
+        floor,
+        CrlRead {
+            last,
+            prev,
+            revocations,
+            newest,
+        },
+    );
     conn.execute(
         "UPDATE crl_state SET number = ?1, this_update = ?2, next_update = ?3, covered = ?4
          WHERE id = 1",
-        params![number, this_update, next_update, covered],
+        params![
+            next.number,
+            next.this_update,
+            next.next_update,
+            next.covered
+        ],
     )?;
-    Ok(NextCrl {
-        number,
-        this_update,
-        next_update,
-        prev_this_update: prev,
-        covered,
-    })
+    Ok(next)
 }
