@@ -32,12 +32,19 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/crl.pem", get(crl_pem))
         .route("/v1/ca.der", get(ca_der))
         .route("/v1/ca.pem", get(ca_pem))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state);
     mailid_shared::http::harden(r).layer(axum::middleware::from_fn(move |req, next| {
         mailid_shared::metrics::track_latency(hist.clone(), req, next)
     }))
+}
+
+/// "ok" while the database answers (a ping reused for up to a second),
+/// else 503 `unavailable`.
+async fn healthz(State(st): State<Shared>) -> Result<&'static str, Problem> {
+    st.store.ping().await?;
+    Ok("ok")
 }
 
 async fn certificate(

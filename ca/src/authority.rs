@@ -46,13 +46,27 @@ use crate::store::{MtaRoute, NewCert, RevokeOutcome, Store, StoreError};
 /// Longest TOTP text passed on to an MTA.
 pub const MAX_TOTP_LEN: usize = 16;
 
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::CompromisedKey => Problem::new(ErrorCode::UnsupportedKey, e.to_string()),
+            // The database is away: nothing was done, try again later.
+            e if e.is_unavailable() => unavailable(),
             other => Problem::internal(other),
         }
     }
+}
+
+/// 503 `unavailable` with Retry-After: the database cannot be reached.
+pub fn unavailable() -> Problem {
+    Problem::new(
+        ErrorCode::Unavailable,
+        "the CA's database is unavailable; retry later",
+    )
+    .retry_after(UNAVAILABLE_RETRY_SECS)
 }
 
 fn rate_limited(secs: u64, what: &str) -> Problem {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use mailid_shared::protocol::{CertStatus, RevocationReason};
 
+use crate::migrate::DbCommand;
 use crate::ops::{self, InitArgs, MtaCommand};
 use crate::serve::ServeArgs;
 
@@ -23,6 +24,10 @@ pub struct Cli {
         default_value = "mailid-ca-data"
     )]
     pub data_dir: PathBuf,
+    /// PostgreSQL URL of the database (postgres:// or postgresql://; else
+    /// the one `init --database` recorded, else SQLite in the data dir).
+    #[arg(long, global = true, env = "MAILID_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -64,6 +69,11 @@ pub enum Command {
         #[arg(value_parser = mailid_shared::cli::serial_arg)]
         serial: String,
     },
+    /// Move the data to another database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Sign a fresh CRL and print it (PEM) or write it to a file.
     Crl {
         #[arg(long)]
@@ -79,14 +89,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let dir = cli.data_dir.as_path();
     let pass_file = cli.passphrase_file.as_deref();
     let json = cli.json;
+    let db = cli.database.as_deref().filter(|d| !d.is_empty());
     match &cli.command {
-        Command::Init(args) => ops::init(dir, pass_file, args, json),
-        Command::Mta { command } => ops::mta(dir, command, json),
-        Command::Serve(args) => crate::serve::run(dir, pass_file, args),
-        Command::Revoke { serial, reason } => ops::revoke(dir, serial, *reason, json),
-        Command::List { account, status } => ops::list(dir, account.as_deref(), *status, json),
-        Command::Show { serial } => ops::show(dir, serial, json),
-        Command::Crl { out, der } => ops::crl(dir, pass_file, out.as_deref(), *der, json),
+        Command::Init(args) => ops::init(dir, db, pass_file, args, json),
+        Command::Mta { command } => ops::mta(dir, db, command, json),
+        Command::Serve(args) => crate::serve::run(dir, db, pass_file, args),
+        Command::Revoke { serial, reason } => ops::revoke(dir, db, serial, *reason, json),
+        Command::List { account, status } => ops::list(dir, db, account.as_deref(), *status, json),
+        Command::Show { serial } => ops::show(dir, db, serial, json),
+        Command::Crl { out, der } => ops::crl(dir, db, pass_file, out.as_deref(), *der, json),
+        Command::Db { command } => crate::migrate::run(dir, db, command, json),
     }
 }
 

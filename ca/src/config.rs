@@ -95,6 +95,10 @@ pub struct Config {
     pub imported: bool,
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// The PostgreSQL URL the data lives in (recorded by `init --database`
+    /// or `db migrate`); absent: SQLite in the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl Config {

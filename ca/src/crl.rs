@@ -1,44 +1,22 @@
-//! The CRL publisher.
-//!
-//! The signed CRL lives in memory (served as a copy with ETag,
-//! Last-Modified and Cache-Control — serving never signs) and on disk
-//! (`DIR/crl.der`). A background task re-signs it
-//!
-//! * after revocations: in-process ones wake it at once; revocations by the
-//!   CLI in another process are seen by polling the revocation counter in
-//!   SQLite every second; a burst costs one signing per ~1 s window;
-//! * before half of its lifetime (thisUpdate … nextUpdate) has passed;
-//! * at start-up, always (see [`Publisher::start`]).
+//! Signed CRLs: the snapshot served (DER, PEM made on first use, ETag,
+//! Last-Modified), signing one ([`sign_now`]), the CRL file of the data
+//! directory and HTTP dates. When CRLs are signed and how replicas share
+//! them is [`crate::publisher`]'s job.
 //!
 //! The CRL number is the signing time in nanoseconds, but above the last
 //! number allocated and above the number of the CRL on disk; it is
-//! allocated durably in SQLite before signing, so it is strictly increasing
-//! across restarts, across processes and across a restore of an older
-//! backup (of the database alone or of the whole data directory).
-//! thisUpdate is backdated up to a minute, but never before the newest
-//! revocation the CRL lists. A revoked
-//! certificate stays listed until one CRL has listed it past its expiry:
-//! entries are the revoked certificates expiring after the previous CRL's
-//! thisUpdate.
-
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+//! allocated durably in the database before signing, so it is strictly
+//! increasing across restarts, across processes and replicas and across a
+//! restore of an older backup (of the database alone or of the whole data
+//! directory). thisUpdate is backdated up to a minute, but never before the
+//! newest revocation the CRL lists. A revoked certificate stays listed
+//! until one CRL has listed it past its expiry: entries are the revoked
+//! certificates expiring after the previous CRL's thisUpdate.
 
 use axum::body::Bytes;
-use tokio::sync::Notify;
 
 use crate::issuer::{CaIssuer, BACKDATE_SECS};
-use crate::metrics::Metrics;
-use crate::store::{NextCrl, Store};
-
-/// Shortest time between two signings (the coalescing window).
-pub const MIN_SIGN_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the revocation counter is polled (it catches revocations made
-/// by other processes, e.g. `mailid-ca revoke`; the API's own revocations
-/// wake the publisher at once). One indexed single-row read.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+use crate::store::{NextCrl, PublishedCrl, Store};
 
 /// A signed CRL ready to serve.
 #[derive(Debug, Clone)]
@@ -80,6 +58,16 @@ impl CrlSnapshot {
         ))
     }
 
+    /// This CRL as published to other replicas.
+    pub fn published(&self) -> PublishedCrl {
+        PublishedCrl {
+            number: self.number,
+            this_update: self.this_update,
+            next_update: self.next_update,
+            der: self.der.to_vec(),
+        }
+    }
+
     fn new(
         der: Vec<u8>,
         number: i64,
@@ -99,7 +87,6 @@ impl CrlSnapshot {
         }
     }
 
-    /// When this CRL should be replaced: half-way to nextUpdate.
     /// The CRL in PEM.
     pub fn pem(&self) -> Bytes {
         self.pem
@@ -107,6 +94,7 @@ impl CrlSnapshot {
             .clone()
     }
 
+    /// When this CRL should be replaced: half-way to nextUpdate.
     pub fn refresh_at(&self) -> i64 {
         self.this_update + (self.next_update - self.this_update) / 2
     }
@@ -196,133 +184,6 @@ pub fn write_file(path: &std::path::Path, der: &[u8]) -> anyhow::Result<()> {
     Ok(mailid_shared::files::write_atomic(path, der)?)
 }
 
-/// The publisher: the current CRL plus what is needed to make the next.
-pub struct Publisher {
-    current: RwLock<Arc<CrlSnapshot>>,
-    wake: Notify,
-    store: Store,
-    issuer: Arc<CaIssuer>,
-    metrics: Arc<Metrics>,
-    path: PathBuf,
-    next_update_hours: u32,
-}
-
-impl Publisher {
-    /// Signs the CRL to serve, numbered above the one on disk. It is
-    /// signed afresh at every start rather than taken from disk: after a
-    /// restore of the whole data directory from an older backup, the CRL on
-    /// disk (and the database agreeing with it) are older than CRLs already
-    /// served, and serving it again would make the number go back.
-    pub fn start(
-        store: Store,
-        issuer: Arc<CaIssuer>,
-        metrics: Arc<Metrics>,
-        path: PathBuf,
-        next_update_hours: u32,
-    ) -> anyhow::Result<Arc<Publisher>> {
-        let floor = file_number(&path);
-        let (snap, _) = sign_now(&store, &issuer, next_update_hours, now_nanos(), floor)?;
-        write_file(&path, &snap.der)?;
-        metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
-        let p = Arc::new(Publisher {
-            current: RwLock::new(Arc::new(snap.clone())),
-            wake: Notify::new(),
-            store,
-            issuer,
-            metrics,
-            path,
-            next_update_hours,
-        });
-        p.record(&snap);
-        Ok(p)
-    }
-
-    fn record(&self, s: &CrlSnapshot) {
-        self.metrics
-            .crl_number
-            .store(s.number as u64, Ordering::Relaxed);
-        self.metrics
-            .crl_bytes
-            .store(s.der.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .crl_entries
-            .store(s.entries as u64, Ordering::Relaxed);
-    }
-
-    /// The CRL being served.
-    pub fn current(&self) -> Arc<CrlSnapshot> {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Asks for a re-signing soon (after a revocation).
-    pub fn poke(&self) {
-        self.wake.notify_one();
-    }
-
-    async fn resign(self: &Arc<Self>) -> anyhow::Result<()> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let floor = me.current().number;
-            let (snap, _) = sign_now(
-                &me.store,
-                &me.issuer,
-                me.next_update_hours,
-                now_nanos(),
-                floor,
-            )?;
-            me.metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
-            me.record(&snap);
-            tracing::info!(number = snap.number, entries = snap.entries, "CRL signed");
-            let der = snap.der.clone();
-            // Served at once; the file (a cache for the next start, checked
-            // against the database then) follows.
-            if let Ok(mut g) = me.current.write() {
-                *g = Arc::new(snap);
-            }
-            write_file(&me.path, &der)
-        })
-        .await?
-    }
-
-    /// Runs until the process ends: polls and re-signs as described above.
-    pub async fn run(self: Arc<Self>) {
-        let mut last_sign = Instant::now() - MIN_SIGN_INTERVAL;
-        loop {
-            tokio::select! {
-                _ = self.wake.notified() => {},
-                _ = tokio::time::sleep(POLL_INTERVAL) => {},
-            }
-            let due = match self.store.crl_state().await {
-                Ok(state) => {
-                    let cur = self.current();
-                    state.covered != state.revocations
-                        || state.number != cur.number
-                        || mailid_shared::timefmt::now_unix() >= cur.refresh_at()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the CRL state");
-                    false
-                }
-            };
-            if !due {
-                continue;
-            }
-            // Coalesce a burst: at most one signing per window.
-            let since = last_sign.elapsed();
-            if since < MIN_SIGN_INTERVAL {
-                tokio::time::sleep(MIN_SIGN_INTERVAL - since).await;
-            }
-            last_sign = Instant::now();
-            if let Err(e) = self.resign().await {
-                tracing::error!(error = %e, "signing the CRL failed; retrying");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +208,7 @@ mod tests {
             crl_next_update_hours: 24,
             imported: false,
             rate_limits: Default::default(),
+            database: None,
         };
         let key = KeyType::P256.generate().unwrap();
         let root = crate::issuer::self_signed_root("T", &key, 1_000).unwrap();

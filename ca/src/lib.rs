@@ -9,8 +9,10 @@
 //!   they share;
 //! * [`policy`]: CSR checks (parse, proof of possession, key policy, address);
 //! * [`mta_client`]: the HMAC-signed TOTP check with the account's MTA;
-//! * [`issuer`]: certificate building and signing; [`crl`]: the CRL publisher;
-//! * [`store`]: SQLite (certificates, the one-identity rule, MTA routes, CRL state).
+//! * [`issuer`]: certificate building and signing; [`crl`]: signed CRLs;
+//!   [`publisher`]: when CRLs are signed, and which one replicas serve;
+//! * [`store`]: certificates, the one-identity rule, MTA routes, CRL state,
+//!   on SQLite or PostgreSQL.
 //!
 //! [`config`], [`keys`], [`metrics`] hold what they are named for (the rate
 //! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`ops`] and [`serve`]
@@ -26,9 +28,11 @@ pub mod enroll;
 pub mod issuer;
 pub mod keys;
 pub mod metrics;
+pub mod migrate;
 pub mod mta_client;
 pub mod ops;
 pub mod policy;
+pub mod publisher;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -21,6 +21,7 @@ use crate::config::{Config, Paths};
 use crate::issuer::{self, CaIssuer};
 use crate::keys::{self, KeyType};
 use crate::store::{MtaRoute, Store};
+use mailid_shared::pg::{Database, PgUrl};
 
 /// `init` options.
 #[derive(Debug, Args)]
@@ -76,12 +77,13 @@ pub enum MtaCommand {
 /// a holder's revocation.
 pub fn revoke(
     dir: &Path,
+    database: Option<&str>,
     serial: &str,
     reason: RevocationReason,
     json: bool,
 ) -> anyhow::Result<()> {
     let serial: Serial = serial.parse().context("bad serial")?;
-    let store = open_store(dir)?;
+    let store = open_store(dir, database)?;
     match authority::revoke_as_operator(&store, &serial, reason) {
         Ok(at) => {
             if json {
@@ -101,9 +103,36 @@ pub fn revoke(
     }
 }
 
-/// Opens the database of an initialised data directory; a missing one is
-/// an error (only `init` creates it), never silently an empty one.
-pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
+/// Where a data directory's data lives.
+pub enum Location {
+    /// `DIR/ca.sqlite`, the embedded default.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by replicas.
+    Postgres(PgUrl),
+}
+
+impl std::fmt::Display for Location {
+    /// The path, or the URL with its password redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Parses a `--database` URL: PostgreSQL only (SQLite is the data
+/// directory's own file, named by no URL).
+pub fn parse_database(text: &str) -> anyhow::Result<PgUrl> {
+    match Database::parse(text)? {
+        Database::Postgres(url) => Ok(url),
+    }
+}
+
+/// The database of the data directory `dir`: `flag` (`--database` or
+/// `MAILID_DATABASE`) when given, else the URL its configuration records,
+/// else its SQLite file.
+pub fn location(dir: &Path, flag: Option<&str>) -> anyhow::Result<Location> {
     let paths = Paths::new(dir);
     if !paths.config.exists() {
         anyhow::bail!(
@@ -111,8 +140,38 @@ pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
             dir.display()
         );
     }
-    Store::open(&paths.db, OpenMode::Existing)
-        .with_context(|| format!("opening {}", paths.db.display()))
+    let recorded = Config::load(dir)?.database;
+    match flag.or(recorded.as_deref()) {
+        Some(text) => Ok(Location::Postgres(parse_database(text)?)),
+        None => Ok(Location::Sqlite(paths.db)),
+    }
+}
+
+/// Opens `loc`; `mode` as for [`Store::open`].
+pub fn open_location(loc: &Location, mode: OpenMode) -> anyhow::Result<Store> {
+    match loc {
+        Location::Sqlite(path) => {
+            Store::open(path, mode).with_context(|| format!("opening {}", path.display()))
+        }
+        Location::Postgres(url) => {
+            Store::open_postgres(url, mode).with_context(|| format!("opening the database {url}"))
+        }
+    }
+}
+
+/// Opens the database of an initialised data directory (see
+/// [`location`]); a missing one is an error (only `init` creates it),
+/// never silently an empty one.
+pub fn open_store(dir: &Path, database: Option<&str>) -> anyhow::Result<Store> {
+    Ok(open_store_named(dir, database)?.0)
+}
+
+/// [`open_store`], also giving the database's name for logs (a path, or
+/// the URL without its password).
+pub fn open_store_named(dir: &Path, database: Option<&str>) -> anyhow::Result<(Store, String)> {
+    let loc = location(dir, database)?;
+    let store = open_location(&loc, OpenMode::Existing)?;
+    Ok((store, loc.to_string()))
 }
 
 /// Loads the signer (asks for the passphrase when the key is encrypted).
@@ -132,8 +191,16 @@ pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow
 }
 
 /// `init`; a failed `init` removes the data directory again if it made it.
-pub fn init(dir: &Path, pass_file: Option<&Path>, a: &InitArgs, json: bool) -> anyhow::Result<()> {
+pub fn init(
+    dir: &Path,
+    database: Option<&str>,
+    pass_file: Option<&Path>,
+    a: &InitArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let paths = Paths::new(dir);
+    // A bad URL is refused before anything is made.
+    let url = database.map(parse_database).transpose()?;
     if paths.config.exists() || paths.key.exists() || paths.ca_pem.exists() {
         anyhow::bail!("{} already holds a CA", dir.display());
     }
@@ -145,7 +212,7 @@ pub fn init(dir: &Path, pass_file: Option<&Path>, a: &InitArgs, json: bool) -> a
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let result = init_in(dir, pass_file, a, &paths, json);
+    let result = init_in(dir, (database, url.as_ref()), pass_file, a, &paths, json);
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -154,6 +221,7 @@ pub fn init(dir: &Path, pass_file: Option<&Path>, a: &InitArgs, json: bool) -> a
 
 fn init_in(
     dir: &Path,
+    (database, url): (Option<&str>, Option<&PgUrl>),
     pass_file: Option<&Path>,
     a: &InitArgs,
     paths: &Paths,
@@ -206,6 +274,7 @@ fn init_in(
         crl_next_update_hours: a.crl_next_update_hours,
         imported: a.import_cert.is_some(),
         rate_limits: Default::default(),
+        database: database.map(str::to_string),
     };
     cfg.validate()?;
     // Check the whole set-up before writing anything.
@@ -214,13 +283,28 @@ fn init_in(
             .map_err(|e| anyhow::anyhow!("CA key: {e}"))?;
     issuer::check_ca_cert(&ca_cert, &key)?;
     let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
+    // PostgreSQL first: an unreachable or unusable database (or one that
+    // already holds a CA's data) leaves nothing written.
+    let pg = match url {
+        Some(url) => {
+            let store = open_location(&Location::Postgres(url.clone()), OpenMode::Create)?;
+            if !store.is_empty_blocking()? {
+                anyhow::bail!("the database {url} already holds a CA's data");
+            }
+            Some(store)
+        }
+        None => None,
+    };
 
     keys::save_key(&paths.key, &pkcs8, pass)?;
     mailid_shared::files::write_atomic(
         &paths.ca_pem,
         mailid_shared::pem::encode_chain(&chain).as_bytes(),
     )?;
-    let store = Store::open(&paths.db, OpenMode::Create)?;
+    let store = match pg {
+        Some(store) => store,
+        None => Store::open(&paths.db, OpenMode::Create)?,
+    };
     cfg.save(dir)?;
     let floor = crate::crl::file_number(&paths.crl);
     let (snap, _) = crate::crl::sign_now(
@@ -247,8 +331,8 @@ fn init_in(
 }
 
 /// `mta add|list|remove`.
-pub fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
-    let store = open_store(dir)?;
+pub fn mta(dir: &Path, database: Option<&str>, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
+    let store = open_store(dir, database)?;
     match cmd {
         MtaCommand::Add {
             domain,
@@ -317,11 +401,12 @@ pub fn mta(dir: &Path, cmd: &MtaCommand, json: bool) -> anyhow::Result<()> {
 /// `list`.
 pub fn list(
     dir: &Path,
+    database: Option<&str>,
     account: Option<&str>,
     status: Option<CertStatus>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let store = open_store(dir)?;
+    let store = open_store(dir, database)?;
     let account = account
         .map(Address::parse)
         .transpose()
@@ -346,9 +431,9 @@ pub fn list(
 }
 
 /// `show`.
-pub fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
+pub fn show(dir: &Path, database: Option<&str>, serial: &str, json: bool) -> anyhow::Result<()> {
     let serial: Serial = serial.parse().context("bad serial")?;
-    let store = open_store(dir)?;
+    let store = open_store(dir, database)?;
     let row = store
         .get_blocking(&serial)?
         .ok_or_else(|| anyhow::anyhow!("no certificate with serial {serial}"))?;
@@ -373,13 +458,14 @@ pub fn show(dir: &Path, serial: &str, json: bool) -> anyhow::Result<()> {
 /// `crl`: signs a fresh CRL, prints it or writes it to `out`.
 pub fn crl(
     dir: &Path,
+    database: Option<&str>,
     pass_file: Option<&Path>,
     out: Option<&Path>,
     der: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(dir)?;
-    let store = open_store(dir)?;
+    let store = open_store(dir, database)?;
     let issuer = load_issuer(dir, &cfg, pass_file)?;
     // Open the output before signing, so a bad --out uses up no CRL number.
     let cannot = |p: &Path| format!("cannot write {}", p.display());

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{Config, Paths};
-use crate::crl::Publisher;
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 use crate::state::AppState;
 
 /// `serve` options.
@@ -41,13 +41,20 @@ fn init_logging() {
         .try_init();
 }
 
-/// Runs the service until SIGINT or SIGTERM.
-pub fn run(dir: &Path, pass_file: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
+/// Runs the service until SIGINT or SIGTERM, on the database `database`
+/// (a URL from `--database`/`MAILID_DATABASE`) or else the one the data
+/// directory's configuration names.
+pub fn run(
+    dir: &Path,
+    database: Option<&str>,
+    pass_file: Option<&Path>,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
     init_logging();
     let cfg = Config::load(dir)?;
     // Refuses to start without the right passphrase for an encrypted key.
     let issuer = Arc::new(crate::ops::load_issuer(dir, &cfg, pass_file)?);
-    let store = crate::ops::open_store(dir)?;
+    let (store, shown) = crate::ops::open_store_named(dir, database)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(mailid_shared::http::tls_config(c, k, None)?),
         _ => None,
@@ -59,12 +66,11 @@ pub fn run(dir: &Path, pass_file: Option<&Path>, args: &ServeArgs) -> anyhow::Re
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::default());
         let paths = Paths::new(dir);
-        let s2 = store.clone();
-        let (i2, m2, hours) = (issuer.clone(), metrics.clone(), cfg.crl_next_update_hours);
-        let crl =
-            tokio::task::spawn_blocking(move || Publisher::start(s2, i2, m2, paths.crl, hours))
-                .await??;
+        let hours = cfg.crl_next_update_hours;
+        let crl = Publisher::start(store.clone(), issuer.clone(), metrics.clone(), paths.crl, hours)
+            .await?;
         tokio::spawn(crl.clone().run());
+        let publisher = crl.clone();
         let state = Arc::new(AppState::new(cfg, store, issuer, crl, metrics)?);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -81,7 +87,7 @@ pub fn run(dir: &Path, pass_file: Option<&Path>, args: &ServeArgs) -> anyhow::Re
             writeln!(out, "listening on {scheme}://{addr}")?;
             out.flush()?;
         }
-        tracing::info!(%addr, "mailid-ca serving");
+        tracing::info!(%addr, database = %shown, "mailid-ca serving");
         mailid_shared::http::serve(
             listener,
             crate::api::router(state),
@@ -89,6 +95,7 @@ pub fn run(dir: &Path, pass_file: Option<&Path>, args: &ServeArgs) -> anyhow::Re
             mailid_shared::http::shutdown_signal(),
         )
         .await?;
+        publisher.release().await;
         tracing::info!("shut down");
         Ok(())
     })

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use mailid_shared::ratelimit::Limiter;
 
 use crate::config::Config;
-use crate::crl::Publisher;
 use crate::issuer::CaIssuer;
 use crate::metrics::Metrics;
 use crate::mta_client::MtaClient;
+use crate::publisher::Publisher;
 use crate::store::Store;
 
 /// Everything a request handler needs.

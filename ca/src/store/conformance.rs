@@ -13,7 +13,15 @@ fn sqlite_store() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
-/// Defines `#[test] sqlite_NAME` and `#[test] pg_NAME` running `NAME`.
+/// A fresh PostgreSQL store in a new database on the cluster of
+/// `MAILID_TEST_PG_URL` (a missing variable fails the test).
+fn pg_store() -> Store {
+    let url = mailid_shared::pg::testing::fresh_database("capg_store")
+        .expect("MAILID_TEST_PG_URL names a PostgreSQL cluster to test on");
+    Store::open_postgres(&url, OpenMode::Create).unwrap()
+}
+
+/// Defines `on_sqlite::NAME` and `on_postgres::NAME` tests running `NAME`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -22,6 +30,14 @@ macro_rules! conformance {
                 fn $name() {
                     let (store, _dir) = super::sqlite_store();
                     super::$name(&store);
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::pg_store());
                 }
             )*
         }
@@ -47,6 +63,17 @@ fn raw_insert(store: &Store, serial: &Serial) -> Result<(), StoreError> {
                  VALUES (?1, 'a@example.org', 'k', 0, 1000, 30, x'00', 1)",
                 [serial],
             )?;
+            Ok(())
+        }),
+        Backends::Pg(b) => b.db.block_on(async move {
+            b.db.client()
+                .await?
+                .execute(
+                    "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, active)
+                     VALUES ($1, 'a@example.org', 'k', 0, 1000, 30, '\\x00', TRUE)",
+                    &[&serial],
+                )
+                .await?;
             Ok(())
         }),
     }

@@ -19,9 +19,12 @@ use mailid_shared::protocol::{CertStatus, CertificateInfo, RevocationReason};
 use mailid_shared::timefmt::rfc3339;
 use mailid_shared::{Address, KeyId, Serial};
 
+mod copy;
+pub(crate) mod pg;
 pub(crate) mod rules;
 pub(crate) mod sqlite;
 
+pub use copy::Counts;
 pub use rules::{NextCrl, NANOS};
 
 /// A storage failure or a refused write.
@@ -34,6 +37,29 @@ pub enum StoreError {
     /// The key was revoked for key compromise; it is never certified again.
     #[error("this key was revoked for key compromise and cannot be certified again")]
     CompromisedKey,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::from(e))
+    }
+}
+
+impl mailid_shared::db::AsDbError for StoreError {
+    fn as_db(&self) -> Option<&DbError> {
+        match self {
+            StoreError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (answered as 503
+    /// `unavailable`, never 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(e) if e.is_unavailable())
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -181,6 +207,25 @@ pub(crate) fn finish(raw: RawCert, der: Vec<u8>) -> Result<CertRow, StoreError> 
     })
 }
 
+/// A signed CRL as a lease holder publishes it to the other replicas.
+#[derive(Debug, Clone)]
+pub struct PublishedCrl {
+    pub number: i64,
+    pub this_update: i64,
+    pub next_update: i64,
+    pub der: Vec<u8>,
+}
+
+/// Signals of a database shared by replicas: each receiver changes on a
+/// NOTIFY (and after the listening connection reconnects).
+#[derive(Clone)]
+pub struct CrlSignals {
+    /// A revocation committed (through any replica or the CLI).
+    pub revocations: tokio::sync::watch::Receiver<u64>,
+    /// A lease holder published a CRL.
+    pub published: tokio::sync::watch::Receiver<u64>,
+}
+
 /// What [`Store::for_each_crl_entry_blocking`] calls per entry: serial
 /// number bytes, revocation time, reason.
 pub(crate) type CrlEntryFn<'a> =
@@ -248,8 +293,36 @@ pub(crate) trait Backend {
         until: i64,
         f: CrlEntryFn<'_>,
     ) -> anyhow::Result<()>;
+    /// Whether nothing is stored yet: no certificate, route or compromised
+    /// key, and no CRL number allocated.
+    fn is_empty_blocking(&self) -> Result<bool, StoreError>;
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Renews (`held`) or takes the CRL signing lease; the epoch while held.
+    fn crl_lease(
+        &self,
+        holder: &str,
+        held: Option<i64>,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    fn release_crl_lease(
+        &self,
+        holder: &str,
+        epoch: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Publishes `crl` if the lease is still held under `epoch`.
+    fn publish_crl(
+        &self,
+        holder: &str,
+        epoch: i64,
+        crl: &PublishedCrl,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The newest published CRL numbered above `above`.
+    fn latest_crl(
+        &self,
+        above: i64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Change signals, for a database other processes serve from.
+    fn crl_signals(&self) -> Option<CrlSignals>;
 }
 
 /// The CA database.
@@ -261,6 +334,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backends {
     Sqlite(sqlite::Sqlite),
+    Pg(pg::Pg),
 }
 
 /// Runs `$e` with `$b` bound to the backend.
@@ -268,6 +342,7 @@ macro_rules! on {
     ($self:ident, $b:ident => $e:expr) => {
         match &$self.backend {
             Backends::Sqlite($b) => $e,
+            Backends::Pg($b) => $e,
         }
     };
 }
@@ -279,6 +354,24 @@ impl Store {
         Ok(Store {
             backend: Backends::Sqlite(sqlite::Sqlite::open(path, mode)?),
         })
+    }
+
+    /// Connects to and migrates a PostgreSQL database shared by replicas;
+    /// only [`OpenMode::Create`] (`init`, `db migrate`) creates the schema
+    /// in an empty database. Synchronous: not from inside an async task.
+    pub fn open_postgres(
+        url: &mailid_shared::pg::PgUrl,
+        mode: OpenMode,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backends::Pg(pg::Pg::open(url, mode)?),
+        })
+    }
+
+    /// Whether other processes may serve from this database too
+    /// (PostgreSQL): the CRL is then signed by the lease holder only.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backends::Pg(_))
     }
 
     /// Revokes every valid identity of the account (reason `superseded`),
@@ -438,9 +531,56 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether the database answers (for `/healthz`); SQLite always does.
+    /// Whether nothing is stored yet: no certificate, route or compromised
+    /// key, and no CRL number allocated (`init` and `db migrate` refuse a
+    /// PostgreSQL database holding another CA's data).
+    pub fn is_empty_blocking(&self) -> Result<bool, StoreError> {
+        on!(self, b => b.is_empty_blocking())
+    }
+
+    /// Whether the database answers (for `/healthz`; the answer is reused
+    /// for up to a second); SQLite always does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on!(self, b => b.ping().await)
+    }
+
+    /// Renews the CRL signing lease when `held` is still `holder`'s epoch,
+    /// else takes it if it expired; gives the epoch while `holder` holds
+    /// it. On SQLite (one process) the lease is always held, epoch 0.
+    pub async fn crl_lease(
+        &self,
+        holder: &str,
+        held: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        on!(self, b => b.crl_lease(holder, held).await)
+    }
+
+    /// Gives the lease up (at shutdown) so another replica takes it at once.
+    pub async fn release_crl_lease(&self, holder: &str, epoch: i64) -> Result<(), StoreError> {
+        on!(self, b => b.release_crl_lease(holder, epoch).await)
+    }
+
+    /// Publishes a signed CRL for every replica, only if the lease is still
+    /// `holder`'s under `epoch` (fencing); whether it was published. On
+    /// SQLite there is nobody to publish to: always true.
+    pub async fn publish_crl(
+        &self,
+        holder: &str,
+        epoch: i64,
+        crl: &PublishedCrl,
+    ) -> Result<bool, StoreError> {
+        on!(self, b => b.publish_crl(holder, epoch, crl).await)
+    }
+
+    /// The newest published CRL (DER) numbered above `above`; never any
+    /// on SQLite.
+    pub async fn latest_crl(&self, above: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        on!(self, b => b.latest_crl(above).await)
+    }
+
+    /// NOTIFY signals of a shared database (`None` on SQLite).
+    pub fn crl_signals(&self) -> Option<CrlSignals> {
+        on!(self, b => b.crl_signals())
     }
 }
 

@@ -13,8 +13,8 @@ use mailid_shared::{Address, KeyId, Serial};
 
 use super::rules::NextCrl;
 use super::{
-    decode_serial, finish, Backend, CertRow, CrlEntryFn, CrlState, MtaRoute, NewCert, RawCert,
-    RevokeOutcome, RouteAndKey, StoreError,
+    decode_serial, finish, Backend, CertRow, CrlEntryFn, CrlSignals, CrlState, MtaRoute, NewCert,
+    PublishedCrl, RawCert, RevokeOutcome, RouteAndKey, StoreError,
 };
 
 pub(crate) mod txn;
@@ -308,8 +308,50 @@ impl Backend for Sqlite {
         })
     }
 
+    fn is_empty_blocking(&self) -> Result<bool, StoreError> {
+        self.db.read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM certificates)
+                AND NOT EXISTS (SELECT 1 FROM mta_routes)
+                AND NOT EXISTS (SELECT 1 FROM compromised_keys)
+                AND (SELECT number FROM crl_state WHERE id = 1) = 0",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn crl_lease(
+        &self,
+        _holder: &str,
+        _held: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(Some(0))
+    }
+
+    async fn release_crl_lease(&self, _holder: &str, _epoch: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn publish_crl(
+        &self,
+        _holder: &str,
+        _epoch: i64,
+        _crl: &PublishedCrl,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn latest_crl(&self, _above: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
+    fn crl_signals(&self) -> Option<CrlSignals> {
+        None
     }
 }
 
