@@ -13,7 +13,7 @@ fn config() -> Config {
         crl_next_update_hours: 24,
         imported: false,
         rate_limits: Default::default(),
-            database: None,
+        database: None,
     }
 }
 

@@ -42,7 +42,7 @@ fn migrate(dir: &Path, database: Option<&str>, to: &str, json: bool) -> anyhow::
         }
     };
     let src = ops::open_location(&Location::Sqlite(source.clone()), OpenMode::Existing)?;
-    let dst = ops::open_location(&Location::Postgres(url.clone()), OpenMode::Create)?;
+    let dst = ops::open_location(&Location::Postgres(Box::new(url.clone())), OpenMode::Create)?;
     if !dst.is_empty_blocking()? {
         anyhow::bail!("the database {url} is not empty; db migrate needs an empty database");
     }

@@ -21,7 +21,7 @@ use crate::config::{Config, Paths};
 use crate::issuer::{self, CaIssuer};
 use crate::keys::{self, KeyType};
 use crate::store::{MtaRoute, Store};
-use mailid_shared::pg::{Database, PgUrl};
+use mailid_shared::pg::PgUrl;
 
 /// `init` options.
 #[derive(Debug, Args)]
@@ -108,7 +108,7 @@ pub enum Location {
     /// `DIR/ca.sqlite`, the embedded default.
     Sqlite(PathBuf),
     /// A PostgreSQL database shared by replicas.
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 impl std::fmt::Display for Location {
@@ -124,9 +124,7 @@ impl std::fmt::Display for Location {
 /// Parses a `--database` URL: PostgreSQL only (SQLite is the data
 /// directory's own file, named by no URL).
 pub fn parse_database(text: &str) -> anyhow::Result<PgUrl> {
-    match Database::parse(text)? {
-        Database::Postgres(url) => Ok(url),
-    }
+    Ok(PgUrl::parse(text)?)
 }
 
 /// The database of the data directory `dir`: `flag` (`--database` or
@@ -142,7 +140,7 @@ pub fn location(dir: &Path, flag: Option<&str>) -> anyhow::Result<Location> {
     }
     let recorded = Config::load(dir)?.database;
     match flag.or(recorded.as_deref()) {
-        Some(text) => Ok(Location::Postgres(parse_database(text)?)),
+        Some(text) => Ok(Location::Postgres(Box::new(parse_database(text)?))),
         None => Ok(Location::Sqlite(paths.db)),
     }
 }
@@ -287,7 +285,8 @@ fn init_in(
     // already holds a CA's data) leaves nothing written.
     let pg = match url {
         Some(url) => {
-            let store = open_location(&Location::Postgres(url.clone()), OpenMode::Create)?;
+            let store =
+                open_location(&Location::Postgres(Box::new(url.clone())), OpenMode::Create)?;
             if !store.is_empty_blocking()? {
                 anyhow::bail!("the database {url} already holds a CA's data");
             }

@@ -437,10 +437,7 @@ impl Backend for Pg {
         let ok = match cached {
             Some((at, ok)) if at.elapsed() < PING_CACHE => ok,
             _ => {
-                let ok = matches!(
-                    tokio::time::timeout(PING_TIMEOUT, self.db.ping()).await,
-                    Ok(Ok(_))
-                );
+                let ok = self.db.ping(PING_TIMEOUT).await.is_ok();
                 if let Ok(mut g) = self.ping.lock() {
                     *g = Some((Instant::now(), ok));
                 }
