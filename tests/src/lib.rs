@@ -346,6 +346,31 @@ impl MtaFixture {
     }
 }
 
+/// Environment variable choosing the CA's database in [`CaFixture`]:
+/// `postgres` puts each CA data directory on a fresh PostgreSQL database
+/// (from `MAILID_TEST_PG_URL`); anything else (or unset) is SQLite.
+pub const BACKEND_VAR: &str = "MAILID_TEST_BACKEND";
+
+/// Whether this run puts CAs on PostgreSQL (see [`BACKEND_VAR`]).
+pub fn on_postgres() -> bool {
+    std::env::var(BACKEND_VAR).is_ok_and(|v| v == "postgres")
+}
+
+/// The `init` arguments selecting a CA's database in this run: none for
+/// SQLite, `--database URL` of a fresh database for PostgreSQL.
+pub fn ca_database_args() -> Vec<String> {
+    if on_postgres() {
+        // On a thread of its own: fixtures are also made inside async tests,
+        // where the helper's runtime could not start.
+        let url = std::thread::spawn(|| mailid_shared::pg::testing::fresh_database("ca"))
+            .join()
+            .expect("a fresh PostgreSQL database");
+        vec!["--database".into(), url.secret_text().to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// A CA set up with the operator CLI in `<root>/<name>`, on a port chosen
 /// at init so its base URL (CRL and issuer URLs) is known beforehand.
 pub struct CaFixture {
@@ -359,7 +384,8 @@ pub struct CaFixture {
 
 impl CaFixture {
     /// Runs `mailid-ca init --name NAME --base-url http://127.0.0.1:PORT`
-    /// plus `extra` arguments (e.g. `--key-type rsa3072`).
+    /// plus `extra` arguments (e.g. `--key-type rsa3072`), on a fresh
+    /// PostgreSQL database when [`on_postgres`].
     pub fn init(root: &Path, name: &str, extra: &[&str]) -> CaFixture {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("create CA dir");
@@ -376,6 +402,8 @@ impl CaFixture {
             &base,
         ];
         args.extend_from_slice(extra);
+        let database = ca_database_args();
+        args.extend(database.iter().map(String::as_str));
         run_ok(&bin(CA_BIN), &args, None);
         CaFixture {
             dir,

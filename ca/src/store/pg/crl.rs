@@ -41,7 +41,7 @@ impl Pg {
                         let stmt = tx
                             .prepare_cached(
                                 "UPDATE crl_lease
-                                 SET expires_at = clock_timestamp() + $3 * INTERVAL '1 millisecond'
+                                 SET expires_at = clock_timestamp() + $3::BIGINT * INTERVAL '1 millisecond'
                                  WHERE id = 1 AND holder = $1 AND epoch = $2
                                    AND expires_at > clock_timestamp()",
                             )
@@ -54,7 +54,7 @@ impl Pg {
                         .prepare_cached(
                             "UPDATE crl_lease
                              SET holder = $1, epoch = epoch + 1,
-                                 expires_at = clock_timestamp() + $2 * INTERVAL '1 millisecond'
+                                 expires_at = clock_timestamp() + $2::BIGINT * INTERVAL '1 millisecond'
                              WHERE id = 1 AND expires_at <= clock_timestamp()
                              RETURNING epoch",
                         )
