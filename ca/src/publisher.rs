@@ -59,17 +59,19 @@ pub struct Publisher {
     epoch: Mutex<Option<i64>>,
 }
 
-/// A name for this process in the lease row: host, pid and a random part
-/// (a restarted process is a new holder).
-fn holder_name() -> String {
+/// This replica's name in the lease row: the host and the data directory
+/// (each replica has a copy of its own), so a replica restarted after a
+/// crash takes its own lease back at once instead of waiting for it to
+/// expire (a new epoch all the same: the crashed process is fenced out).
+fn holder_name(crl_path: &std::path::Path) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
-    format!(
-        "{host}/{}/{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
+    let dir = crl_path
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .unwrap_or_default();
+    format!("{host}:{}", dir.display())
 }
 
 impl Publisher {
@@ -87,8 +89,8 @@ impl Publisher {
         path: std::path::PathBuf,
         next_update_hours: u32,
     ) -> anyhow::Result<Arc<Publisher>> {
-        let holder = holder_name();
-        let epoch = store.crl_lease(&holder, None).await?;
+        let holder = holder_name(&path);
+        let epoch = store.crl_lease(&holder, None, true).await?;
         let snap = match epoch {
             Some(e) => {
                 if store.is_shared() {
@@ -193,7 +195,7 @@ impl Publisher {
     /// Renews or takes the lease; logs when it changes hands.
     async fn lease(&self) -> anyhow::Result<Option<i64>> {
         let held = self.epoch();
-        let now = self.store.crl_lease(&self.holder, held).await?;
+        let now = self.store.crl_lease(&self.holder, held, false).await?;
         if now != held {
             match (held, now) {
                 (_, Some(e)) => tracing::info!(epoch = e, "took the CRL lease epoch {e}"),

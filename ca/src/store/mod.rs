@@ -303,6 +303,7 @@ pub(crate) trait Backend {
         &self,
         holder: &str,
         held: Option<i64>,
+        reclaim: bool,
     ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
     fn release_crl_lease(
         &self,
@@ -545,14 +546,17 @@ impl Store {
     }
 
     /// Renews the CRL signing lease when `held` is still `holder`'s epoch,
-    /// else takes it if it expired; gives the epoch while `holder` holds
-    /// it. On SQLite (one process) the lease is always held, epoch 0.
+    /// else takes it if it expired (or, with `reclaim`, a replica starting
+    /// again, if it still names `holder`; under a new epoch); gives the
+    /// epoch while `holder` holds it. On SQLite (one process) the lease is
+    /// always held, epoch 0.
     pub async fn crl_lease(
         &self,
         holder: &str,
         held: Option<i64>,
+        reclaim: bool,
     ) -> Result<Option<i64>, StoreError> {
-        on!(self, b => b.crl_lease(holder, held).await)
+        on!(self, b => b.crl_lease(holder, held, reclaim).await)
     }
 
     /// Gives the lease up (at shutdown) so another replica takes it at once.

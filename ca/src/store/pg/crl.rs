@@ -25,11 +25,13 @@ const KEEP: i64 = 4;
 
 impl Pg {
     /// Renews the lease when `held` is still ours, else takes it when it
-    /// has expired. Gives the epoch while we hold it.
+    /// has expired or, with `reclaim` (a replica starting), still names us
+    /// (the epoch still goes up). Gives the epoch while we hold it.
     pub(crate) async fn crl_lease(
         &self,
         holder: &str,
         held: Option<i64>,
+        reclaim: bool,
     ) -> Result<Option<i64>, StoreError> {
         let term = i64::try_from(LEASE_TERM.as_millis()).unwrap_or(10_000);
         let holder = holder.to_string();
@@ -55,12 +57,13 @@ impl Pg {
                             "UPDATE crl_lease
                              SET holder = $1, epoch = epoch + 1,
                                  expires_at = clock_timestamp() + $2::BIGINT * INTERVAL '1 millisecond'
-                             WHERE id = 1 AND expires_at <= clock_timestamp()
+                             WHERE id = 1
+                               AND (expires_at <= clock_timestamp() OR (holder = $1 AND $3))
                              RETURNING epoch",
                         )
                         .await?;
                     Ok(tx
-                        .query_opt(&stmt, &[&holder, &term])
+                        .query_opt(&stmt, &[&holder, &term, &reclaim])
                         .await?
                         .map(|r| r.get::<_, i64>(0)))
                 })

@@ -404,8 +404,13 @@ impl Backend for Pg {
         }))
     }
 
-    async fn crl_lease(&self, holder: &str, held: Option<i64>) -> Result<Option<i64>, StoreError> {
-        Pg::crl_lease(self, holder, held).await
+    async fn crl_lease(
+        &self,
+        holder: &str,
+        held: Option<i64>,
+        reclaim: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        Pg::crl_lease(self, holder, held, reclaim).await
     }
 
     async fn release_crl_lease(&self, holder: &str, epoch: i64) -> Result<(), StoreError> {

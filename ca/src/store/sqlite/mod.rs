@@ -329,6 +329,7 @@ impl Backend for Sqlite {
         &self,
         _holder: &str,
         _held: Option<i64>,
+        _reclaim: bool,
     ) -> Result<Option<i64>, StoreError> {
         Ok(Some(0))
     }
