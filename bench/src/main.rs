@@ -4,6 +4,7 @@
 mod crl;
 mod enroll;
 mod pki;
+mod replicas;
 mod seed;
 mod server;
 mod suite;

@@ -153,7 +153,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     for ca_key in &plan.ca_keys {
         eprintln!("suite: enrollments with a {ca_key} CA key");
-        let env = Arc::new(Env::start(&bins, plan.accounts, ca_key, 0).await?);
+        let env = Arc::new(Env::start(&bins, plan.accounts, ca_key, 0, 1).await?);
         let idle = (
             env.mta.pid().and_then(memory_kib).map_or(0, |m| m.0),
             env.ca.pid().and_then(memory_kib).map_or(0, |m| m.0),
@@ -274,7 +274,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         let mut base: Option<f64> = None;
         for &seed in &plan.growth {
             eprintln!("suite: growth with {seed} certificates");
-            let env = Arc::new(Env::start(&bins, plan.accounts, "p256", seed).await?);
+            let env = Arc::new(Env::start(&bins, plan.accounts, "p256", seed, 1).await?);
             let jobs = jobs_by_csr[0].1.clone();
             for &c in plan.levels.iter().filter(|&&c| c > 1) {
                 let s = median_of(&env, Mode::Ca, &jobs, c, plan.runs).await?;
