@@ -101,8 +101,16 @@ pick_port() {
 
 # Starts the server on $DIR/port; returns 1 (with the log kept) if it fails.
 pg_start() {
-  local port
+  local port pid
   port=$(cat "$DIR/port")
+  # After a kill -9 the dead postmaster may linger as a zombie until init
+  # reaps it, and postgres would take its lock files for a live server.
+  if [ -f "$DATA/postmaster.pid" ]; then
+    pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! alive "$pid"; then
+      rm -f "$DATA/postmaster.pid" "$SOCK/.s.PGSQL.$port.lock"
+    fi
+  fi
   as_owner "$BINDIR/pg_ctl" start -D "$DATA" -w -t 60 -s -l "$DIR/postgres.log" \
     -o "-p $port -k $SOCK" >/dev/null 2>&1
 }
@@ -139,7 +147,7 @@ cmd_start() {
   chmod 0755 "$DIR"
   [ "$(id -u)" = 0 ] && chown "$OWNER" "$DIR" "$SOCK"
   as_owner test -w "$DIR" || die "$DIR is not writable by the cluster owner $OWNER (put it under /tmp)"
-  as_owner "$BINDIR/initdb" -D "$DATA" -U "$SUPERUSER" -A trust -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 ||
+  as_owner "$BINDIR/initdb" -D "$DATA" -U "$SUPERUSER" -A trust -E UTF8 --no-locale --no-sync >"$DIR/initdb.log" 2>&1 ||
     die "initdb failed (see $DIR/initdb.log)"
   as_owner tee "$DATA/pg_hba.conf" >/dev/null <<HBA
 # written by scripts/pg-cluster.sh; the first matching line wins
@@ -158,6 +166,11 @@ max_connections = 300
 fsync = on
 password_encryption = 'scram-sha-256'
 CONF
+  # Crash recovery (after kill) syncs the data directory first: one syncfs
+  # call instead of an fsync per file where the server knows it (14+).
+  if [ "$("$BINDIR/postgres" --version | sed -E 's/.* ([0-9]+)[.].*/\1/')" -ge 14 ] 2>/dev/null; then
+    echo "recovery_init_sync_method = syncfs" | as_owner tee -a "$DATA/postgresql.conf" >/dev/null
+  fi
   local tries=1
   while :; do
     if [ -n "$want_port" ]; then echo "$want_port" >"$DIR/port"; else pick_port >"$DIR/port"; fi
