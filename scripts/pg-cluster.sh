@@ -62,8 +62,10 @@ owner_user() {
 
 # Runs a command as the cluster's owner (directly when we are not root).
 as_owner() {
-  if [ "$(id -u)" = 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null 2>&1; then
     (cd / && runuser -u "$OWNER" -- "$@")
+  elif [ "$(id -u)" = 0 ]; then
+    (cd / && su -s /bin/sh "$OWNER" -c "$(printf '%q ' "$@")")
   else
     (cd / && "$@")
   fi
