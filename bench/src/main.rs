@@ -3,6 +3,7 @@
 
 mod crl;
 mod enroll;
+mod pgbench;
 mod pki;
 mod replicas;
 mod seed;
