@@ -358,19 +358,10 @@ pub fn on_postgres() -> bool {
     std::env::var(BACKEND_VAR).is_ok_and(|v| v == "postgres")
 }
 
-/// The `init` arguments selecting a CA's database in this run: none for
-/// SQLite, `--database URL` of a fresh database for PostgreSQL.
-pub fn ca_database_args() -> Vec<String> {
-    if on_postgres() {
-        // On a thread of its own: fixtures are also made inside async tests,
-        // where the helper's runtime could not start.
-        let url = std::thread::spawn(|| mailid_shared::pg::testing::fresh_database("ca"))
-            .join()
-            .expect("a fresh PostgreSQL database");
-        vec!["--database".into(), url.secret_text().to_string()]
-    } else {
-        Vec::new()
-    }
+/// A fresh PostgreSQL database for a CA in this run (see [`BACKEND_VAR`]);
+/// `None` on SQLite.
+pub fn ca_database() -> Option<pg::TestDatabase> {
+    on_postgres().then(|| pg::fresh_database("ca"))
 }
 
 /// A CA set up with the operator CLI in `<root>/<name>`, on a port chosen
@@ -382,6 +373,9 @@ pub struct CaFixture {
     pub port: u16,
     /// The running service, once started.
     pub server: Option<Server>,
+    /// Its PostgreSQL database in a PostgreSQL run (dropped after the
+    /// server stops).
+    pub database: Option<pg::TestDatabase>,
 }
 
 impl CaFixture {
@@ -389,6 +383,21 @@ impl CaFixture {
     /// plus `extra` arguments (e.g. `--key-type rsa3072`), on a fresh
     /// PostgreSQL database when [`on_postgres`].
     pub fn init(root: &Path, name: &str, extra: &[&str]) -> CaFixture {
+        Self::init_in(root, name, extra, ca_database())
+    }
+
+    /// [`CaFixture::init`] on SQLite whatever the run, for tests about the
+    /// data directory's SQLite file itself.
+    pub fn init_sqlite(root: &Path, name: &str, extra: &[&str]) -> CaFixture {
+        Self::init_in(root, name, extra, None)
+    }
+
+    fn init_in(
+        root: &Path,
+        name: &str,
+        extra: &[&str],
+        database: Option<pg::TestDatabase>,
+    ) -> CaFixture {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("create CA dir");
         let port = free_port();
@@ -404,13 +413,15 @@ impl CaFixture {
             &base,
         ];
         args.extend_from_slice(extra);
-        let database = ca_database_args();
-        args.extend(database.iter().map(String::as_str));
+        if let Some(db) = &database {
+            args.extend(["--database", db.url()]);
+        }
         run_ok(&bin(CA_BIN), &args, None);
         CaFixture {
             dir,
             port,
             server: None,
+            database,
         }
     }
 

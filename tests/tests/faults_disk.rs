@@ -35,7 +35,8 @@ fn disk_full_under_the_ca_gives_500_changes_nothing_and_recovers() {
         Ok(m) => m,
         Err(why) => return skip("disk_full_under_the_ca", &why),
     };
-    let env = env_in(root.path(), &disk.path, None);
+    // SQLite in any run: the fault is the disk under the CA's SQLite file.
+    let env = sqlite_env_in(root.path(), &disk.path);
     let (mta, ca) = (env.mta.url(), env.ca.url());
     let pid = ca_pid(&env);
     let first = serial_of(&try_enroll(&mta, &ca, ALICE));
@@ -162,7 +163,8 @@ fn a_read_only_database_at_start_is_refused_in_one_line() {
         Ok(m) => m,
         Err(why) => return skip("a_read_only_database_at_start", &why),
     };
-    let mut env = env_in(&disk.path, &disk.path, None);
+    // SQLite in any run: the fault is the disk under the CA's SQLite file.
+    let mut env = sqlite_env_in(&disk.path, &disk.path);
     let (mta, ca) = (env.mta.url(), env.ca.url());
     let first = serial_of(&try_enroll(&mta, &ca, ALICE));
     env.ca.server.as_mut().unwrap().stop();
@@ -215,7 +217,8 @@ fn a_database_turning_read_only_while_serving_changes_nothing() {
             &format!("{} is missing", trigger.display()),
         );
     }
-    let mut env = env_in(root.path(), &disk.path, None);
+    // SQLite in any run: the fault is the disk under the CA's SQLite file.
+    let mut env = sqlite_env_in(root.path(), &disk.path);
     let (mta, ca) = (env.mta.url(), env.ca.url());
     let pid = ca_pid(&env);
     let first = serial_of(&try_enroll(&mta, &ca, ALICE));

@@ -76,7 +76,8 @@ fn key_and_passphrase_faults_stop_the_start_in_one_line_and_change_nothing() {
 fn a_corrupt_database_stops_either_service_in_one_line() {
     let root = temp_dir();
     let mta = MtaFixture::init(root.path(), "mta");
-    let ca = CaFixture::init(root.path(), "ca", &[]);
+    // SQLite in any run: the fault is a corrupt ca.sqlite.
+    let ca = CaFixture::init_sqlite(root.path(), "ca", &[]);
     for (bin_name, program, dir, db) in [
         (CA_BIN, "mailid-ca: ", &ca.dir, "ca.sqlite"),
         (MTA_BIN, "mailid-mta-auth: ", &mta.dir, "mta-auth.sqlite"),
@@ -123,7 +124,8 @@ fn a_missing_database_stops_every_command_in_one_line_and_creates_nothing() {
     let root = temp_dir();
     let mta = MtaFixture::init(root.path(), "mta");
     mta.add_account(ALICE, PASSWORD);
-    let ca = CaFixture::init(root.path(), "ca", &[]);
+    // SQLite in any run: the fault is a missing ca.sqlite.
+    let ca = CaFixture::init_sqlite(root.path(), "ca", &[]);
     // Deleted (a lost volume, a botched restore): database, WAL and all.
     for (dir, db) in [(&ca.dir, "ca.sqlite"), (&mta.dir, "mta-auth.sqlite")] {
         for suffix in ["", "-wal", "-shm"] {

@@ -213,10 +213,24 @@ pub struct Env {
 }
 
 pub fn env_in(mta_parent: &Path, ca_parent: &Path, route: Option<&dyn Fn(&str) -> String>) -> Env {
+    env_with(mta_parent, CaFixture::init(ca_parent, "ca", &[]), route)
+}
+
+/// [`env_in`] with the CA on SQLite in any run: for faults of the disk
+/// under the CA's SQLite file.
+#[allow(dead_code)]
+pub fn sqlite_env_in(mta_parent: &Path, ca_parent: &Path) -> Env {
+    env_with(
+        mta_parent,
+        CaFixture::init_sqlite(ca_parent, "ca", &[]),
+        None,
+    )
+}
+
+fn env_with(mta_parent: &Path, mut ca: CaFixture, route: Option<&dyn Fn(&str) -> String>) -> Env {
     let mut mta = MtaFixture::init(mta_parent, "mta");
     mta.add_account(ALICE, PASSWORD);
     mta.start(&[]);
-    let mut ca = CaFixture::init(ca_parent, "ca", &[]);
     let cred = mta.add_ca("test-ca", Some(&ca.ca_pem()));
     let url = match route {
         Some(f) => f(&mta.url()),
