@@ -39,12 +39,31 @@ impl Env {
         domain: &str,
         accounts: &[&str],
     ) -> Env {
+        Self::start_in(mta_args, domain, accounts, |root| {
+            CaFixture::init(root, "ca", ca_extra)
+        })
+    }
+
+    /// [`Env::start`] with the CA on SQLite in any run (e.g. to move it to
+    /// PostgreSQL with `db migrate`).
+    pub fn start_sqlite(domain: &str, accounts: &[&str]) -> Env {
+        Self::start_in(&[], domain, accounts, |root| {
+            CaFixture::init_sqlite(root, "ca", &[])
+        })
+    }
+
+    fn start_in(
+        mta_args: &[&str],
+        domain: &str,
+        accounts: &[&str],
+        make_ca: impl FnOnce(&Path) -> CaFixture,
+    ) -> Env {
         let root = mailid_tests::temp_dir();
         let mut mta = MtaFixture::init(root.path(), "mta");
         for a in accounts {
             mta.add_account(a, PASSWORD);
         }
-        let mut ca = CaFixture::init(root.path(), "ca", ca_extra);
+        let mut ca = make_ca(root.path());
         let cred = mta.add_ca("test-ca", Some(&ca.ca_pem()));
         mta.start(mta_args);
         ca.add_mta(domain, &mta.url(), "test-ca", &cred);
