@@ -21,10 +21,12 @@ use mailid_shared::{Address, KeyId, Serial};
 
 mod copy;
 pub(crate) mod pg;
+mod rows;
 pub(crate) mod rules;
 pub(crate) mod sqlite;
 
 pub use copy::Counts;
+pub(crate) use rows::{decode_serial, finish, RawCert};
 pub use rules::{NextCrl, NANOS};
 
 /// A storage failure or a refused write.
@@ -167,44 +169,6 @@ pub struct NewCert {
     pub not_before: i64,
     pub not_after: i64,
     pub der: Vec<u8>,
-}
-
-/// A certificate row as both backends read it, before its text columns are
-/// parsed into newtypes by [`finish`].
-pub(crate) struct RawCert {
-    pub(crate) serial: String,
-    pub(crate) account: String,
-    pub(crate) key_id: String,
-    pub(crate) not_before: i64,
-    pub(crate) not_after: i64,
-    pub(crate) issued_at: i64,
-    pub(crate) revoked_at: Option<i64>,
-    pub(crate) reason: Option<i64>,
-}
-
-/// Parses a [`RawCert`]; a value that does not parse is
-/// [`StoreError::Corrupt`].
-pub(crate) fn finish(raw: RawCert, der: Vec<u8>) -> Result<CertRow, StoreError> {
-    let bad = |what: &str| StoreError::Corrupt(format!("{what} of {}", raw.serial));
-    Ok(CertRow {
-        serial: raw.serial.parse().map_err(|_| bad("serial"))?,
-        account: Address::parse(&raw.account).map_err(|_| bad("account"))?,
-        key_id: raw.key_id.parse().map_err(|_| bad("key ID"))?,
-        not_before: raw.not_before,
-        not_after: raw.not_after,
-        issued_at: raw.issued_at,
-        der,
-        revoked_at: raw.revoked_at,
-        reason: match raw.reason {
-            None => None,
-            Some(c) => Some(
-                u8::try_from(c)
-                    .ok()
-                    .and_then(RevocationReason::from_code)
-                    .ok_or_else(|| bad("reason"))?,
-            ),
-        },
-    })
 }
 
 /// A signed CRL as a lease holder publishes it to the other replicas.
@@ -586,23 +550,6 @@ impl Store {
     pub fn crl_signals(&self) -> Option<CrlSignals> {
         on!(self, b => b.crl_signals())
     }
-}
-
-/// Decodes a stored serial (lowercase hex, as [`Serial`] stores it) into
-/// `buf`; `None` for anything else or more than 32 bytes.
-fn decode_serial<'a>(hex: &[u8], buf: &'a mut [u8; 32]) -> Option<&'a [u8]> {
-    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 2 * buf.len() {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        buf[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(&buf[..hex.len() / 2])
 }
 
 #[cfg(test)]
