@@ -83,7 +83,8 @@ async fn revoke_by_enrolling(env: &Env, account: &str) -> u64 {
 /// served before.
 async fn restore_keeps_crl_numbers_increasing(pick: fn(&str) -> bool) {
     let account = format!("rita@{DOMAIN}");
-    let mut env = Env::start(&[], DOMAIN, &[&account]);
+    // SQLite in any run: the backups are copies of the data dir's ca.sqlite.
+    let mut env = Env::start_sqlite(DOMAIN, &[&account]);
     env.enroll_new(&account, "p256").await;
     let mut served = vec![served_number(&env).await];
 
