@@ -90,7 +90,7 @@ impl Publisher {
         next_update_hours: u32,
     ) -> anyhow::Result<Arc<Publisher>> {
         let holder = holder_name(&path);
-        let epoch = store.crl_lease(&holder, None, true).await?;
+        let mut epoch = store.crl_lease(&holder, None, true).await?;
         let snap = match epoch {
             Some(e) => {
                 if store.is_shared() {
@@ -105,7 +105,10 @@ impl Publisher {
                 })
                 .await??;
                 metrics.crl_signings.fetch_add(1, Ordering::Relaxed);
-                store.publish_crl(&holder, e, &snap.published()).await?;
+                if !store.publish_crl(&holder, e, &snap.published()).await? {
+                    tracing::warn!(epoch = e, "lost the CRL lease epoch {e}");
+                    epoch = None;
+                }
                 snap
             }
             None => match store.latest_crl(0).await? {
