@@ -18,9 +18,11 @@ use crate::store::{NewCert, RevokeOutcome, StoreError};
 /// the CRL lease holder listens to it.
 pub(crate) const REVOCATIONS_CHANNEL: &str = "mailid_ca_revocations";
 
-/// Revokes `serial` if it is not yet revoked and bumps the revocation
-/// counter; a keyCompromise revocation also revokes every other
-/// certificate for the key. Gives how many were revoked.
+/// Revokes `serial` if it is not yet revoked; a keyCompromise revocation
+/// also revokes every other certificate for the key. Gives how many
+/// changed, for the caller to add to the revocation counter with
+/// [`bump_revocations`] as its transaction's last write (the counter row
+/// is every revocation's lock: held as briefly as possible).
 async fn revoke_in(
     tx: &Transaction<'_>,
     serial: &str,
@@ -39,7 +41,6 @@ async fn revoke_in(
     if n > 0 && reason == RevocationReason::KeyCompromise {
         n += revoke_key(tx, serial, now).await?;
     }
-    bump_revocations(tx, n).await?;
     Ok(n)
 }
 
@@ -130,6 +131,7 @@ pub(crate) async fn insert_superseding_in(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut revoked = Vec::new();
+    let mut changed = 0;
     for (serial, not_after) in current {
         if not_after < now {
             // Expired: no longer valid, so nothing to revoke; just retire it.
@@ -137,7 +139,8 @@ pub(crate) async fn insert_superseding_in(
                 .prepare_cached("UPDATE certificates SET active = FALSE WHERE serial = $1")
                 .await?;
             tx.execute(&stmt, &[&serial]).await?;
-        } else if revoke_in(tx, &serial, RevocationReason::Superseded, now).await? > 0 {
+        } else if let n @ 1.. = revoke_in(tx, &serial, RevocationReason::Superseded, now).await? {
+            changed += n;
             revoked.push(
                 serial
                     .parse()
@@ -164,6 +167,7 @@ pub(crate) async fn insert_superseding_in(
         ],
     )
     .await?;
+    bump_revocations(tx, changed).await?;
     Ok(revoked)
 }
 
@@ -202,7 +206,8 @@ pub(crate) async fn revoke_one(
         Some((Some(_), _, _)) => Ok(RevokeOutcome::AlreadyRevoked),
         Some((None, not_after, _)) if not_after < now => Ok(RevokeOutcome::Expired),
         Some((None, _, _)) => {
-            revoke_in(tx, serial.as_str(), reason, now).await?;
+            let n = revoke_in(tx, serial.as_str(), reason, now).await?;
+            bump_revocations(tx, n).await?;
             Ok(RevokeOutcome::Revoked { at: now })
         }
     }
