@@ -293,7 +293,7 @@ impl Authenticator {
                     Ok(false) => {
                         tracing::debug!(account = %addr, "client certificate names no enabled account")
                     }
-                    Err(e) => return Err(Problem::internal(e)),
+                    Err(e) => return Err(Problem::from(e)),
                 }
             }
         }
@@ -333,7 +333,7 @@ impl Authenticator {
             }
         };
         let info = match &address {
-            Some(a) => self.store.login_info(a).await.map_err(Problem::internal)?,
+            Some(a) => self.store.login_info(a).await?,
             None => None,
         };
         let permits = match known {
@@ -384,11 +384,7 @@ impl Authenticator {
                 }
             }
         }
-        let found = self
-            .store
-            .ca_secret(name)
-            .await
-            .map_err(Problem::internal)?;
+        let found = self.store.ca_secret(name).await?;
         let Ok(mut cache) = self.ca_cache.lock() else {
             return Ok(found.map(Arc::new));
         };

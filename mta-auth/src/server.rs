@@ -133,6 +133,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         config: opts.config.clone(),
         auth,
         metrics: Arc::new(Metrics::default()),
+        health: Default::default(),
     });
     let router = api::router(state);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

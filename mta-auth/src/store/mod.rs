@@ -9,12 +9,17 @@
 //! in as a function where they must run inside the transaction.
 
 mod backend;
+mod pg;
 mod rows;
 mod sqlite;
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use mailid_shared::db::{DbError, OpenMode};
+use mailid_shared::db::{AsDbError, DbError, OpenMode};
+use mailid_shared::pg::PgUrl;
+use mailid_shared::problem::{ErrorCode, Problem};
 use mailid_shared::timefmt::now_unix;
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
@@ -36,9 +41,71 @@ pub enum StoreError {
     NotFound(String),
 }
 
+impl StoreError {
+    /// Whether the database is unreachable (answered with 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(e) if e.is_unavailable())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::from(e))
+    }
+}
+
+impl AsDbError for StoreError {
+    fn as_db(&self) -> Option<&DbError> {
+        match self {
+            StoreError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
+/// A storage failure as an HTTP answer: 503 `unavailable` with
+/// `Retry-After` while the database is unreachable, else 500 (the cause
+/// logged, never sent).
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            Problem::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; retry later",
+            )
+            .retry_after(UNAVAILABLE_RETRY_SECS)
+        } else {
+            Problem::internal(e)
+        }
+    }
+}
+
+/// Where a store keeps its rows.
+#[derive(Clone)]
+pub enum Location {
+    /// A SQLite file (the data dir's `mta-auth.sqlite`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PgUrl),
+}
+
+/// The path, or the URL with its password hidden.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(u) => write!(f, "{u}"),
+        }
     }
 }
 
@@ -51,6 +118,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Kind {
     Sqlite(sqlite::SqliteStore),
+    Pg(pg::PgStore),
 }
 
 /// Runs `$call` on whichever backend the store has.
@@ -58,6 +126,7 @@ macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &$self.backend {
             Kind::Sqlite($b) => $call,
+            Kind::Pg($b) => $call,
         }
     };
 }
@@ -69,6 +138,33 @@ impl Store {
         Ok(Store {
             backend: Kind::Sqlite(sqlite::SqliteStore::open(path, mode)?),
         })
+    }
+
+    /// Connects to the PostgreSQL database at `url` and migrates it (safe
+    /// when replicas start at once); only [`OpenMode::Create`] (`init`)
+    /// creates the schema. Synchronous: call it outside async code (or in
+    /// `spawn_blocking`).
+    pub fn open_pg(url: &PgUrl, mode: OpenMode) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Kind::Pg(pg::PgStore::open(url, mode)?),
+        })
+    }
+
+    /// Opens the store at `location` (see [`Store::open`], [`Store::open_pg`]).
+    pub fn open_at(location: &Location, mode: OpenMode) -> Result<Store, StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::open(path, mode),
+            Location::Postgres(url) => Store::open_pg(url, mode),
+        }
+    }
+
+    /// Whether the database answers within `timeout` (SQLite: a local
+    /// file, always).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Kind::Sqlite(_) => Ok(()),
+            Kind::Pg(b) => b.ping(timeout).await,
+        }
     }
 
     /// Adds an account; `Exists` if the address is taken.
