@@ -1,4 +1,5 @@
-//! SQLite storage plumbing shared by both services.
+//! SQLite storage plumbing shared by both services (PostgreSQL's is in
+//! `pg`), and the storage error both backends share.
 //!
 //! * WAL mode, `synchronous=FULL`: a committed transaction survives a power
 //!   cut; database files are created 0600.
@@ -49,6 +50,58 @@ pub enum DbError {
     /// message leaves the path to the caller's context ("opening PATH").
     #[error("the database is missing or empty (only 'init' creates it; restore it from a backup)")]
     Missing { path: PathBuf },
+    /// A PostgreSQL database without this service's schema
+    /// ([`OpenMode::Existing`]).
+    #[error("the database holds no {service} schema (only 'init' creates it)")]
+    NoSchema { service: String },
+    /// The database cannot be reached, is shutting down or did not answer
+    /// in time: the services answer 503 `unavailable`.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// PostgreSQL refused a statement (the server's message, one line).
+    #[error("postgresql: {message}")]
+    Postgres {
+        message: String,
+        /// A serialization failure or deadlock: running the transaction
+        /// again may succeed.
+        retryable: bool,
+    },
+    /// A database URL that cannot be used (never holds the password).
+    #[error("{0}")]
+    BadUrl(String),
+}
+
+impl DbError {
+    /// Whether the database is unreachable (503 `unavailable`), rather
+    /// than the request or the data being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_))
+    }
+
+    /// Whether the transaction that failed may simply be run again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Postgres {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Lets the storage layer see the [`DbError`] inside a store's own error
+/// type (to retry serialization failures, to answer 503 when the database
+/// is down).
+pub trait AsDbError {
+    /// The database error this error carries, if it is one.
+    fn as_db(&self) -> Option<&DbError>;
+}
+
+impl AsDbError for DbError {
+    fn as_db(&self) -> Option<&DbError> {
+        Some(self)
+    }
 }
 
 /// Whether [`Db::open`] may create the database.

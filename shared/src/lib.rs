@@ -37,6 +37,8 @@ pub mod keyid;
 #[cfg(feature = "server")]
 pub mod metrics;
 pub mod pem;
+#[cfg(feature = "server")]
+pub mod pg;
 pub mod problem;
 pub mod protocol;
 #[cfg(feature = "server")]

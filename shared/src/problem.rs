@@ -38,12 +38,15 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     MtaUnavailable,
+    /// A dependency of the service itself (its database, its signing
+    /// token) is unreachable; retry after `Retry-After`.
+    Unavailable,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::BadCsr,
         ErrorCode::UnsupportedKey,
@@ -56,6 +59,7 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::MtaUnavailable,
+        ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
 
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload-too-large",
             ErrorCode::MtaUnavailable => "mta-unavailable",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -91,7 +96,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
-            ErrorCode::MtaUnavailable => 503,
+            ErrorCode::MtaUnavailable | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -111,6 +116,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "Conflict",
             ErrorCode::PayloadTooLarge => "Payload too large",
             ErrorCode::MtaUnavailable => "MTA auth service unavailable",
+            ErrorCode::Unavailable => "Service unavailable",
             ErrorCode::Internal => "Internal error",
         }
     }
