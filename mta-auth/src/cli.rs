@@ -1,7 +1,7 @@
 //! The operator command line of SPEC §4.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -14,10 +14,10 @@ use zeroize::Zeroizing;
 
 use crate::authz::hash_password;
 use crate::client_crl::CrlSource;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::identity::x509;
 use crate::server::{self, ServeOptions, TlsFiles};
-use crate::store::{Store, StoreError};
+use crate::store::{Location, Store, StoreError};
 
 /// mailid MTA auth service: accounts, TOTP codes bound to keys, validation
 /// for CAs, identity publication.
@@ -27,6 +27,17 @@ pub struct Cli {
     /// Data directory (SQLite database and config.json).
     #[arg(long, global = true, env = "MAILID_MTA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL database URL (postgres://… or postgresql://…; libpq
+    /// form, ?host=/dir for a socket); overrides the one `init --database`
+    /// recorded in config.json. Without one: SQLite in the data dir.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILID_DATABASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -36,7 +47,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Creates the data directory, database and config.json.
+    /// Creates the data directory, database and config.json (with
+    /// --database: the schema in that PostgreSQL database, whose URL
+    /// config.json records).
     Init,
     /// Manages accounts.
     #[command(subcommand)]
@@ -204,9 +217,11 @@ fn parse_address(s: &str) -> anyhow::Result<Address> {
     Address::parse(s).map_err(|e| anyhow::anyhow!("bad address '{s}': {e}"))
 }
 
-fn open(data_dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
+async fn open(data_dir: &Path, database: Option<&str>) -> anyhow::Result<(Config, Store)> {
     let cfg = Config::load(data_dir)?;
-    Ok((cfg, server::open_store(data_dir, OpenMode::Existing)?))
+    let location = cfg.location(data_dir, database)?;
+    let store = server::open_store(&location, OpenMode::Existing).await?;
+    Ok((cfg, store))
 }
 
 fn valid_ca_name(name: &str) -> bool {
@@ -219,16 +234,38 @@ fn valid_ca_name(name: &str) -> bool {
 
 async fn run(cli: Cli, data_dir: PathBuf) -> anyhow::Result<()> {
     let json = cli.json;
+    let database = cli.database.as_deref().filter(|t| !t.trim().is_empty());
     match cli.command {
-        Command::Init => init(&data_dir, json),
-        Command::Account(cmd) => account(cmd, &data_dir, json).await,
-        Command::Ca(cmd) => ca(cmd, &data_dir, json).await,
-        Command::Serve(args) => serve(args, data_dir).await,
+        Command::Init => init(&data_dir, database, json).await,
+        Command::Account(cmd) => account(cmd, &data_dir, database, json).await,
+        Command::Ca(cmd) => ca(cmd, &data_dir, database, json).await,
+        Command::Serve(args) => serve(args, data_dir, database).await,
     }
 }
 
-fn init(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+/// Creates the data dir (0700) and config.json, and the schema: in the
+/// SQLite file, or with `database` in that PostgreSQL database, which is
+/// reached and migrated before anything is written (a bad URL changes
+/// nothing) and then recorded in config.json.
+async fn init(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    let fresh = !Config::path(data_dir).exists();
+    let mut config = match fresh {
+        true => Config::default(),
+        false => Config::load(data_dir)?,
+    };
+    let recorded = config.location(data_dir, None)?;
+    let location = config.location(data_dir, database)?;
+    if !fresh && recorded.to_string() != location.to_string() {
+        anyhow::bail!(
+            "{} is already initialised with database {recorded}; `mailid-mta-auth db migrate --to URL` moves it",
+            data_dir.display()
+        );
+    }
+    if let Location::Postgres(_) = location {
+        drop(server::open_store(&location, OpenMode::Create).await?);
+        config.database = database.map(|t| DatabaseUrl(t.trim().to_string()));
+    }
     if !data_dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -236,12 +273,12 @@ fn init(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             .create(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
     }
-    let fresh = !Config::path(data_dir).exists();
     if fresh {
-        Config::default().create(data_dir)?;
+        config.create(data_dir)?;
     }
-    Config::load(data_dir)?;
-    drop(server::open_store(data_dir, OpenMode::Create)?);
+    if let Location::Sqlite(_) = location {
+        drop(server::open_store(&location, OpenMode::Create).await?);
+    }
     if json {
         print_json(&serde_json::json!({"data_dir": data_dir, "created": fresh}))
     } else {
@@ -257,8 +294,13 @@ fn not_found(e: StoreError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let (_, store) = open(data_dir)?;
+async fn account(
+    cmd: AccountCmd,
+    data_dir: &Path,
+    database: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir, database).await?;
     let (verb, address) = match cmd {
         AccountCmd::Add(a) => {
             let address = parse_address(&a.address)?;
@@ -322,8 +364,13 @@ async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> any
     }
 }
 
-async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let (_, store) = open(data_dir)?;
+async fn ca(
+    cmd: CaCmd,
+    data_dir: &Path,
+    database: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir, database).await?;
     match cmd {
         CaCmd::Add { name, trust_cert } => {
             if !valid_ca_name(&name) {
@@ -396,8 +443,9 @@ fn read_trust_cert(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(der)
 }
 
-async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, data_dir: PathBuf, database: Option<&str>) -> anyhow::Result<()> {
     let mut config = Config::load(&data_dir)?;
+    let location = config.location(&data_dir, database)?;
     if let Some(v) = args.totp_digits {
         config.totp.digits = v;
     }
@@ -437,6 +485,7 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     };
     let running = server::start(ServeOptions {
         data_dir,
+        location: location.clone(),
         config,
         listen: args.listen.map(|a| a.to_string()),
         tls,
@@ -448,7 +497,7 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         writeln!(out, "listening on {}", running.url())?;
         out.flush()?;
     }
-    tracing::info!(url = %running.url(), "serving");
+    tracing::info!(url = %running.url(), database = %location, "serving");
     running.wait().await?;
     tracing::info!("stopped");
     Ok(())
