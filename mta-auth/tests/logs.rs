@@ -11,7 +11,8 @@ const ME: &str = "alice@example.org";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn secrets_never_reach_the_logs() {
-    let dir = data_dir();
+    // SQLite only: reads the TOTP secret from the SQLite file.
+    let dir = sqlite_data_dir();
     let add = mta(
         dir.path(),
         &["account", "add", ME, "--password-stdin"],
