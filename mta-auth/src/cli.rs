@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use mailid_shared::authsig::Credential;
 use mailid_shared::cli;
 use mailid_shared::db::OpenMode;
+use mailid_shared::pg::PgUrl;
 use mailid_shared::Address;
 use zeroize::Zeroizing;
 
@@ -59,6 +60,21 @@ pub enum Command {
     Ca(CaCmd),
     /// Runs the HTTP API.
     Serve(ServeArgs),
+    /// Moves the data dir's rows.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Copies every row of the data dir's SQLite database into an empty
+    /// PostgreSQL database (its schema created first), checks the row
+    /// counts, then points config.json at it. Stop the service first.
+    Migrate {
+        /// The target database URL (postgres://… or postgresql://…).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,7 +256,46 @@ async fn run(cli: Cli, data_dir: PathBuf) -> anyhow::Result<()> {
         Command::Account(cmd) => account(cmd, &data_dir, database, json).await,
         Command::Ca(cmd) => ca(cmd, &data_dir, database, json).await,
         Command::Serve(args) => serve(args, data_dir, database).await,
+        Command::Db(DbCmd::Migrate { to }) => migrate(&data_dir, &to, json).await,
     }
+}
+
+/// `db migrate --to URL`: the data dir's SQLite rows into an empty
+/// PostgreSQL database, then config.json (replaced atomically) names it.
+/// Refused with nothing changed when the data dir already uses
+/// PostgreSQL or the target holds rows.
+async fn migrate(data_dir: &Path, to: &str, json: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(data_dir)?;
+    if let Some(db) = &config.database {
+        anyhow::bail!(
+            "{} already uses database {}; db migrate moves a SQLite data dir",
+            data_dir.display(),
+            mailid_shared::pg::redact(&db.0)
+        );
+    }
+    let url = PgUrl::parse(to)?;
+    let source = data_dir.join(crate::config::DB_FILE);
+    let target = url.clone();
+    let copied =
+        tokio::task::spawn_blocking(move || crate::store::sqlite_to_pg(&source, &target))
+            .await?
+            .with_context(|| format!("migrating to {url}"))?;
+    config.database = Some(DatabaseUrl(url.secret_text().to_string()));
+    config.replace(data_dir)?;
+    if json {
+        let rows: serde_json::Map<String, serde_json::Value> = copied
+            .iter()
+            .map(|(t, n)| (t.to_string(), (*n).into()))
+            .collect();
+        return print_json(&serde_json::json!({"database": url.to_string(), "rows": rows}));
+    }
+    let counts: Vec<String> = copied.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!("copied {} to {url}", counts.join(", "));
+    println!(
+        "{} now uses {url}; the SQLite file is no longer read",
+        Config::path(data_dir).display()
+    );
+    Ok(())
 }
 
 /// Creates the data dir (0700) and config.json, and the schema: in the

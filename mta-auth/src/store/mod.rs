@@ -9,6 +9,7 @@
 //! in as a function where they must run inside the transaction.
 
 mod backend;
+mod migrate;
 mod pg;
 mod rows;
 mod sqlite;
@@ -25,6 +26,7 @@ use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use backend::Backend;
+pub use migrate::{sqlite_to_pg, MigrateError};
 pub use rows::{
     AccountCodes, AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyRow, KeyState,
     KeyWrite, LockState,
