@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of mailid, side by side on one machine: builds the release
 # binaries, runs `mailid-bench suite` (both services started in release mode
-# with SQLite on disk and durability as shipped) and writes the tables into
+# with SQLite on disk and durability as shipped, then on a throwaway
+# PostgreSQL cluster with one and two replicas of each) and writes the tables into
 # docs/BENCHMARKS.md between the "bench:begin" and "bench:end" markers, with
 # the machine, the command and the date.
 #
@@ -34,14 +35,22 @@ fi
 mkdir -p target
 if [ "$smoke" = 1 ]; then
   cargo build -p mailid-ca -p mailid-mta-auth -p mailid-bench
-  target/debug/mailid-bench suite --smoke --out target/bench-smoke.md
+  # The PostgreSQL rows too when a cluster is at hand (scripts/test.sh
+  # starts one and exports its URL).
+  pg_args=()
+  if [ -n "${MAILID_TEST_PG_URL:-}" ]; then pg_args=(--pg "$MAILID_TEST_PG_URL"); fi
+  target/debug/mailid-bench suite --smoke --out target/bench-smoke.md "${pg_args[@]}"
   echo "bench smoke: ok (target/bench-smoke.md)"
   exit 0
 fi
 
 cargo build --release -p mailid-ca -p mailid-mta-auth -p mailid-bench
+# A throwaway PostgreSQL cluster for the PostgreSQL rows, stopped on exit.
+pgdir=$(mktemp -d /tmp/mailid-bench-pg.XXXXXX)
+trap 'scripts/pg-cluster.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+pg_url=$(scripts/pg-cluster.sh start "$pgdir")
 out=target/bench-results.md
-target/release/mailid-bench suite --out "$out"
+target/release/mailid-bench suite --out "$out" --pg "$pg_url"
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)

@@ -2,6 +2,8 @@
 # Runs every check of the project: formatting, lints, the Rust test suites
 # (unit, integration and end-to-end over the real binaries) and the scripted
 # end-to-end run. Installs the system tools it needs when they are missing.
+# The PostgreSQL tests run on a throwaway cluster started here (in a temp dir,
+# as an unprivileged user when run as root) and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,21 @@ if grep -E '^(rusqlite|libsqlite3-sys|axum) |^(hyper|hyper-util) feature "server
 
 log "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins
+
+log "a throwaway PostgreSQL cluster for the tests (scripts/pg-cluster.sh)"
+# Stopped and removed on every exit: success, failure, Ctrl-C or kill.
+# Under /tmp: the unprivileged owner must reach it, and socket paths are short.
+pg_dir=$(mktemp -d /tmp/mailid-pg.XXXXXX)
+pg_cleanup() {
+  scripts/pg-cluster.sh stop "$pg_dir" || true
+  rm -rf "$pg_dir"
+}
+trap pg_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+MAILID_TEST_PG_URL=$(scripts/pg-cluster.sh start "$pg_dir")
+export MAILID_TEST_PG_URL
+echo "PostgreSQL for the tests: $MAILID_TEST_PG_URL"
 
 log "cargo test"
 mkdir -p target

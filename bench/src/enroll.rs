@@ -189,6 +189,10 @@ pub struct Env {
     _tmp: tempfile::TempDir,
     pub mta: Service,
     pub ca: Service,
+    /// Second replicas (PostgreSQL only): a copy of each data dir served
+    /// by its own process on the same database.
+    pub mta2: Option<Service>,
+    pub ca2: Option<Service>,
     pub accounts: Vec<String>,
     passwords: Vec<String>,
     tls_clients: Vec<reqwest::Client>,
@@ -214,12 +218,16 @@ pub fn bin_dir(bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 impl Env {
     /// Sets up and starts an MTA with `accounts` accounts and a CA with a
-    /// `ca_key_type` key and `seed` certificates already in its database.
+    /// `ca_key_type` key and `seed` certificates already in its database;
+    /// with `replicas` 2 (on PostgreSQL: `MAILID_DATABASE` set), a second
+    /// process of each, the load spread over both and the CA's MTA route
+    /// through a round-robin proxy.
     pub async fn start(
         bins: &Path,
         accounts: usize,
         ca_key_type: &str,
         seed: usize,
+        replicas: usize,
     ) -> anyhow::Result<Env> {
         let (mta_bin, ca_bin) = (bins.join("mailid-mta-auth"), bins.join("mailid-ca"));
         let tmp = tempfile::tempdir()?;
@@ -295,6 +303,19 @@ impl Env {
         ];
         let sca = file("server-ca.pem", &server_ca.pem)?;
         let mta = Service::start(&mta_bin, &mta_dir, &mta_args).await?;
+        let (mta2, route) = if replicas > 1 {
+            let dir2 = tmp.path().join("mta2");
+            crate::replicas::copy_dir(&mta_dir, &dir2).await?;
+            let mta2 = Service::start(&mta_bin, &dir2, &mta_args).await?;
+            let lb = crate::replicas::round_robin(vec![
+                crate::replicas::addr_of(&mta.url)?,
+                crate::replicas::addr_of(&mta2.url)?,
+            ])
+            .await?;
+            (Some(mta2), format!("https://{lb}"))
+        } else {
+            (None, mta.url.clone())
+        };
         operator(
             &ca_bin,
             &ca_dir,
@@ -304,7 +325,7 @@ impl Env {
                 "--domain",
                 "bench.example.com",
                 "--url",
-                &mta.url,
+                &route,
                 "--ca-name",
                 "bench-ca",
                 "--credential-file",
@@ -316,6 +337,13 @@ impl Env {
         // The CA calls the MTA over HTTPS and takes the bench server CA
         // from SSL_CERT_FILE (its verifier uses the system roots).
         std::env::set_var("SSL_CERT_FILE", &sca);
+        let ca2 = if replicas > 1 {
+            let dir2 = tmp.path().join("ca2");
+            crate::replicas::copy_dir(&ca_dir, &dir2).await?;
+            Some(Service::start(&ca_bin, &dir2, &[]).await?)
+        } else {
+            None
+        };
         let ca = Service::start(&ca_bin, &ca_dir, &[])
             .await
             .context("starting the CA")?;
@@ -332,6 +360,8 @@ impl Env {
             _tmp: tmp,
             mta,
             ca,
+            mta2,
+            ca2,
             accounts: names,
             passwords,
             tls_clients,
@@ -340,16 +370,47 @@ impl Env {
         })
     }
 
+    /// The MTA a job's account talks to (replicas split the accounts).
+    fn mta_url(&self, job: &Job) -> &str {
+        match &self.mta2 {
+            Some(m) if job.account % 2 == 1 => &m.url,
+            _ => &self.mta.url,
+        }
+    }
+
+    /// The CA job `i` enrolls at (replicas take turns).
+    fn ca_url(&self, i: usize) -> &str {
+        match &self.ca2 {
+            Some(c) if i % 2 == 1 => &c.url,
+            _ => &self.ca.url,
+        }
+    }
+
+    /// CPU seconds used so far by the CA and MTA processes (replicas
+    /// summed) and the load generator.
+    fn cpu(&self) -> [f64; 3] {
+        let sum = |a: &Service, b: &Option<Service>| {
+            a.cpu_seconds().unwrap_or(0.0)
+                + b.as_ref().and_then(Service::cpu_seconds).unwrap_or(0.0)
+        };
+        [
+            sum(&self.ca, &self.ca2),
+            sum(&self.mta, &self.mta2),
+            crate::server::cpu_seconds("/proc/self/stat").unwrap_or(0.0),
+        ]
+    }
+
     async fn code(&self, mode: Mode, job: &Job) -> anyhow::Result<String> {
+        let mta = self.mta_url(job);
         let req = match mode {
             Mode::FullPassword => self
                 .password_client
-                .post(format!("{}/v1/totp", self.mta.url))
+                .post(format!("{mta}/v1/totp"))
                 .basic_auth(
                     &self.accounts[job.account],
                     Some(&self.passwords[job.account]),
                 ),
-            _ => self.tls_clients[job.account].post(format!("{}/v1/totp", self.mta.url)),
+            _ => self.tls_clients[job.account].post(format!("{mta}/v1/totp")),
         };
         let r = req
             .json(&serde_json::json!({ "key_id": job.key_id }))
@@ -359,10 +420,10 @@ impl Env {
         Ok(r.json::<TotpResponse>().await?.totp)
     }
 
-    async fn enroll(&self, body: Vec<u8>) -> anyhow::Result<()> {
+    async fn enroll(&self, i: usize, body: Vec<u8>) -> anyhow::Result<()> {
         let r = self
             .http
-            .post(format!("{}/v1/certificates", self.ca.url))
+            .post(format!("{}/v1/certificates", self.ca_url(i)))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -443,14 +504,7 @@ impl Env {
         } else {
             None
         });
-        let cpu = || {
-            [
-                self.ca.cpu_seconds().unwrap_or(0.0),
-                self.mta.cpu_seconds().unwrap_or(0.0),
-                crate::server::cpu_seconds("/proc/self/stat").unwrap_or(0.0),
-            ]
-        };
-        let cpu0 = cpu();
+        let cpu0 = self.cpu();
         let (env, js) = (self.clone(), jobs.clone());
         let (mut lat, elapsed) = Self::run_concurrently(jobs.len(), concurrency, move |i| {
             let (env, js, bodies) = (env.clone(), js.clone(), bodies.clone());
@@ -459,11 +513,11 @@ impl Env {
                     Some(b) => b[i].clone(),
                     None => body(&js[i].csr, &env.code(mode, &js[i]).await?),
                 };
-                env.enroll(b).await
+                env.enroll(i, b).await
             }
         })
         .await?;
-        let cpu1 = cpu();
+        let cpu1 = self.cpu();
         lat.sort_unstable();
         let n = lat.len().max(1) as f64;
         Ok(Sample {
@@ -474,10 +528,15 @@ impl Env {
         })
     }
 
-    /// Stops both services.
+    /// Stops every service process.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.ca.stop().await?;
-        self.mta.stop().await
+        for s in [Some(self.ca), self.ca2, Some(self.mta), self.mta2]
+            .into_iter()
+            .flatten()
+        {
+            s.stop().await?;
+        }
+        Ok(())
     }
 }
 
@@ -490,7 +549,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         .map(|s| s.trim().parse().context("--concurrency"))
         .collect::<anyhow::Result<_>>()?;
     let bins = bin_dir(opts.bin_dir.as_deref())?;
-    let env = Arc::new(Env::start(&bins, opts.accounts, &opts.ca_key_type, opts.seed).await?);
+    let env = Arc::new(Env::start(&bins, opts.accounts, &opts.ca_key_type, opts.seed, 1).await?);
     let jobs = Arc::new(make_jobs(&env.accounts, &opts.key_type, opts.requests).await?);
     println!(
         "enroll: mode {}, CSR key {}, CA key {}, {} enrollments per run over {} accounts, {} seeded certificates",

@@ -3,7 +3,9 @@
 
 mod crl;
 mod enroll;
+mod pgbench;
 mod pki;
+mod replicas;
 mod seed;
 mod server;
 mod suite;

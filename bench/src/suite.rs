@@ -23,6 +23,10 @@ pub struct Opts {
     /// Directory holding the release binaries (default: beside this one).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Admin URL of a PostgreSQL cluster: adds the PostgreSQL rows (one
+    /// and two replicas of each service, each run on a fresh database).
+    #[arg(long, value_name = "URL")]
+    pub pg: Option<String>,
 }
 
 struct Plan {
@@ -39,6 +43,16 @@ struct Plan {
 }
 
 impl Plan {
+    /// What the PostgreSQL rows run.
+    fn pg(&self) -> crate::pgbench::Plan {
+        crate::pgbench::Plan {
+            runs: self.runs,
+            accounts: self.accounts,
+            levels: self.levels.clone(),
+            validate: self.validate.clone(),
+        }
+    }
+
     fn new(smoke: bool, bin_dir: &std::path::Path) -> Plan {
         let validate = |accounts, keys, rounds| crate::validate::Opts {
             accounts,
@@ -112,7 +126,7 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-async fn median_of(
+pub(crate) async fn median_of(
     env: &Arc<Env>,
     mode: Mode,
     jobs: &Arc<Vec<crate::enroll::Job>>,
@@ -126,7 +140,7 @@ async fn median_of(
     Ok(Sample::median(&samples))
 }
 
-fn row(md: &mut String, cells: &[String]) {
+pub(crate) fn row(md: &mut String, cells: &[String]) {
     let _ = writeln!(md, "| {} |", cells.join(" | "));
 }
 
@@ -144,6 +158,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let mut password = String::new();
     let mut memory = String::new();
     let mut jobs_by_csr = Vec::new();
+    let mut sqlite_ca: Vec<(usize, f64)> = Vec::new();
     for csr in &plan.csr_keys {
         let names: Vec<String> = (0..plan.accounts)
             .map(|i| format!("user{i}@bench.example.com"))
@@ -153,7 +168,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     for ca_key in &plan.ca_keys {
         eprintln!("suite: enrollments with a {ca_key} CA key");
-        let env = Arc::new(Env::start(&bins, plan.accounts, ca_key, 0).await?);
+        let env = Arc::new(Env::start(&bins, plan.accounts, ca_key, 0, 1).await?);
         let idle = (
             env.mta.pid().and_then(memory_kib).map_or(0, |m| m.0),
             env.ca.pid().and_then(memory_kib).map_or(0, |m| m.0),
@@ -166,6 +181,9 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
                 let (m, a) = sampler.finish().await;
                 busy = (busy.0.max(m), busy.1.max(a));
                 let ca = median_of(&env, Mode::Ca, jobs, c, plan.runs).await?;
+                if *ca_key == "p256" && *csr == "p256" {
+                    sqlite_ca.push((c, ca.rate));
+                }
                 for (out, s) in [(&mut flow, full), (&mut endpoint, ca)] {
                     row(
                         out,
@@ -274,7 +292,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         let mut base: Option<f64> = None;
         for &seed in &plan.growth {
             eprintln!("suite: growth with {seed} certificates");
-            let env = Arc::new(Env::start(&bins, plan.accounts, "p256", seed).await?);
+            let env = Arc::new(Env::start(&bins, plan.accounts, "p256", seed, 1).await?);
             let jobs = jobs_by_csr[0].1.clone();
             for &c in plan.levels.iter().filter(|&&c| c > 1) {
                 let s = median_of(&env, Mode::Ca, &jobs, c, plan.runs).await?;
@@ -305,6 +323,11 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             md,
             "### 5. Growth\n\nCA endpoint, P-256 CSRs and CA key, with N valid certificates (one per account) seeded into the database before the start; {runs_note}.\n\n| certificates | concurrency | enrollments/s | p99 ms | vs. first at c32 |\n|---:|---:|---:|---:|---:|\n{growth}"
         );
+    }
+
+    if let Some(admin) = &opts.pg {
+        let jobs = jobs_by_csr[0].1.clone();
+        md.push_str(&crate::pgbench::section(&bins, admin, &plan.pg(), &jobs, &sqlite_ca).await?);
     }
 
     let _ = writeln!(

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod pg;
+
 /// Binary name of the MTA auth service.
 pub const MTA_BIN: &str = "mailid-mta-auth";
 /// Binary name of the CA.
