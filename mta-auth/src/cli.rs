@@ -276,10 +276,9 @@ async fn migrate(data_dir: &Path, to: &str, json: bool) -> anyhow::Result<()> {
     let url = PgUrl::parse(to)?;
     let source = data_dir.join(crate::config::DB_FILE);
     let target = url.clone();
-    let copied =
-        tokio::task::spawn_blocking(move || crate::store::sqlite_to_pg(&source, &target))
-            .await?
-            .with_context(|| format!("migrating to {url}"))?;
+    let copied = tokio::task::spawn_blocking(move || crate::store::sqlite_to_pg(&source, &target))
+        .await?
+        .with_context(|| format!("migrating to {url}"))?;
     config.database = Some(DatabaseUrl(url.secret_text().to_string()));
     config.replace(data_dir)?;
     if json {
@@ -419,12 +418,7 @@ async fn account(
     }
 }
 
-async fn ca(
-    cmd: CaCmd,
-    data_dir: &Path,
-    database: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
+async fn ca(cmd: CaCmd, data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
     let (_, store) = open(data_dir, database).await?;
     match cmd {
         CaCmd::Add { name, trust_cert } => {

@@ -61,7 +61,11 @@ async fn lookup(c: &reqwest::Client, url: &str, who: &str) -> u16 {
 /// "ca-b" published through a running server.
 async fn two_published(sqlite: bool) -> (tempfile::TempDir, Server, reqwest::Client) {
     let (a, b) = (TestCa::new("CA A"), TestCa::new("CA B"));
-    let dir = if sqlite { sqlite_data_dir() } else { data_dir() };
+    let dir = if sqlite {
+        sqlite_data_dir()
+    } else {
+        data_dir()
+    };
     add_account(dir.path(), ALICE, PW);
     add_account(dir.path(), BOB, PW);
     trust(dir.path(), "ca-a", &a);
