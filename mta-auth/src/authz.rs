@@ -333,7 +333,9 @@ impl Authenticator {
             }
         };
         let info = match &address {
-            Some(a) => self.store.login_info(a).await?,
+            // No password was checked: an unreachable database (503)
+            // costs the caller no token.
+            Some(a) => self.store.login_info(a).await.inspect_err(|_| refund())?,
             None => None,
         };
         let permits = match known {
