@@ -25,7 +25,8 @@ use crate::store::{Location, Store, StoreError};
 #[derive(Parser, Debug)]
 #[command(name = "mailid-mta-auth", version)]
 pub struct Cli {
-    /// Data directory (SQLite database and config.json).
+    /// Data directory (config.json, and the SQLite database unless a
+    /// PostgreSQL --database is used).
     #[arg(long, global = true, env = "MAILID_MTA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL database URL (postgres://… or postgresql://…; libpq

@@ -184,7 +184,7 @@ impl Config {
             .filter(|t| !t.trim().is_empty())
             .or(self.database.as_ref().map(|d| d.0.as_str()));
         match text {
-            Some(text) => Ok(Location::Postgres(PgUrl::parse(text)?)),
+            Some(text) => Ok(Location::Postgres(Box::new(PgUrl::parse(text)?))),
             None => Ok(Location::Sqlite(dir.join(DB_FILE))),
         }
     }

@@ -100,7 +100,7 @@ async fn accounts(s: Store) {
 
     s.set_enabled(&a, false).await.unwrap();
     assert!(!s.is_enabled(&a).await.unwrap());
-    assert_eq!(s.login_info(&a).await.unwrap().unwrap().1, false);
+    assert!(!s.login_info(&a).await.unwrap().unwrap().1);
     let list = s.list_accounts().await.unwrap();
     assert!(!list[1].enabled && list[0].enabled);
     s.set_enabled(&a, true).await.unwrap();

@@ -98,7 +98,7 @@ pub enum Location {
     /// A SQLite file (the data dir's `mta-auth.sqlite`).
     Sqlite(PathBuf),
     /// A PostgreSQL database.
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 impl fmt::Debug for Location {
