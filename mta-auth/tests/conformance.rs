@@ -317,33 +317,53 @@ async fn lockout_rows(s: Store) {
     assert_eq!(s.list_accounts().await.unwrap()[0].locked_until, None);
 }
 
+/// Many tasks validate one code at the same moment, round after round:
+/// exactly one success each time.
 async fn concurrent_validations(s: Store) {
+    const TASKS: usize = 16;
     let a = addr("holder@example.org");
-    let k = key(1);
     s.add_account(&a, "h".into(), secret(1)).await.unwrap();
     s.add_ca(CA, secret(9), None).await.unwrap();
-    let code = validate::issue(&s, &a, &k, TotpParams::default(), now_unix())
-        .await
-        .unwrap()
-        .code;
-    let code = Arc::new(code.to_string());
-    let mut tasks = Vec::new();
-    for _ in 0..24 {
-        let (s, a, k, code) = (s.clone(), a.clone(), k.clone(), code.clone());
-        tasks.push(tokio::spawn(async move { check(&s, &a, &k, &code).await }));
+    // Open the pool's connections first, so the validations overlap.
+    let warm: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (s, a) = (s.clone(), a.clone());
+            tokio::spawn(async move { s.is_enabled(&a).await.unwrap() })
+        })
+        .collect();
+    for w in warm {
+        assert!(w.await.unwrap());
     }
-    let mut valid = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Validation::Valid => valid += 1,
-            Validation::Rejected {
-                reason: ValidateReason::Replayed,
-                ..
-            } => {}
-            other => panic!("unexpected {other:?}"),
+    for round in 0..20u8 {
+        let k = key(round);
+        let code = validate::issue(&s, &a, &k, TotpParams::default(), now_unix())
+            .await
+            .unwrap()
+            .code;
+        let code = Arc::new(code.to_string());
+        let gate = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for _ in 0..TASKS {
+            let (s, a, k, code, gate) =
+                (s.clone(), a.clone(), k.clone(), code.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                gate.wait().await;
+                check(&s, &a, &k, &code).await
+            }));
         }
+        let mut valid = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Validation::Valid => valid += 1,
+                Validation::Rejected {
+                    reason: ValidateReason::Replayed,
+                    ..
+                } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(valid, 1, "round {round}");
     }
-    assert_eq!(valid, 1);
 }
 
 fn identity(a: &Address, ca: &str, serial: &str) -> IdentityRow {
