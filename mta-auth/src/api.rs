@@ -38,6 +38,27 @@ pub struct AppState {
     pub health: HealthCache,
 }
 
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
+/// A storage failure as an HTTP answer: 503 `unavailable` with
+/// `Retry-After` while the database is unreachable, else 500 (the cause
+/// logged, never sent).
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            Problem::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; retry later",
+            )
+            .retry_after(UNAVAILABLE_RETRY_SECS)
+        } else {
+            Problem::internal(e)
+        }
+    }
+}
+
 /// How long a database ping's answer serves `/healthz`.
 const HEALTH_TTL: Duration = Duration::from_secs(1);
 /// How long `/healthz` waits for the database.
@@ -258,7 +279,7 @@ async fn healthz(State(st): St) -> Response {
         "ok".into_response()
     } else {
         Problem::new(ErrorCode::Unavailable, "the database is unreachable")
-            .retry_after(crate::store::UNAVAILABLE_RETRY_SECS)
+            .retry_after(UNAVAILABLE_RETRY_SECS)
             .into_response()
     }
 }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use mailid_shared::db::{AsDbError, DbError, OpenMode};
 use mailid_shared::pg::PgUrl;
-use mailid_shared::problem::{ErrorCode, Problem};
 use mailid_shared::timefmt::now_unix;
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
@@ -67,27 +66,6 @@ impl AsDbError for StoreError {
         match self {
             StoreError::Db(e) => Some(e),
             _ => None,
-        }
-    }
-}
-
-/// Seconds a client is told to wait when the database is unreachable.
-pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
-
-/// A storage failure as an HTTP answer: 503 `unavailable` with
-/// `Retry-After` while the database is unreachable, else 500 (the cause
-/// logged, never sent).
-impl From<StoreError> for Problem {
-    fn from(e: StoreError) -> Problem {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "database unavailable");
-            Problem::new(
-                ErrorCode::Unavailable,
-                "the database is unavailable; retry later",
-            )
-            .retry_after(UNAVAILABLE_RETRY_SECS)
-        } else {
-            Problem::internal(e)
         }
     }
 }
