@@ -1,7 +1,8 @@
 //! The HTTP API of SPEC §4: routing, decoding, problem documents.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -34,6 +35,59 @@ pub struct AppState {
     pub auth: Authenticator,
     pub crls: CrlChecker,
     pub metrics: Arc<Metrics>,
+    pub health: HealthCache,
+}
+
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
+/// A storage failure as an HTTP answer: 503 `unavailable` with
+/// `Retry-After` while the database is unreachable, else 500 (the cause
+/// logged, never sent).
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            Problem::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; retry later",
+            )
+            .retry_after(UNAVAILABLE_RETRY_SECS)
+        } else {
+            Problem::internal(e)
+        }
+    }
+}
+
+/// How long a database ping's answer serves `/healthz`.
+const HEALTH_TTL: Duration = Duration::from_secs(1);
+/// How long `/healthz` waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The latest database ping, reused for [`HEALTH_TTL`] so `/healthz`
+/// stays cheap however often it is asked.
+#[derive(Default)]
+pub struct HealthCache(Mutex<Option<(Instant, bool)>>);
+
+impl HealthCache {
+    /// Whether the database answered, pinging it when the cached answer
+    /// is older than [`HEALTH_TTL`].
+    async fn database_up(&self, store: &Store) -> bool {
+        if let Some((at, up)) = *self.0.lock().expect("health lock") {
+            if at.elapsed() < HEALTH_TTL {
+                return up;
+            }
+        }
+        let up = match store.ping(PING_TIMEOUT).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "health check: database unreachable");
+                false
+            }
+        };
+        *self.0.lock().expect("health lock") = Some((Instant::now(), up));
+        up
+    }
 }
 
 type St = State<Arc<AppState>>;
@@ -106,7 +160,7 @@ async fn issue_totp(
         Err(StoreError::NotFound(_)) => {
             return Err(Problem::unauthorized("authentication required"))
         }
-        Err(e) => return Err(Problem::internal(e)),
+        Err(e) => return Err(Problem::from(e)),
     };
     st.metrics.codes_issued.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%account, key_id = %req.key_id, "code issued");
@@ -149,8 +203,7 @@ async fn validate(
         st.config.totp,
         st.config.lockout,
     )
-    .await
-    .map_err(Problem::internal)?;
+    .await?;
     let resp = match result {
         Validation::CaGone => {
             tracing::info!(%ca, "validation from a removed CA refused");
@@ -200,10 +253,7 @@ async fn upload_identity(
     let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
     let serial: Serial = row.serial.parse().map_err(Problem::internal)?;
     let not_after = rfc3339(row.not_after);
-    st.store
-        .put_identity(row)
-        .await
-        .map_err(Problem::internal)?;
+    st.store.put_identity(row).await?;
     st.metrics.identity_uploads.inc("accepted");
     tracing::info!(%account, %serial, %key_id, "identity published");
     Ok(Json(IdentityUploaded {
@@ -223,8 +273,15 @@ async fn lookup_identity(
         .map(Json)
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// 200 `ok`, or 503 `unavailable` while the database is unreachable.
+async fn healthz(State(st): St) -> Response {
+    if st.health.database_up(&st.store).await {
+        "ok".into_response()
+    } else {
+        Problem::new(ErrorCode::Unavailable, "the database is unreachable")
+            .retry_after(UNAVAILABLE_RETRY_SECS)
+            .into_response()
+    }
 }
 
 async fn metrics(State(st): St) -> Response {

@@ -293,7 +293,7 @@ impl Authenticator {
                     Ok(false) => {
                         tracing::debug!(account = %addr, "client certificate names no enabled account")
                     }
-                    Err(e) => return Err(Problem::internal(e)),
+                    Err(e) => return Err(Problem::from(e)),
                 }
             }
         }
@@ -333,7 +333,9 @@ impl Authenticator {
             }
         };
         let info = match &address {
-            Some(a) => self.store.login_info(a).await.map_err(Problem::internal)?,
+            // No password was checked: an unreachable database (503)
+            // costs the caller no token.
+            Some(a) => self.store.login_info(a).await.inspect_err(|_| refund())?,
             None => None,
         };
         let permits = match known {
@@ -384,11 +386,7 @@ impl Authenticator {
                 }
             }
         }
-        let found = self
-            .store
-            .ca_secret(name)
-            .await
-            .map_err(Problem::internal)?;
+        let found = self.store.ca_secret(name).await?;
         let Ok(mut cache) = self.ca_cache.lock() else {
             return Ok(found.map(Arc::new));
         };

@@ -1,7 +1,7 @@
 //! The operator command line of SPEC §4.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,24 +9,37 @@ use clap::{Args, Parser, Subcommand};
 use mailid_shared::authsig::Credential;
 use mailid_shared::cli;
 use mailid_shared::db::OpenMode;
+use mailid_shared::pg::PgUrl;
 use mailid_shared::Address;
 use zeroize::Zeroizing;
 
 use crate::authz::hash_password;
 use crate::client_crl::CrlSource;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::identity::x509;
 use crate::server::{self, ServeOptions, TlsFiles};
-use crate::store::{Store, StoreError};
+use crate::store::{Location, Store, StoreError};
 
 /// mailid MTA auth service: accounts, TOTP codes bound to keys, validation
 /// for CAs, identity publication.
 #[derive(Parser, Debug)]
 #[command(name = "mailid-mta-auth", version)]
 pub struct Cli {
-    /// Data directory (SQLite database and config.json).
+    /// Data directory (config.json, and the SQLite database unless a
+    /// PostgreSQL --database is used).
     #[arg(long, global = true, env = "MAILID_MTA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL database URL (postgres://… or postgresql://…; libpq
+    /// form, ?host=/dir for a socket); overrides the one `init --database`
+    /// recorded in config.json. Without one: SQLite in the data dir.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILID_DATABASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -36,7 +49,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Creates the data directory, database and config.json.
+    /// Creates the data directory, database and config.json (with
+    /// --database: the schema in that PostgreSQL database, whose URL
+    /// config.json records).
     Init,
     /// Manages accounts.
     #[command(subcommand)]
@@ -46,6 +61,21 @@ pub enum Command {
     Ca(CaCmd),
     /// Runs the HTTP API.
     Serve(ServeArgs),
+    /// Moves the data dir's rows.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Copies every row of the data dir's SQLite database into an empty
+    /// PostgreSQL database (its schema created first), checks the row
+    /// counts, then points config.json at it. Stop the service first.
+    Migrate {
+        /// The target database URL (postgres://… or postgresql://…).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,18 +194,27 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
+    // PostgreSQL's driver logs every statement's parameters (password
+    // hashes, TOTP secrets, CA credentials) at debug: never below info,
+    // whatever RUST_LOG asks.
+    let driver = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target().starts_with("tokio_postgres") && *m.level() > tracing::Level::INFO)
+    });
     // A log that cannot be written (disk full, read-only, closed pipe) must
     // not take requests down: by default the subscriber reports such errors
     // with `eprintln!`, which panics when stderr itself fails.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
-        .try_init();
+        .with_filter(filter)
+        .with_filter(driver);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -204,9 +243,11 @@ fn parse_address(s: &str) -> anyhow::Result<Address> {
     Address::parse(s).map_err(|e| anyhow::anyhow!("bad address '{s}': {e}"))
 }
 
-fn open(data_dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
+async fn open(data_dir: &Path, database: Option<&str>) -> anyhow::Result<(Config, Store)> {
     let cfg = Config::load(data_dir)?;
-    Ok((cfg, server::open_store(data_dir, OpenMode::Existing)?))
+    let location = cfg.location(data_dir, database)?;
+    let store = server::open_store(&location, OpenMode::Existing).await?;
+    Ok((cfg, store))
 }
 
 fn valid_ca_name(name: &str) -> bool {
@@ -219,16 +260,76 @@ fn valid_ca_name(name: &str) -> bool {
 
 async fn run(cli: Cli, data_dir: PathBuf) -> anyhow::Result<()> {
     let json = cli.json;
+    let database = cli.database.as_deref().filter(|t| !t.trim().is_empty());
     match cli.command {
-        Command::Init => init(&data_dir, json),
-        Command::Account(cmd) => account(cmd, &data_dir, json).await,
-        Command::Ca(cmd) => ca(cmd, &data_dir, json).await,
-        Command::Serve(args) => serve(args, data_dir).await,
+        Command::Init => init(&data_dir, database, json).await,
+        Command::Account(cmd) => account(cmd, &data_dir, database, json).await,
+        Command::Ca(cmd) => ca(cmd, &data_dir, database, json).await,
+        Command::Serve(args) => serve(args, data_dir, database).await,
+        Command::Db(DbCmd::Migrate { to }) => migrate(&data_dir, &to, json).await,
     }
 }
 
-fn init(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+/// `db migrate --to URL`: the data dir's SQLite rows into an empty
+/// PostgreSQL database, then config.json (replaced atomically) names it.
+/// Refused with nothing changed when the data dir already uses
+/// PostgreSQL or the target holds rows.
+async fn migrate(data_dir: &Path, to: &str, json: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(data_dir)?;
+    if let Some(db) = &config.database {
+        anyhow::bail!(
+            "{} already uses database {}; db migrate moves a SQLite data dir",
+            data_dir.display(),
+            mailid_shared::pg::redact(&db.0)
+        );
+    }
+    let url = PgUrl::parse(to)?;
+    let source = data_dir.join(crate::config::DB_FILE);
+    let target = url.clone();
+    let copied = tokio::task::spawn_blocking(move || crate::store::sqlite_to_pg(&source, &target))
+        .await?
+        .with_context(|| format!("migrating to {url}"))?;
+    config.database = Some(DatabaseUrl(url.secret_text().to_string()));
+    config.replace(data_dir)?;
+    if json {
+        let rows: serde_json::Map<String, serde_json::Value> = copied
+            .iter()
+            .map(|(t, n)| (t.to_string(), (*n).into()))
+            .collect();
+        return print_json(&serde_json::json!({"database": url.to_string(), "rows": rows}));
+    }
+    let counts: Vec<String> = copied.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!("copied {} to {url}", counts.join(", "));
+    println!(
+        "{} now uses {url}; the SQLite file is no longer read",
+        Config::path(data_dir).display()
+    );
+    Ok(())
+}
+
+/// Creates the data dir (0700) and config.json, and the schema: in the
+/// SQLite file, or with `database` in that PostgreSQL database, which is
+/// reached and migrated before anything is written (a bad URL changes
+/// nothing) and then recorded in config.json.
+async fn init(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    let fresh = !Config::path(data_dir).exists();
+    let mut config = match fresh {
+        true => Config::default(),
+        false => Config::load(data_dir)?,
+    };
+    let recorded = config.location(data_dir, None)?;
+    let location = config.location(data_dir, database)?;
+    if !fresh && recorded.to_string() != location.to_string() {
+        anyhow::bail!(
+            "{} is already initialised with database {recorded}; `mailid-mta-auth db migrate --to URL` moves it",
+            data_dir.display()
+        );
+    }
+    if let Location::Postgres(_) = location {
+        drop(server::open_store(&location, OpenMode::Create).await?);
+        config.database = database.map(|t| DatabaseUrl(t.trim().to_string()));
+    }
     if !data_dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -236,12 +337,12 @@ fn init(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             .create(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
     }
-    let fresh = !Config::path(data_dir).exists();
     if fresh {
-        Config::default().create(data_dir)?;
+        config.create(data_dir)?;
     }
-    Config::load(data_dir)?;
-    drop(server::open_store(data_dir, OpenMode::Create)?);
+    if let Location::Sqlite(_) = location {
+        drop(server::open_store(&location, OpenMode::Create).await?);
+    }
     if json {
         print_json(&serde_json::json!({"data_dir": data_dir, "created": fresh}))
     } else {
@@ -257,8 +358,13 @@ fn not_found(e: StoreError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let (_, store) = open(data_dir)?;
+async fn account(
+    cmd: AccountCmd,
+    data_dir: &Path,
+    database: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir, database).await?;
     let (verb, address) = match cmd {
         AccountCmd::Add(a) => {
             let address = parse_address(&a.address)?;
@@ -322,8 +428,8 @@ async fn account(cmd: AccountCmd, data_dir: &std::path::Path, json: bool) -> any
     }
 }
 
-async fn ca(cmd: CaCmd, data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let (_, store) = open(data_dir)?;
+async fn ca(cmd: CaCmd, data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir, database).await?;
     match cmd {
         CaCmd::Add { name, trust_cert } => {
             if !valid_ca_name(&name) {
@@ -396,8 +502,9 @@ fn read_trust_cert(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(der)
 }
 
-async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, data_dir: PathBuf, database: Option<&str>) -> anyhow::Result<()> {
     let mut config = Config::load(&data_dir)?;
+    let location = config.location(&data_dir, database)?;
     if let Some(v) = args.totp_digits {
         config.totp.digits = v;
     }
@@ -437,6 +544,7 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     };
     let running = server::start(ServeOptions {
         data_dir,
+        location: location.clone(),
         config,
         listen: args.listen.map(|a| a.to_string()),
         tls,
@@ -448,7 +556,7 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         writeln!(out, "listening on {}", running.url())?;
         out.flush()?;
     }
-    tracing::info!(url = %running.url(), "serving");
+    tracing::info!(url = %running.url(), database = %location, "serving");
     running.wait().await?;
     tracing::info!("stopped");
     Ok(())

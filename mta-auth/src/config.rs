@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use mailid_shared::pg::PgUrl;
+
 use crate::lockout::LockoutPolicy;
+use crate::store::Location;
 use crate::totp::TotpParams;
 
 /// Name of the configuration file in the data directory.
@@ -105,6 +108,22 @@ pub struct Config {
     /// given with `serve --client-crl`.
     #[serde(default = "default_client_crl_refresh_secs")]
     pub client_crl_refresh_secs: u64,
+    /// The PostgreSQL database URL recorded by `init --database` or
+    /// `db migrate --to`; absent: the SQLite file in the data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseUrl>,
+}
+
+/// A database URL as written in `config.json` (which is 0600: it may hold
+/// a password); `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", mailid_shared::pg::redact(&self.0))
+    }
 }
 
 impl Default for Config {
@@ -116,6 +135,7 @@ impl Default for Config {
             crl_recheck_secs: default_crl_recheck_secs(),
             login_limits: LoginLimits::default(),
             client_crl_refresh_secs: default_client_crl_refresh_secs(),
+            database: None,
         }
     }
 }
@@ -153,6 +173,29 @@ impl Config {
         cfg.check()
             .with_context(|| format!("checking {}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Where the data dir's rows are: `flag` (`--database` or
+    /// `MAILID_DATABASE`, overriding), else the URL in `config.json`, else
+    /// the SQLite file in `dir`. A bad URL is an error naming the problem,
+    /// never showing a password.
+    pub fn location(&self, dir: &Path, flag: Option<&str>) -> anyhow::Result<Location> {
+        let text = flag
+            .filter(|t| !t.trim().is_empty())
+            .or(self.database.as_ref().map(|d| d.0.as_str()));
+        match text {
+            Some(text) => Ok(Location::Postgres(Box::new(PgUrl::parse(text)?))),
+            None => Ok(Location::Sqlite(dir.join(DB_FILE))),
+        }
+    }
+
+    /// Replaces `dir/config.json` atomically (0600).
+    pub fn replace(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = Self::path(dir);
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        mailid_shared::files::write_atomic_mode(&path, text.as_bytes(), 0o600)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Writes `dir/config.json` with mode 0600 (never overwrites).

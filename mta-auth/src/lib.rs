@@ -3,7 +3,7 @@
 //! A request flows through [`api`] (HTTP, problem documents), [`authz`]
 //! (who is calling), [`identity`] (upload checks, CRLs) and [`validate`]
 //! (issuing and validating codes with the pure [`totp`] / [`lockout`]
-//! logic), down to [`store`] (SQLite). [`cli`] is the operator command
+//! logic), down to [`store`] (SQLite or PostgreSQL). [`cli`] is the operator command
 //! line, [`server`] starts the service (with [`client_crl`] for TLS client
 //! certificates).
 

@@ -1,7 +1,7 @@
 //! Starting the service: open storage, bind, serve until told to stop.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::authz::Authenticator;
 use crate::client_crl::{self, ClientAuth, CrlSource};
-use crate::config::{Config, DB_FILE};
+use crate::config::Config;
 use crate::identity::crl::CrlChecker;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// TLS files for HTTPS.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub data_dir: PathBuf,
+    /// Where the rows are (see [`Config::location`]).
+    pub location: Location,
     /// The configuration (from `config.json`, with flags applied).
     pub config: Config,
     /// Address to bind; `config.listen` when `None`.
@@ -73,18 +75,23 @@ impl Running {
     }
 }
 
-/// Opens the data directory's database; only `init` passes
-/// [`OpenMode::Create`], every other command fails on a missing one.
-pub fn open_store(data_dir: &Path, mode: OpenMode) -> anyhow::Result<Store> {
-    let path = data_dir.join(DB_FILE);
-    Store::open(&path, mode).with_context(|| format!("opening {}", path.display()))
+/// Opens (and migrates) the store at `location` off the async threads;
+/// only `init` passes [`OpenMode::Create`], every other command fails on a
+/// missing database. Errors name the path or the URL without its password.
+pub async fn open_store(location: &Location, mode: OpenMode) -> anyhow::Result<Store> {
+    let loc = location.clone();
+    let opened = tokio::task::spawn_blocking(move || Store::open_at(&loc, mode)).await?;
+    opened.with_context(|| match location {
+        Location::Sqlite(path) => format!("opening {}", path.display()),
+        Location::Postgres(url) => format!("opening database {url}"),
+    })
 }
 
 /// Binds and starts serving in the background; returns once the socket is
 /// bound.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     opts.config.check()?;
-    let store = open_store(&opts.data_dir, OpenMode::Existing)?;
+    let store = open_store(&opts.location, OpenMode::Existing).await?;
     let mut client_auth = None;
     let tls = match &opts.tls {
         Some(TlsFiles {
@@ -133,6 +140,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         config: opts.config.clone(),
         auth,
         metrics: Arc::new(Metrics::default()),
+        health: Default::default(),
     });
     let router = api::router(state);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

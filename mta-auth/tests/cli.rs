@@ -6,6 +6,8 @@ use common::*;
 
 #[test]
 fn accounts_and_cas_from_the_command_line() {
+    // SQLite only: checks the SQLite file's mode (tests/database.rs covers
+    // the same commands on PostgreSQL).
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
     // Global options after the subcommand work too.

@@ -59,9 +59,13 @@ async fn lookup(c: &reqwest::Client, url: &str, who: &str) -> u16 {
 
 /// A data directory with ALICE's identity from CA "ca-a" and BOB's from
 /// "ca-b" published through a running server.
-async fn two_published() -> (tempfile::TempDir, Server, reqwest::Client) {
+async fn two_published(sqlite: bool) -> (tempfile::TempDir, Server, reqwest::Client) {
     let (a, b) = (TestCa::new("CA A"), TestCa::new("CA B"));
-    let dir = data_dir();
+    let dir = if sqlite {
+        sqlite_data_dir()
+    } else {
+        data_dir()
+    };
     add_account(dir.path(), ALICE, PW);
     add_account(dir.path(), BOB, PW);
     trust(dir.path(), "ca-a", &a);
@@ -80,7 +84,7 @@ async fn two_published() -> (tempfile::TempDir, Server, reqwest::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ca_remove_withdraws_that_cas_identities_and_counts_them() {
-    let (dir, srv, c) = two_published().await;
+    let (dir, srv, c) = two_published(false).await;
 
     // Removed while the server runs: ALICE's identity goes, BOB's stays.
     let out = mta_ok(dir.path(), &["ca", "remove", "ca-a"], None);
@@ -107,7 +111,8 @@ async fn ca_remove_withdraws_that_cas_identities_and_counts_them() {
 /// recorded their CA (a NULL `ca_name`, as after the migration).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lookup_serves_only_identities_of_registered_cas() {
-    let (dir, srv, c) = two_published().await;
+    // SQLite only: edits the SQLite file to make a pre-version-2 database.
+    let (dir, srv, c) = two_published(true).await;
     drop(srv);
     let db = rusqlite::Connection::open(db_path(dir.path())).unwrap();
     db.execute_batch("UPDATE identities SET ca_name = NULL")
@@ -136,7 +141,7 @@ async fn lookup_serves_only_identities_of_registered_cas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn disabled_accounts_identity_is_not_served_until_enabled() {
-    let (dir, srv, c) = two_published().await;
+    let (dir, srv, c) = two_published(false).await;
     mta_ok(dir.path(), &["account", "disable", ALICE], None);
     assert_eq!(lookup(&c, &srv.url, ALICE).await, 404);
     assert_eq!(lookup(&c, &srv.url, BOB).await, 200);

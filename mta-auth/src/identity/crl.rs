@@ -320,7 +320,7 @@ impl CrlChecker {
         })
     }
 
-    /// Loads the CRL kept in SQLite into a slot that has not looked yet.
+    /// Loads the CRL kept in the database into a slot that has not looked yet.
     async fn load(&self, slot: &Slot, url: &str, issuer: &Certificate) {
         if slot.state.lock().expect("slot lock").loaded {
             return;
@@ -384,10 +384,10 @@ impl CrlChecker {
                 return;
             }
         }
-        // The SQLite copy only serves a restart: failing to write it (a
+        // The stored copy only serves a restart: failing to write it (a
         // full disk) must not stop the check.
         if let Err(e) = self.store.put_crl(url, verified.row).await {
-            tracing::warn!(%url, error = %e, "keeping the CRL in SQLite failed");
+            tracing::warn!(%url, error = %e, "keeping the CRL in the database failed");
         }
         slot.state.lock().expect("slot lock").crl = Some(Arc::new(fresh));
     }

@@ -61,7 +61,7 @@ pub async fn check_upload(
         _ => Vec::new(),
     };
     let mut trusted = Vec::new();
-    for (name, der) in store.trusted_certs().await.map_err(Problem::internal)? {
+    for (name, der) in store.trusted_certs().await? {
         match Certificate::from_der(&der) {
             Ok(c) => trusted.push((der, c, name)),
             Err(e) => {
@@ -156,11 +156,7 @@ pub async fn lookup(
     let strong = StrongAddress::parse(address)
         .map_err(|e| Problem::bad_request(format!("bad address: {e}")))?;
     let none = || Problem::not_found(format!("no identity published for {address}"));
-    let row = store
-        .identity(&strong.address)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(none)?;
+    let row = store.identity(&strong.address).await?.ok_or_else(none)?;
     let key_id = KeyId::from_bytes(&row.key_id).map_err(Problem::internal)?;
     // Parsed once, for the key ID and the revocation checks.
     let cert = Certificate::from_der(&row.certificate).ok();

@@ -1,87 +1,35 @@
-//! Storage behind a narrow API: SQLite through `shared::db::Db`.
+//! Storage behind a narrow API, on SQLite (the embedded default) or
+//! PostgreSQL (several replicas on one database).
 //!
-//! Every read-modify-write (issuing and validating codes, lockout counters,
-//! publishing identities) runs as one `Db::write` job: serialised on the
-//! one writer and durable before it answers, hence race-free. Callers see
-//! only the domain methods of [`Store`] and plain row types, so another
-//! backend (PostgreSQL for several instances) can offer the same methods;
-//! decisions such as a code's validity are the caller's, passed in as a
-//! function where they must run inside the transaction.
+//! Callers see only the domain methods of [`Store`] and plain row types;
+//! `Store` dispatches each to its backend through the crate-private
+//! `Backend` trait, so both offer the same primitives and the compiler keeps
+//! them in step. Every method is one transaction, durable before it
+//! answers. Decisions such as a code's validity are the caller's, passed
+//! in as a function where they must run inside the transaction.
 
-mod accounts;
-mod cas;
-mod codes;
-mod identities;
+mod backend;
+mod migrate;
+mod pg;
 mod rows;
+mod sqlite;
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use mailid_shared::db::{Db, DbError, OpenMode};
+use mailid_shared::db::{AsDbError, DbError, OpenMode};
+use mailid_shared::pg::PgUrl;
+use mailid_shared::timefmt::now_unix;
+use mailid_shared::{Address, KeyId};
+use zeroize::Zeroizing;
 
-pub use accounts::AccountRow;
-pub use cas::CaRow;
-pub use identities::{CrlRow, IdentityRow};
-pub use rows::{AccountCodes, CodeSnapshot, IssueRow, KeyRow, KeyState, KeyWrite, LockState};
-
-/// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    "
-CREATE TABLE accounts (
-    address       TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    totp_secret   BLOB NOT NULL,
-    enabled       INTEGER NOT NULL DEFAULT 1,
-    failures      INTEGER NOT NULL DEFAULT 0,
-    lockouts      INTEGER NOT NULL DEFAULT 0,
-    locked_until  INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL
-);
-CREATE TABLE totp_keys (
-    address    TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
-    key_id     BLOB NOT NULL,
-    generation INTEGER NOT NULL DEFAULT 0,
-    issued_at  INTEGER,
-    PRIMARY KEY (address, key_id)
-) WITHOUT ROWID;
-CREATE TABLE cas (
-    name       TEXT PRIMARY KEY,
-    secret     BLOB NOT NULL,
-    trust_cert BLOB,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE identities (
-    address     TEXT PRIMARY KEY REFERENCES accounts(address) ON DELETE CASCADE,
-    certificate BLOB NOT NULL,
-    chain       TEXT NOT NULL,
-    key_id      BLOB NOT NULL,
-    serial      TEXT NOT NULL,
-    not_after   INTEGER NOT NULL,
-    uploaded_at INTEGER NOT NULL
-);
-CREATE TABLE crls (
-    url         TEXT PRIMARY KEY,
-    der         BLOB NOT NULL,
-    this_update INTEGER NOT NULL,
-    next_update INTEGER,
-    fetched_at  INTEGER NOT NULL
-);
-",
-    "
--- Version 2. Lockout per (account, key) on the key's row; the account-wide
--- counters of version 1 are no longer read (an account-wide lock let anyone
--- lock any holder out with guesses against keys that had no live code).
-ALTER TABLE totp_keys ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE totp_keys ADD COLUMN lockouts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE totp_keys ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0;
-UPDATE accounts SET failures = 0, lockouts = 0, locked_until = 0;
--- The registered CA whose trusted certificate a published identity chains
--- to: `ca remove` withdraws its identities, and a lookup serves one only
--- while that CA is registered. NULL: published before version 2 (filled
--- in by `Store::open`).
-ALTER TABLE identities ADD COLUMN ca_name TEXT;
-CREATE INDEX identities_by_ca ON identities (ca_name);
-",
-];
+use backend::Backend;
+pub use migrate::{sqlite_to_pg, MigrateError};
+pub use rows::{
+    AccountCodes, AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyRow, KeyState,
+    KeyWrite, LockState,
+};
 
 /// A storage failure or a refused change.
 #[derive(Debug, thiserror::Error)]
@@ -94,24 +42,246 @@ pub enum StoreError {
     NotFound(String),
 }
 
+impl StoreError {
+    /// Whether the database is unreachable (answered with 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(e) if e.is_unavailable())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Db(DbError::Sqlite(e))
     }
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::from(e))
+    }
+}
+
+impl AsDbError for StoreError {
+    fn as_db(&self) -> Option<&DbError> {
+        match self {
+            StoreError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Where a store keeps its rows.
+#[derive(Clone)]
+pub enum Location {
+    /// A SQLite file (the data dir's `mta-auth.sqlite`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Box<PgUrl>),
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+/// The path, or the URL with its password hidden.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(u) => write!(f, "{u}"),
+        }
+    }
+}
+
 /// The MTA auth service's storage.
 #[derive(Clone)]
 pub struct Store {
-    db: Db,
+    backend: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Sqlite(sqlite::SqliteStore),
+    Pg(pg::PgStore),
+}
+
+/// Runs `$call` on whichever backend the store has.
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Kind::Sqlite($b) => $call,
+            Kind::Pg($b) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens and migrates the database at `path`; only
+    /// Opens and migrates the SQLite database at `path`; only
     /// [`OpenMode::Create`] (`init`) creates it (0600).
     pub fn open(path: &Path, mode: OpenMode) -> Result<Store, StoreError> {
-        let db = Db::open(path, MIGRATIONS, mode)?;
-        identities::fill_ca_names(path)?;
-        Ok(Store { db })
+        Ok(Store {
+            backend: Kind::Sqlite(sqlite::SqliteStore::open(path, mode)?),
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` and migrates it (safe
+    /// when replicas start at once); only [`OpenMode::Create`] (`init`)
+    /// creates the schema. Synchronous: call it outside async code (or in
+    /// `spawn_blocking`).
+    pub fn open_pg(url: &PgUrl, mode: OpenMode) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Kind::Pg(pg::PgStore::open(url, mode)?),
+        })
+    }
+
+    /// Opens the store at `location` (see [`Store::open`], [`Store::open_pg`]).
+    pub fn open_at(location: &Location, mode: OpenMode) -> Result<Store, StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::open(path, mode),
+            Location::Postgres(url) => Store::open_pg(url, mode),
+        }
+    }
+
+    /// Whether the database answers within `timeout` (SQLite: a local
+    /// file, always).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Kind::Sqlite(_) => Ok(()),
+            Kind::Pg(b) => b.ping(timeout).await,
+        }
+    }
+
+    /// Adds an account; `Exists` if the address is taken.
+    pub async fn add_account(
+        &self,
+        address: &Address,
+        password_hash: String,
+        totp_secret: Zeroizing<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.add_account(address, password_hash, totp_secret, now).await)
+    }
+
+    /// Every account, ordered by address.
+    pub async fn list_accounts(&self) -> Result<Vec<AccountRow>, StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.list_accounts(now).await)
+    }
+
+    /// Enables or disables an account; `NotFound` if there is none.
+    pub async fn set_enabled(&self, address: &Address, enabled: bool) -> Result<(), StoreError> {
+        dispatch!(self, b => b.set_enabled(address, enabled).await)
+    }
+
+    /// Replaces an account's password hash; `NotFound` if there is none.
+    pub async fn set_password(&self, address: &Address, hash: String) -> Result<(), StoreError> {
+        dispatch!(self, b => b.set_password(address, hash).await)
+    }
+
+    /// Password hash and enabled flag, for a login.
+    pub async fn login_info(
+        &self,
+        address: &Address,
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        dispatch!(self, b => b.login_info(address).await)
+    }
+
+    /// Whether the account exists and is enabled.
+    pub async fn is_enabled(&self, address: &Address) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.is_enabled(address).await)
+    }
+
+    /// Registers a CA; `Exists` if the name is taken.
+    pub async fn add_ca(
+        &self,
+        name: &str,
+        secret: Zeroizing<Vec<u8>>,
+        trust_cert: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.add_ca(name, secret, trust_cert, now).await)
+    }
+
+    /// Every registered CA, by name.
+    pub async fn list_cas(&self) -> Result<Vec<CaRow>, StoreError> {
+        dispatch!(self, b => b.list_cas().await)
+    }
+
+    /// Removes a CA and, in the same transaction, withdraws the identities
+    /// that chain to its trusted certificate; returns how many were
+    /// withdrawn. `NotFound` (and nothing changes) if there is no such CA.
+    pub async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
+        dispatch!(self, b => b.remove_ca(name).await)
+    }
+
+    /// The credential secret of a CA, if it is registered.
+    pub async fn ca_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        dispatch!(self, b => b.ca_secret(name).await)
+    }
+
+    /// The trusted CA certificates (name, DER) for identity upload.
+    pub async fn trusted_certs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        dispatch!(self, b => b.trusted_certs().await)
+    }
+
+    /// Records that a code of (account, key) was issued at `now` and
+    /// returns what computing it needs; `NotFound` for an unknown or
+    /// disabled account.
+    pub async fn issue_code(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        now: i64,
+    ) -> Result<IssueRow, StoreError> {
+        dispatch!(self, b => b.issue_code(address, key_id, now).await)
+    }
+
+    /// Validates a code in one transaction: loads the [`CodeSnapshot`] of
+    /// (CA, account, key) with the other keys issued at or after
+    /// `live_since`, lets `decide` judge it, and applies the [`KeyWrite`]
+    /// it returns to the key's row before answering its verdict.
+    /// Serialised with every other validation of the account (SQLite: the
+    /// one writer; PostgreSQL: a lock on the account's row), so single use
+    /// and the lockout counters are race-free across replicas. `decide` is
+    /// pure and may run again if the transaction is retried.
+    pub async fn validate_code<V, F>(
+        &self,
+        ca_name: &str,
+        address: &Address,
+        key_id: &KeyId,
+        live_since: i64,
+        decide: F,
+    ) -> Result<V, StoreError>
+    where
+        V: Send + 'static,
+        F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+    {
+        dispatch!(self, b => b.validate_code(ca_name, address, key_id, live_since, decide).await)
+    }
+
+    /// Publishes (or replaces) an account's identity.
+    pub async fn put_identity(&self, row: IdentityRow) -> Result<(), StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.put_identity(row, now).await)
+    }
+
+    /// The identity published for an address, if the account is enabled
+    /// and the CA it chains to is still registered with a trusted
+    /// certificate.
+    pub async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
+        dispatch!(self, b => b.identity(address).await)
+    }
+
+    /// The latest CRL kept for a distribution point URL.
+    pub async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError> {
+        dispatch!(self, b => b.crl(url).await)
+    }
+
+    /// Keeps a verified CRL unless a newer one is already kept.
+    pub async fn put_crl(&self, url: &str, row: CrlRow) -> Result<(), StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.put_crl(url, row, now).await)
     }
 }

@@ -1,6 +1,8 @@
-//! Plain rows of the code tables, owned by storage so that the pure TOTP
-//! and lockout logic and every backend share them without storage knowing
-//! what they mean.
+//! Plain rows, owned by storage so that callers, the pure TOTP and lockout
+//! logic and every backend share them without storage knowing what they
+//! mean.
+
+use mailid_shared::Address;
 
 use zeroize::Zeroizing;
 
@@ -71,4 +73,57 @@ pub enum KeyWrite {
     ConsumeCode,
     /// Store this lockout state.
     SaveLock(LockState),
+}
+
+/// One account as `account list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountRow {
+    pub address: Address,
+    pub enabled: bool,
+    /// Unix time the latest current lockout of the account's keys ends, if
+    /// one of its keys is locked (lockouts are per (account, key)); in JSON
+    /// an RFC 3339 UTC time, or null.
+    #[serde(serialize_with = "rfc3339_or_null")]
+    pub locked_until: Option<i64>,
+}
+
+/// Serialises Unix seconds as RFC 3339 UTC text (SPEC §3), `None` as null.
+fn rfc3339_or_null<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&mailid_shared::timefmt::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// One CA as `ca list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaRow {
+    pub name: String,
+    /// Whether a trusted CA certificate is registered for identity upload.
+    pub trusts_certificate: bool,
+    pub created_at: String,
+}
+
+/// A published identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRow {
+    pub address: Address,
+    /// Leaf certificate DER.
+    pub certificate: Vec<u8>,
+    /// The chain as one PEM bundle.
+    pub chain: String,
+    /// Binary strong key ID.
+    pub key_id: Vec<u8>,
+    pub serial: String,
+    pub not_after: i64,
+    /// Name of the registered CA whose trusted certificate ends the chain.
+    pub ca_name: String,
+}
+
+/// The latest CRL seen at one distribution point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlRow {
+    pub der: Vec<u8>,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
 }

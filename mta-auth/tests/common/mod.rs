@@ -1,5 +1,7 @@
-//! Helpers for the integration tests: the real binary, a real SQLite file
-//! in a temp dir, real HTTP on loopback.
+//! Helpers for the integration tests: the real binary, a real database
+//! (a SQLite file in a temp dir, or with `MAILID_TEST_BACKEND=postgres` a
+//! fresh PostgreSQL database per data dir on the cluster of
+//! `MAILID_TEST_PG_URL`), real HTTP on loopback.
 #![allow(dead_code)]
 
 pub mod pki;
@@ -24,7 +26,8 @@ pub fn mta(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.env_remove("MAILID_PASSWORD")
-        .env_remove("MAILID_MTA_DATA_DIR");
+        .env_remove("MAILID_MTA_DATA_DIR")
+        .env_remove("MAILID_DATABASE");
     let mut child = cmd.spawn().expect("spawn mailid-mta-auth");
     {
         let mut input = child.stdin.take().unwrap();
@@ -46,8 +49,38 @@ pub fn mta_ok(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A fresh initialised data directory.
+/// Whether the tests run on PostgreSQL (`MAILID_TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("MAILID_TEST_BACKEND").is_ok_and(|v| v == "postgres")
+}
+
+/// The URL of a new, empty PostgreSQL database (password included); on a
+/// thread of its own, as the tests call it from async code too.
+pub fn fresh_database_url() -> String {
+    std::thread::spawn(|| {
+        mailid_shared::pg::testing::fresh_database("mtapg")
+            .secret_text()
+            .to_string()
+    })
+    .join()
+    .expect("creating a test database")
+}
+
+/// A fresh initialised data directory on the backend under test.
 pub fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if on_postgres() {
+        let url = fresh_database_url();
+        mta_ok(dir.path(), &["init", "--database", &url], None);
+    } else {
+        mta_ok(dir.path(), &["init"], None);
+    }
+    dir
+}
+
+/// A fresh data directory on SQLite whatever the backend under test, for
+/// the tests that read or edit the SQLite file itself.
+pub fn sqlite_data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     mta_ok(dir.path(), &["init"], None);
     dir

@@ -1,16 +1,18 @@
-//! Primitives of the code tables: recording an issued code, and loading a
+//! The code tables in SQLite: recording an issued code, and loading a
 //! validation's rows, handing them to the caller's decision and applying
 //! the writes it returns, all in one serialised write job.
 //!
 //! Storage only moves rows: what a code is and when a key locks are the
-//! caller's (`crate::validate`), so another backend can share them.
+//! caller's (`crate::validate`).
 
+use mailid_shared::db::Db;
 use mailid_shared::{Address, KeyId};
 use rusqlite::{Connection, OptionalExtension};
 use zeroize::Zeroizing;
 
-use super::rows::{AccountCodes, CodeSnapshot, IssueRow, KeyRow, KeyState, KeyWrite, LockState};
-use super::{Store, StoreError};
+use crate::store::{
+    AccountCodes, CodeSnapshot, IssueRow, KeyRow, KeyState, KeyWrite, LockState, StoreError,
+};
 
 fn load_account(c: &Connection, addr: &str) -> rusqlite::Result<Option<AccountCodes>> {
     c.prepare_cached("SELECT totp_secret, enabled FROM accounts WHERE address = ?1")?
@@ -104,69 +106,58 @@ fn apply(c: &Connection, addr: &str, key: &[u8], write: &KeyWrite) -> rusqlite::
     Ok(())
 }
 
-impl Store {
-    /// Records that a code of (account, key) was issued at `now` and
-    /// returns what computing it needs; `NotFound` for an unknown or
-    /// disabled account.
-    pub async fn issue_code(
-        &self,
-        address: &Address,
-        key_id: &KeyId,
-        now: i64,
-    ) -> Result<IssueRow, StoreError> {
-        let addr = address.as_str().to_string();
-        let key = key_id.as_bytes().to_vec();
-        self.db
-            .write(move |c| -> Result<IssueRow, StoreError> {
-                let acct = load_account(c, &addr)?
-                    .filter(|a| a.enabled)
-                    .ok_or_else(|| StoreError::NotFound(format!("account {addr}")))?;
-                let generation: i64 = c
-                    .prepare_cached(
-                        "INSERT INTO totp_keys (address, key_id, generation, issued_at)
-                     VALUES (?1, ?2, 0, ?3)
-                     ON CONFLICT(address, key_id) DO UPDATE SET issued_at = excluded.issued_at
-                     RETURNING generation",
-                    )?
-                    .query_row((&addr, &key, now), |r| r.get(0))?;
-                Ok(IssueRow {
-                    secret: acct.secret,
-                    generation: generation as u64,
-                })
-            })
-            .await
-    }
+pub(super) async fn issue(
+    db: &Db,
+    address: &Address,
+    key_id: &KeyId,
+    now: i64,
+) -> Result<IssueRow, StoreError> {
+    let addr = address.as_str().to_string();
+    let key = key_id.as_bytes().to_vec();
+    db.write(move |c| -> Result<IssueRow, StoreError> {
+        let acct = load_account(c, &addr)?
+            .filter(|a| a.enabled)
+            .ok_or_else(|| StoreError::NotFound(format!("account {addr}")))?;
+        let generation: i64 = c
+            .prepare_cached(
+                "INSERT INTO totp_keys (address, key_id, generation, issued_at)
+                 VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT(address, key_id) DO UPDATE SET issued_at = excluded.issued_at
+                 RETURNING generation",
+            )?
+            .query_row((&addr, &key, now), |r| r.get(0))?;
+        Ok(IssueRow {
+            secret: acct.secret,
+            generation: generation as u64,
+        })
+    })
+    .await
+}
 
-    /// Validates a code in one write transaction: loads the
-    /// [`CodeSnapshot`] of (CA, account, key) with the other keys issued at
-    /// or after `live_since`, lets `decide` judge it, and applies the
-    /// [`KeyWrite`] it returns to the key's row before answering its
-    /// verdict. Serialised with every other write, so single use and the
-    /// lockout counters are race-free.
-    pub async fn validate_code<V, F>(
-        &self,
-        ca_name: &str,
-        address: &Address,
-        key_id: &KeyId,
-        live_since: i64,
-        decide: F,
-    ) -> Result<V, StoreError>
-    where
-        V: Send + 'static,
-        F: FnOnce(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + 'static,
-    {
-        let ca = ca_name.to_string();
-        let addr = address.as_str().to_string();
-        let key = key_id.as_bytes().to_vec();
-        self.db
-            .write(move |c| -> Result<V, StoreError> {
-                let snapshot = load_snapshot(c, &ca, &addr, &key, live_since)?;
-                let (verdict, write) = decide(snapshot);
-                if let Some(write) = write {
-                    apply(c, &addr, &key, &write)?;
-                }
-                Ok(verdict)
-            })
-            .await
-    }
+/// Serialised with every other write by the one writer, so single use and
+/// the lockout counters are race-free.
+pub(super) async fn validate<V, F>(
+    db: &Db,
+    ca_name: &str,
+    address: &Address,
+    key_id: &KeyId,
+    live_since: i64,
+    decide: F,
+) -> Result<V, StoreError>
+where
+    V: Send + 'static,
+    F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+{
+    let ca = ca_name.to_string();
+    let addr = address.as_str().to_string();
+    let key = key_id.as_bytes().to_vec();
+    db.write(move |c| -> Result<V, StoreError> {
+        let snapshot = load_snapshot(c, &ca, &addr, &key, live_since)?;
+        let (verdict, write) = decide(snapshot);
+        if let Some(write) = write {
+            apply(c, &addr, &key, &write)?;
+        }
+        Ok(verdict)
+    })
+    .await
 }

@@ -1,0 +1,85 @@
+//! The storage primitives every backend implements (SQLite, PostgreSQL):
+//! one trait, so the compiler keeps the backends in step and [`Store`]
+//! dispatches to either without its callers knowing which.
+//!
+//! [`Store`]: super::Store
+
+use mailid_shared::{Address, KeyId};
+use zeroize::Zeroizing;
+
+use super::rows::{AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite};
+use super::StoreError;
+
+/// The storage primitives; each method is one transaction, committed
+/// (durably) before it returns `Ok`.
+pub(crate) trait Backend {
+    /// Adds an account; `Exists` if the address is taken.
+    async fn add_account(
+        &self,
+        address: &Address,
+        password_hash: String,
+        totp_secret: Zeroizing<Vec<u8>>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Every account, ordered by address; lockouts ending after `now`.
+    async fn list_accounts(&self, now: i64) -> Result<Vec<AccountRow>, StoreError>;
+    /// `NotFound` if there is no such account.
+    async fn set_enabled(&self, address: &Address, enabled: bool) -> Result<(), StoreError>;
+    /// `NotFound` if there is no such account.
+    async fn set_password(&self, address: &Address, hash: String) -> Result<(), StoreError>;
+    /// Password hash and enabled flag.
+    async fn login_info(&self, address: &Address) -> Result<Option<(String, bool)>, StoreError>;
+    /// Whether the account exists and is enabled.
+    async fn is_enabled(&self, address: &Address) -> Result<bool, StoreError>;
+
+    /// Registers a CA; `Exists` if the name is taken.
+    async fn add_ca(
+        &self,
+        name: &str,
+        secret: Zeroizing<Vec<u8>>,
+        trust_cert: Option<Vec<u8>>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Every registered CA, by name.
+    async fn list_cas(&self) -> Result<Vec<CaRow>, StoreError>;
+    /// Removes a CA and withdraws its identities in the same transaction;
+    /// how many were withdrawn. `NotFound` and nothing changed without it.
+    async fn remove_ca(&self, name: &str) -> Result<usize, StoreError>;
+    /// The credential secret of a registered CA.
+    async fn ca_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    /// The trusted CA certificates (name, DER), by name.
+    async fn trusted_certs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Records that a code of (account, key) was issued at `now`; `NotFound`
+    /// for an unknown or disabled account.
+    async fn issue_code(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        now: i64,
+    ) -> Result<IssueRow, StoreError>;
+    /// Loads the snapshot of (CA, account, key) with the other keys issued
+    /// at or after `live_since`, runs `decide`, applies its write, all in
+    /// one transaction serialised per account. `decide` may run more than
+    /// once when the backend retries the transaction.
+    async fn validate_code<V, F>(
+        &self,
+        ca_name: &str,
+        address: &Address,
+        key_id: &KeyId,
+        live_since: i64,
+        decide: F,
+    ) -> Result<V, StoreError>
+    where
+        V: Send + 'static,
+        F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static;
+
+    /// Publishes (or replaces) an account's identity.
+    async fn put_identity(&self, row: IdentityRow, now: i64) -> Result<(), StoreError>;
+    /// The identity of an enabled account chaining to a registered CA.
+    async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError>;
+    /// The CRL kept for a distribution point.
+    async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError>;
+    /// Keeps a CRL unless a newer one (by thisUpdate) is kept.
+    async fn put_crl(&self, url: &str, row: CrlRow, now: i64) -> Result<(), StoreError>;
+}

@@ -1,0 +1,176 @@
+//! The SQLite backend (the embedded default): one file in the data dir
+//! through `shared::db::Db`, whose one writer thread serialises every
+//! read-modify-write and makes it durable before it answers.
+
+mod accounts;
+mod cas;
+mod codes;
+mod identities;
+
+use std::path::Path;
+
+use mailid_shared::db::{Db, OpenMode};
+use mailid_shared::{Address, KeyId};
+use zeroize::Zeroizing;
+
+use super::backend::Backend;
+use super::rows::{AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite};
+use super::StoreError;
+
+/// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    "
+CREATE TABLE accounts (
+    address       TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    totp_secret   BLOB NOT NULL,
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    lockouts      INTEGER NOT NULL DEFAULT 0,
+    locked_until  INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE totp_keys (
+    address    TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
+    key_id     BLOB NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    issued_at  INTEGER,
+    PRIMARY KEY (address, key_id)
+) WITHOUT ROWID;
+CREATE TABLE cas (
+    name       TEXT PRIMARY KEY,
+    secret     BLOB NOT NULL,
+    trust_cert BLOB,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE identities (
+    address     TEXT PRIMARY KEY REFERENCES accounts(address) ON DELETE CASCADE,
+    certificate BLOB NOT NULL,
+    chain       TEXT NOT NULL,
+    key_id      BLOB NOT NULL,
+    serial      TEXT NOT NULL,
+    not_after   INTEGER NOT NULL,
+    uploaded_at INTEGER NOT NULL
+);
+CREATE TABLE crls (
+    url         TEXT PRIMARY KEY,
+    der         BLOB NOT NULL,
+    this_update INTEGER NOT NULL,
+    next_update INTEGER,
+    fetched_at  INTEGER NOT NULL
+);
+",
+    "
+-- Version 2. Lockout per (account, key) on the key's row; the account-wide
+-- counters of version 1 are no longer read (an account-wide lock let anyone
+-- lock any holder out with guesses against keys that had no live code).
+ALTER TABLE totp_keys ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE totp_keys ADD COLUMN lockouts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE totp_keys ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0;
+UPDATE accounts SET failures = 0, lockouts = 0, locked_until = 0;
+-- The registered CA whose trusted certificate a published identity chains
+-- to: `ca remove` withdraws its identities, and a lookup serves one only
+-- while that CA is registered. NULL: published before version 2 (filled
+-- in by `Store::open`).
+ALTER TABLE identities ADD COLUMN ca_name TEXT;
+CREATE INDEX identities_by_ca ON identities (ca_name);
+",
+];
+
+/// The SQLite backend.
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    /// Opens and migrates the database at `path`; only
+    /// [`OpenMode::Create`] (`init`) creates it (0600).
+    pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
+        let db = Db::open(path, MIGRATIONS, mode)?;
+        identities::fill_ca_names(path)?;
+        Ok(SqliteStore { db })
+    }
+}
+
+impl Backend for SqliteStore {
+    async fn add_account(
+        &self,
+        address: &Address,
+        password_hash: String,
+        totp_secret: Zeroizing<Vec<u8>>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        accounts::add(&self.db, address, password_hash, totp_secret, now).await
+    }
+    async fn list_accounts(&self, now: i64) -> Result<Vec<AccountRow>, StoreError> {
+        accounts::list(&self.db, now).await
+    }
+    async fn set_enabled(&self, address: &Address, enabled: bool) -> Result<(), StoreError> {
+        accounts::set_enabled(&self.db, address, enabled).await
+    }
+    async fn set_password(&self, address: &Address, hash: String) -> Result<(), StoreError> {
+        accounts::set_password(&self.db, address, hash).await
+    }
+    async fn login_info(&self, address: &Address) -> Result<Option<(String, bool)>, StoreError> {
+        accounts::login_info(&self.db, address).await
+    }
+    async fn is_enabled(&self, address: &Address) -> Result<bool, StoreError> {
+        accounts::is_enabled(&self.db, address).await
+    }
+    async fn add_ca(
+        &self,
+        name: &str,
+        secret: Zeroizing<Vec<u8>>,
+        trust_cert: Option<Vec<u8>>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        cas::add(&self.db, name, secret, trust_cert, now).await
+    }
+    async fn list_cas(&self) -> Result<Vec<CaRow>, StoreError> {
+        cas::list(&self.db).await
+    }
+    async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
+        cas::remove(&self.db, name).await
+    }
+    async fn ca_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        cas::secret(&self.db, name).await
+    }
+    async fn trusted_certs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        cas::trusted_certs(&self.db).await
+    }
+    async fn issue_code(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        now: i64,
+    ) -> Result<IssueRow, StoreError> {
+        codes::issue(&self.db, address, key_id, now).await
+    }
+    async fn validate_code<V, F>(
+        &self,
+        ca_name: &str,
+        address: &Address,
+        key_id: &KeyId,
+        live_since: i64,
+        decide: F,
+    ) -> Result<V, StoreError>
+    where
+        V: Send + 'static,
+        F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+    {
+        codes::validate(&self.db, ca_name, address, key_id, live_since, decide).await
+    }
+    async fn put_identity(&self, row: IdentityRow, now: i64) -> Result<(), StoreError> {
+        identities::put(&self.db, row, now).await
+    }
+    async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
+        identities::get(&self.db, address).await
+    }
+    async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError> {
+        identities::crl(&self.db, url).await
+    }
+    async fn put_crl(&self, url: &str, row: CrlRow, now: i64) -> Result<(), StoreError> {
+        identities::put_crl(&self.db, url, row, now).await
+    }
+}
