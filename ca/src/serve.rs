@@ -25,22 +25,6 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A log that cannot be written (disk full, read-only, closed pipe) must
-    // not take requests down: by default the subscriber reports such errors
-    // with `eprintln!`, which panics when stderr itself fails.
-    // Colours only on a terminal, not in log files.
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false)
-        .try_init();
-}
-
 /// Runs the service until SIGINT or SIGTERM, on the database `database`
 /// (a URL from `--database`/`MAILID_DATABASE`) or else the one the data
 /// directory's configuration names.
@@ -50,7 +34,7 @@ pub fn run(
     pass_file: Option<&Path>,
     args: &ServeArgs,
 ) -> anyhow::Result<()> {
-    init_logging();
+    mailid_shared::logging::init();
     let cfg = Config::load(dir)?;
     // Refuses to start without the right passphrase for an encrypted key.
     let issuer = Arc::new(crate::ops::load_issuer(dir, &cfg, pass_file)?);

@@ -169,7 +169,7 @@ const BIN: &str = "mailid-mta-auth";
 /// Entry point of the binary: parses, runs, maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli: Cli = cli::parse_or_exit(BIN);
-    init_logging();
+    mailid_shared::logging::init();
     let Some(data_dir) = cli.data_dir.clone() else {
         cli::error_line(BIN, "--data-dir is required (or set MAILID_MTA_DATA_DIR)");
         return ExitCode::from(2);
@@ -191,30 +191,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::layer::{Layer, SubscriberExt};
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // PostgreSQL's driver logs every statement's parameters (password
-    // hashes, TOTP secrets, CA credentials) at debug: never below info,
-    // whatever RUST_LOG asks.
-    let driver = tracing_subscriber::filter::filter_fn(|m| {
-        !(m.target().starts_with("tokio_postgres") && *m.level() > tracing::Level::INFO)
-    });
-    // A log that cannot be written (disk full, read-only, closed pipe) must
-    // not take requests down: by default the subscriber reports such errors
-    // with `eprintln!`, which panics when stderr itself fails.
-    let layer = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false)
-        .with_filter(filter)
-        .with_filter(driver);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {

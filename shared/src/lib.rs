@@ -35,6 +35,8 @@ pub mod http;
 pub mod input;
 pub mod keyid;
 #[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
 pub mod metrics;
 pub mod pem;
 #[cfg(feature = "server")]

@@ -4,7 +4,7 @@
 //! it has expired (the epoch goes up by one: the fencing token) and renewed
 //! by its holder while it lives. Times are the database's clock, so the
 //! replicas' clocks need not agree. A signed CRL is published (stored in
-//! `crls`) only in a transaction that finds the lease still held under the
+//! `published_crls`) only in a transaction that finds the lease still held under the
 //! same epoch and unexpired, with the lease row locked, so a replica whose
 //! lease lapsed (paused, cut off) cannot publish over its successor. After
 //! publishing, `NOTIFY mailid_ca_crl` tells every replica to load it.
@@ -125,7 +125,7 @@ impl Pg {
                     }
                     let stmt = tx
                         .prepare_cached(
-                            "INSERT INTO crls (number, this_update, next_update, der)
+                            "INSERT INTO published_crls (number, this_update, next_update, der)
                              VALUES ($1, $2, $3, $4) ON CONFLICT (number) DO NOTHING",
                         )
                         .await?;
@@ -136,9 +136,9 @@ impl Pg {
                     .await?;
                     let stmt = tx
                         .prepare_cached(
-                            "DELETE FROM crls WHERE number < (
+                            "DELETE FROM published_crls WHERE number < (
                                  SELECT MIN(number) FROM (
-                                     SELECT number FROM crls ORDER BY number DESC LIMIT $1
+                                     SELECT number FROM published_crls ORDER BY number DESC LIMIT $1
                                  ) AS newest)",
                         )
                         .await?;
@@ -158,7 +158,7 @@ impl Pg {
                 Box::pin(async move {
                     let stmt = tx
                         .prepare_cached(
-                            "SELECT der FROM crls WHERE number > $1 ORDER BY number DESC LIMIT 1",
+                            "SELECT der FROM published_crls WHERE number > $1 ORDER BY number DESC LIMIT 1",
                         )
                         .await?;
                     Ok(tx

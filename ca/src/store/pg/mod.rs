@@ -77,7 +77,7 @@ CREATE TABLE crl_lease (
 );
 INSERT INTO crl_lease (id, holder, epoch, expires_at) VALUES (1, NULL, 0, '-infinity');
 -- The CRLs published by lease holders; every replica serves the newest.
-CREATE TABLE crls (
+CREATE TABLE published_crls (
     number       BIGINT PRIMARY KEY,
     this_update  BIGINT NOT NULL,
     next_update  BIGINT NOT NULL,
