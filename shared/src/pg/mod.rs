@@ -465,24 +465,32 @@ pub mod testing {
             .collect::<String>()
             .to_ascii_lowercase();
         let name = format!("t_{clean}_{:016x}", rand::random::<u64>());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (client, conn) = admin
-                .config()
-                .connect(NoTls)
-                .await
-                .unwrap_or_else(|e| panic!("connecting to {admin}: {}", describe(&e)));
-            let task = tokio::spawn(conn);
-            client
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .await
-                .unwrap_or_else(|e| panic!("creating database {name}: {}", describe(&e)));
-            drop(client);
-            let _ = task.await;
-        });
+        // On a thread of its own, so that async callers may use it too.
+        let (admin2, name2) = (admin.clone(), name.clone());
+        let create = move || {
+            let (admin, name) = (admin2, name2);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let (client, conn) = admin
+                    .config()
+                    .connect(NoTls)
+                    .await
+                    .unwrap_or_else(|e| panic!("connecting to {admin}: {}", describe(&e)));
+                let task = tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .unwrap_or_else(|e| panic!("creating database {name}: {}", describe(&e)));
+                drop(client);
+                let _ = task.await;
+            });
+        };
+        std::thread::spawn(create)
+            .join()
+            .expect("creating the test database");
         admin.with_dbname(&name)
     }
 }
