@@ -56,6 +56,10 @@ pub struct Opts {
     /// Certificates seeded into the CA's database before it starts.
     #[arg(long, default_value_t = 0)]
     pub seed: usize,
+    /// Processes of each service (2: a second replica of each on the same
+    /// PostgreSQL database, given by `MAILID_DATABASE`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub replicas: u8,
     /// Directory holding the release binaries (default: beside this one).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -549,7 +553,16 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         .map(|s| s.trim().parse().context("--concurrency"))
         .collect::<anyhow::Result<_>>()?;
     let bins = bin_dir(opts.bin_dir.as_deref())?;
-    let env = Arc::new(Env::start(&bins, opts.accounts, &opts.ca_key_type, opts.seed, 1).await?);
+    let env = Arc::new(
+        Env::start(
+            &bins,
+            opts.accounts,
+            &opts.ca_key_type,
+            opts.seed,
+            opts.replicas.into(),
+        )
+        .await?,
+    );
     let jobs = Arc::new(make_jobs(&env.accounts, &opts.key_type, opts.requests).await?);
     println!(
         "enroll: mode {}, CSR key {}, CA key {}, {} enrollments per run over {} accounts, {} seeded certificates",
