@@ -14,7 +14,7 @@ use mailid_shared::authsig::Credential;
 use mailid_shared::pg::testing::fresh_database;
 use mailid_shared::timefmt::now_unix;
 use mailid_tests::flow::{self, KeyType};
-use mailid_tests::{bin, free_port, run_ok, Server, CA_BIN, MTA_BIN};
+use mailid_tests::{bin, run_ok, Server, CA_BIN, MTA_BIN};
 use serde_json::{json, Value};
 use support::{crl_lists, crl_number, crl_text};
 
@@ -37,9 +37,10 @@ fn cli(bin_name: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> String
     run_ok(&bin(bin_name), &all, stdin)
 }
 
-fn serve(bin_name: &str, dir: &Path, port: u16) -> Server {
-    let listen = format!("127.0.0.1:{port}");
-    Server::start(&bin(bin_name), dir, &["--listen", &listen])
+/// `serve` on a port the kernel picks (two ports picked ahead could be
+/// the same one); the URL comes from the `listening on` line.
+fn serve(bin_name: &str, dir: &Path) -> Server {
+    Server::start(&bin(bin_name), dir, &["--listen", "127.0.0.1:0"])
 }
 
 /// A code for (account, key) from one MTA.
@@ -143,20 +144,15 @@ fn two_cas_and_two_mtas_on_one_database_hold_every_invariant() {
         .to_string();
     let m2 = root.path().join("mta2");
     copy_dir(&m1, &m2);
-    let (mp1, mp2) = (free_port(), free_port());
-    let _mta1 = serve(MTA_BIN, &m1, mp1);
-    let _mta2 = serve(MTA_BIN, &m2, mp2);
-    let mtas = [
-        format!("http://127.0.0.1:{mp1}"),
-        format!("http://127.0.0.1:{mp2}"),
-    ];
+    let mta1 = serve(MTA_BIN, &m1);
+    let mta2 = serve(MTA_BIN, &m2);
+    let mtas = [mta1.url.clone(), mta2.url.clone()];
 
     // One CA data dir on the same database, copied for the second replica;
-    // both name the same base URL (the load balancer's, here CA 1's port).
+    // both name the same base URL (the load balancer's).
     let c1 = root.path().join("ca1");
     std::fs::create_dir_all(&c1).unwrap();
-    let (cp1, cp2) = (free_port(), free_port());
-    let base = format!("http://127.0.0.1:{cp1}");
+    let base = "https://pki.example.org";
     cli(
         CA_BIN,
         &c1,
@@ -167,7 +163,7 @@ fn two_cas_and_two_mtas_on_one_database_hold_every_invariant() {
             "--name",
             CA_NAME,
             "--base-url",
-            &base,
+            base,
         ],
         None,
     );
@@ -192,12 +188,9 @@ fn two_cas_and_two_mtas_on_one_database_hold_every_invariant() {
     );
     let c2 = root.path().join("ca2");
     copy_dir(&c1, &c2);
-    let mut ca1 = serve(CA_BIN, &c1, cp1);
-    let mut ca2 = serve(CA_BIN, &c2, cp2);
-    let cas = [
-        format!("http://127.0.0.1:{cp1}"),
-        format!("http://127.0.0.1:{cp2}"),
-    ];
+    let mut ca1 = serve(CA_BIN, &c1);
+    let mut ca2 = serve(CA_BIN, &c2);
+    let cas = [ca1.url.clone(), ca2.url.clone()];
 
     // 32 parallel enrollments for one account over both CAs (codes from
     // both MTAs, fetched first: the MTA answers a burst of password logins
