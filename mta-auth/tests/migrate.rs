@@ -6,7 +6,6 @@
 
 mod common;
 
-use axum::http::StatusCode;
 use common::pki::TestCa;
 use common::*;
 use mailid_shared::protocol::ValidateReason;
@@ -16,19 +15,6 @@ const PW: &str = "migrate-test-pw";
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
 const CAROL: &str = "carol@example.org";
-
-/// Serves `GET /ca.crl` with an empty CRL of `ca` on loopback.
-async fn crl_server(ca: &TestCa) -> String {
-    let body = ca.crl(&[], 1);
-    let app = axum::Router::new().route(
-        "/ca.crl",
-        axum::routing::get(move || async move { (StatusCode::OK, body) }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/ca.crl", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    url
-}
 
 async fn lookup(c: &reqwest::Client, url: &str, who: &str) -> u16 {
     let r = c.get(format!("{url}/v1/identity/{who}")).send().await;
@@ -57,7 +43,7 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
     )
     .trim()
     .to_string();
-    let crl_url = crl_server(&ca).await;
+    let crl_url = empty_crl_server(&ca).await;
 
     let srv = Server::start(d, &[]);
     let c = client();

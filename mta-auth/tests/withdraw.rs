@@ -5,26 +5,12 @@
 
 mod common;
 
-use axum::http::StatusCode;
 use common::pki::{Leaf, TestCa};
 use common::*;
 
 const PW: &str = "withdraw-test-pw";
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
-
-/// Serves `GET /ca.crl` with an empty CRL of `ca` on loopback; returns its URL.
-async fn crl_server(ca: &TestCa) -> String {
-    let body = ca.crl(&[], 1);
-    let app = axum::Router::new().route(
-        "/ca.crl",
-        axum::routing::get(move || async move { (StatusCode::OK, body) }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/ca.crl", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    url
-}
 
 /// Registers `ca` as `name` with its certificate trusted.
 fn trust(dir: &std::path::Path, name: &str, ca: &TestCa) {
@@ -70,7 +56,7 @@ async fn two_published(sqlite: bool) -> (tempfile::TempDir, Server, reqwest::Cli
     add_account(dir.path(), BOB, PW);
     trust(dir.path(), "ca-a", &a);
     trust(dir.path(), "ca-b", &b);
-    let (crl_a, crl_b) = (crl_server(&a).await, crl_server(&b).await);
+    let (crl_a, crl_b) = (empty_crl_server(&a).await, empty_crl_server(&b).await);
     let srv = Server::start(dir.path(), &[]);
     let c = client();
     let alice = a.valid_identity(ALICE, 1, &crl_a);

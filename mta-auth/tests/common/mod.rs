@@ -278,3 +278,17 @@ pub async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) {
 pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("mta-auth.sqlite")
 }
+
+/// Serves `GET /ca.crl` with an empty CRL of `ca` on loopback; returns its
+/// URL.
+pub async fn empty_crl_server(ca: &pki::TestCa) -> String {
+    let body = ca.crl(&[], 1);
+    let app = axum::Router::new().route(
+        "/ca.crl",
+        axum::routing::get(move || async move { (axum::http::StatusCode::OK, body) }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ca.crl", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
