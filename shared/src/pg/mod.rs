@@ -37,7 +37,9 @@ const MAX_ATTEMPTS: u32 = 8;
 /// The advisory lock key every mailid migration takes ("mailid" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d61_696c_6964;
 
+mod notify;
 mod url;
+pub use notify::{Notifier, NOTIFY_GATHER};
 pub use url::{redact, PgUrl};
 
 /// A PostgreSQL error in one line: the server's message when it sent one
@@ -124,6 +126,21 @@ pub trait TxFn<T, E>:
 
 impl<T, E, F> TxFn<T, E> for F where
     F: for<'a> Fn(&'a Transaction<'a>) -> BoxFuture<'a, Result<T, E>> + Send + Sync + 'static
+{
+}
+
+/// A single statement's body ([`PgDb::single`]): called with a pooled
+/// connection.
+pub trait ClientFn<T, E>:
+    for<'a> Fn(&'a deadpool_postgres::Client) -> BoxFuture<'a, Result<T, E>> + Send + Sync + 'static
+{
+}
+
+impl<T, E, F> ClientFn<T, E> for F where
+    F: for<'a> Fn(&'a deadpool_postgres::Client) -> BoxFuture<'a, Result<T, E>>
+        + Send
+        + Sync
+        + 'static
 {
 }
 
@@ -293,6 +310,25 @@ impl PgDb {
         self.run(true, f).await
     }
 
+    /// Runs `f` with a pooled connection outside any explicit transaction:
+    /// for a single statement (a read that needs no other in its snapshot),
+    /// which PostgreSQL then runs as a transaction of its own, without the
+    /// `BEGIN` and `COMMIT` round trips of [`PgDb::read`]. Same time limit
+    /// and errors as [`PgDb::read`].
+    pub async fn single<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: ClientFn<T, E>,
+    {
+        let db = self.clone();
+        self.on_runtime(async move {
+            let client = db.client().await.map_err(E::from)?;
+            f(&client).await
+        })
+        .await
+    }
+
     async fn run<T, E, F>(&self, read_only: bool, f: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -300,8 +336,21 @@ impl PgDb {
         F: TxFn<T, E>,
     {
         let db = self.clone();
+        self.on_runtime(async move { db.attempts(read_only, &f).await })
+            .await
+    }
+
+    /// Runs `job` on the pool's runtime within [`OP_TIMEOUT`].
+    async fn on_runtime<T, E>(
+        &self,
+        job: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let job = async move {
-            match tokio::time::timeout(OP_TIMEOUT, db.attempts(read_only, &f)).await {
+            match tokio::time::timeout(OP_TIMEOUT, job).await {
                 Ok(r) => r,
                 Err(_) => Err(E::from(DbError::Unavailable(format!(
                     "the database did not answer within {} s",
@@ -371,71 +420,6 @@ impl PgDb {
             .spawn(job)
             .await
             .unwrap_or(Err(DbError::Panicked))
-    }
-
-    /// Listens on `channel` (a lowercase SQL identifier) on a connection of
-    /// its own: the counter goes up on every notification and after every
-    /// (re)connection, so a watcher reloads whatever it may have missed
-    /// while the connection was down. The listener stops when every
-    /// receiver is gone.
-    pub fn listen(&self, channel: &str) -> tokio::sync::watch::Receiver<u64> {
-        assert!(
-            !channel.is_empty()
-                && channel
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
-            "channel names are fixed lowercase identifiers"
-        );
-        let (tx, rx) = tokio::sync::watch::channel(0u64);
-        let config = self.inner.url.config().clone();
-        let channel = channel.to_string();
-        self.inner.handle.spawn(listen_loop(config, channel, tx));
-        rx
-    }
-}
-
-async fn listen_loop(
-    config: tokio_postgres::Config,
-    channel: String,
-    tx: tokio::sync::watch::Sender<u64>,
-) {
-    use futures_util::future::poll_fn;
-    while !tx.is_closed() {
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
-                let bump = || tx.send_modify(|n| *n = n.wrapping_add(1));
-                let listen = format!("LISTEN {channel}");
-                let conn_task = async {
-                    while let Some(msg) = poll_fn(|cx| connection.poll_message(cx)).await {
-                        match msg {
-                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => bump(),
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                };
-                let setup = async {
-                    if client.batch_execute(&listen).await.is_ok() {
-                        bump();
-                    }
-                    // Hold the client until the connection ends.
-                    std::future::pending::<()>().await
-                };
-                tokio::select! {
-                    _ = conn_task => {}
-                    _ = setup => {}
-                    _ = tx.closed() => return,
-                }
-                tracing::warn!(%channel, "database notification connection lost; reconnecting");
-            }
-            Err(e) => {
-                tracing::debug!(error = %describe(&e), %channel, "database notification connection failed");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tx.closed() => return,
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailid_shared::db::OpenMode;
-use mailid_shared::pg::{PgDb, PgUrl};
+use mailid_shared::pg::{Notifier, PgDb, PgUrl};
 use mailid_shared::protocol::RevocationReason;
 use mailid_shared::{Address, KeyId, Serial};
 
@@ -25,7 +25,8 @@ pub(crate) mod txn;
 const SERVICE: &str = "mailid-ca";
 
 /// The schema, one migration per version.
-pub(crate) const MIGRATIONS: &[&str] = &["
+pub(crate) const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE certificates (
     serial      TEXT PRIMARY KEY,
     seq         BIGINT GENERATED ALWAYS AS IDENTITY,
@@ -83,7 +84,16 @@ CREATE TABLE published_crls (
     next_update  BIGINT NOT NULL,
     der          BYTEA NOT NULL
 );
-"];
+",
+    "
+-- Revocations not yet covered by a CRL, one row per revoking transaction
+-- (appended without touching a shared row; taken by the CRL allocation).
+CREATE TABLE crl_events (
+    id  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    n   BIGINT NOT NULL
+);
+",
+];
 
 const CERT_COLUMNS: &str =
     "serial, account, key_id, not_before, not_after, issued_at, der, revoked_at, reason";
@@ -122,6 +132,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) struct Pg {
     pub(crate) db: PgDb,
+    /// Tells the CRL lease holder (on whichever replica) of revocations,
+    /// after their commit.
+    revoked: Notifier,
     /// The last ping's time and outcome.
     ping: Arc<Mutex<Option<(Instant, bool)>>>,
 }
@@ -131,8 +144,10 @@ impl Pg {
     /// only with [`OpenMode::Create`]). Synchronous: call it outside an
     /// async runtime.
     pub(crate) fn open(url: &PgUrl, mode: OpenMode) -> Result<Pg, StoreError> {
+        let db = PgDb::open(url, SERVICE, MIGRATIONS, mode)?;
         Ok(Pg {
-            db: PgDb::open(url, SERVICE, MIGRATIONS, mode)?,
+            revoked: db.notifier(txn::REVOCATIONS_CHANNEL),
+            db,
             ping: Arc::new(Mutex::new(None)),
         })
     }
@@ -140,12 +155,17 @@ impl Pg {
 
 impl Backend for Pg {
     async fn insert_superseding(&self, cert: NewCert, now: i64) -> Result<Vec<Serial>, StoreError> {
-        self.db
+        let revoked = self
+            .db
             .write(move |tx| {
                 let cert = cert.clone();
                 Box::pin(async move { txn::insert_superseding_in(tx, &cert, now).await })
             })
-            .await
+            .await?;
+        if !revoked.is_empty() {
+            self.revoked.poke();
+        }
+        Ok(revoked)
     }
 
     fn insert_superseding_blocking(
@@ -162,12 +182,17 @@ impl Backend for Pg {
         reason: RevocationReason,
         now: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        self.db
+        let outcome = self
+            .db
             .write(move |tx| {
                 let serial = serial.clone();
                 Box::pin(async move { txn::revoke_one(tx, &serial, reason, now).await })
             })
-            .await
+            .await?;
+        if matches!(outcome, RevokeOutcome::Revoked { .. }) {
+            self.revoked.poke();
+        }
+        Ok(outcome)
     }
 
     fn revoke_blocking(
@@ -176,7 +201,15 @@ impl Backend for Pg {
         reason: RevocationReason,
         now: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        self.db.block_on(self.revoke(serial, reason, now))
+        self.db.block_on(async {
+            let outcome = self.revoke(serial, reason, now).await?;
+            if matches!(outcome, RevokeOutcome::Revoked { .. }) {
+                // The operator CLI exits at once: announce it before that
+                // (the lease holder's poll would find it within a second).
+                let _ = self.db.notify(txn::REVOCATIONS_CHANNEL).await;
+            }
+            Ok(outcome)
+        })
     }
 
     fn get_blocking(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError> {
@@ -290,26 +323,33 @@ impl Backend for Pg {
     async fn route_and_key(&self, domain: &str, key_id: &KeyId) -> Result<RouteAndKey, StoreError> {
         let d = domain.to_ascii_lowercase();
         let k = key_id.to_string();
+        // One statement, so one round trip and no BEGIN/COMMIT: this runs
+        // before every enrollment.
         self.db
-            .read(move |tx| {
+            .single(move |client| {
                 let (d, k) = (d.clone(), k.clone());
                 Box::pin(async move {
-                    let key_compromised = txn::is_compromised(tx, &k).await?;
-                    let stmt = tx
+                    let stmt = client
                         .prepare_cached(
-                            "SELECT domain, url, ca_name, credential FROM mta_routes
-                             WHERE domain = $1",
+                            "SELECT EXISTS (SELECT 1 FROM compromised_keys WHERE key_id = $2),
+                                r.domain, r.url, r.ca_name, r.credential
+                             FROM (SELECT 1) AS one
+                             LEFT JOIN mta_routes AS r ON r.domain = $1",
                         )
                         .await?;
-                    let route = tx
-                        .query_opt(&stmt, &[&d])
-                        .await?
-                        .as_ref()
-                        .map(route_row)
-                        .transpose()?;
+                    let row = client.query_one(&stmt, &[&d, &k]).await?;
+                    let route = match row.try_get::<_, Option<String>>(1)? {
+                        Some(domain) => Some(MtaRoute {
+                            domain,
+                            url: row.try_get(2)?,
+                            ca_name: row.try_get(3)?,
+                            credential: row.try_get(4)?,
+                        }),
+                        None => None,
+                    };
                     Ok(RouteAndKey {
                         route,
-                        key_compromised,
+                        key_compromised: row.try_get(0)?,
                     })
                 })
             })
@@ -326,7 +366,8 @@ impl Backend for Pg {
                 Box::pin(async move {
                     let stmt = tx
                         .prepare_cached(
-                            "SELECT number, this_update, next_update, covered, revocations
+                            "SELECT number, this_update, next_update, covered,
+                                revocations + (SELECT COALESCE(SUM(n), 0) FROM crl_events)::BIGINT
                              FROM crl_state WHERE id = 1",
                         )
                         .await?;

@@ -7,6 +7,8 @@
 //! retried), so it only reads its arguments.
 
 use deadpool_postgres::Transaction;
+// Polls in argument order: the statements go out in that order.
+use futures_util::future::try_join4;
 
 use mailid_shared::protocol::RevocationReason;
 use mailid_shared::Serial;
@@ -14,15 +16,13 @@ use mailid_shared::Serial;
 use crate::store::rules::{allocate, CrlRead, NextCrl};
 use crate::store::{NewCert, RevokeOutcome, StoreError};
 
-/// Channel told (at commit) of every transaction that revoked something;
-/// the CRL lease holder listens to it.
+/// Channel told (just after commit) of transactions that revoked
+/// something; the CRL lease holder listens to it.
 pub(crate) const REVOCATIONS_CHANNEL: &str = "mailid_ca_revocations";
 
 /// Revokes `serial` if it is not yet revoked; a keyCompromise revocation
 /// also revokes every other certificate for the key. Gives how many
-/// changed, for the caller to add to the revocation counter with
-/// [`bump_revocations`] as its transaction's last write (the counter row
-/// is every revocation's lock: held as briefly as possible).
+/// changed, for the caller to record with [`bump_revocations`].
 async fn revoke_in(
     tx: &Transaction<'_>,
     serial: &str,
@@ -44,16 +44,18 @@ async fn revoke_in(
     Ok(n)
 }
 
-/// Adds `n` changed entries to the revocation counter the CRL publisher
-/// watches and tells the lease holder at commit.
+/// Records `n` changed entries for the CRL publisher: one row appended to
+/// `crl_events`, which no two writers share (a counter row would be every
+/// revocation's lock, held through its commit and fsync, and serialise
+/// all enrollments that supersede). The allocation of the next CRL takes
+/// the rows it saw ([`next_crl_in`]); the commit is announced afterwards,
+/// outside the transaction ([`super::Pg`]'s notifier).
 async fn bump_revocations(tx: &Transaction<'_>, n: u64) -> Result<(), StoreError> {
     if n > 0 {
         let stmt = tx
-            .prepare_cached("UPDATE crl_state SET revocations = revocations + $1 WHERE id = 1")
+            .prepare_cached("INSERT INTO crl_events (n) VALUES ($1)")
             .await?;
         tx.execute(&stmt, &[&(n as i64)]).await?;
-        let stmt = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
-        tx.execute(&stmt, &[&REVOCATIONS_CHANNEL]).await?;
     }
     Ok(())
 }
@@ -93,82 +95,77 @@ async fn revoke_key(tx: &Transaction<'_>, serial: &str, now: i64) -> Result<u64,
     Ok(revoked + reasons)
 }
 
-/// Whether `key_id` was reported compromised.
-pub(crate) async fn is_compromised(tx: &Transaction<'_>, key_id: &str) -> Result<bool, StoreError> {
-    let stmt = tx
-        .prepare_cached("SELECT 1 FROM compromised_keys WHERE key_id = $1")
-        .await?;
-    Ok(tx.query_opt(&stmt, &[&key_id]).await?.is_some())
-}
-
 /// Enrollment: under the account's advisory lock, retires the account's
 /// valid identities (revoked as superseded, or just deactivated when
-/// expired) and inserts the new one.
+/// expired) and inserts the new one. The four statements go out together
+/// (pipelined on the one connection, so one round trip) and run in the
+/// order sent: the lock first; a compromised key (checked again here: a
+/// keyCompromise revocation may have come in since the check before the
+/// MTA call) then rolls the whole transaction back.
 pub(crate) async fn insert_superseding_in(
     tx: &Transaction<'_>,
     cert: &NewCert,
     now: i64,
 ) -> Result<Vec<Serial>, StoreError> {
     let account = cert.account.as_str();
-    let stmt = tx
-        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .await?;
-    tx.execute(&stmt, &[&account]).await?;
-    // Checked again here: a keyCompromise revocation may have come in
-    // since the check before the MTA call.
-    if is_compromised(tx, &cert.key_id.to_string()).await? {
-        return Err(StoreError::CompromisedKey);
-    }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT serial, not_after FROM certificates WHERE account = $1 AND active FOR UPDATE",
-        )
-        .await?;
-    let current: Vec<(String, i64)> = tx
-        .query(&stmt, &[&account])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut revoked = Vec::new();
-    let mut changed = 0;
-    for (serial, not_after) in current {
-        if not_after < now {
-            // Expired: no longer valid, so nothing to revoke; just retire it.
-            let stmt = tx
-                .prepare_cached("UPDATE certificates SET active = FALSE WHERE serial = $1")
-                .await?;
-            tx.execute(&stmt, &[&serial]).await?;
-        } else if let n @ 1.. = revoke_in(tx, &serial, RevocationReason::Superseded, now).await? {
-            changed += n;
-            revoked.push(
-                serial
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("serial {serial}")))?,
-            );
-        }
-    }
-    let stmt = tx
-        .prepare_cached(
+    let key_id = cert.key_id.to_string();
+    let superseded = i64::from(RevocationReason::Superseded.code());
+    // Prepared first (from the cache after the first enrollment), so the
+    // statements below are sent in the order they are polled.
+    let (lock, compromised, retire, insert) = try_join4(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"),
+        tx.prepare_cached("SELECT 1 FROM compromised_keys WHERE key_id = $1"),
+        tx.prepare_cached(
+            "WITH retired AS (
+                 UPDATE certificates
+                 SET active = FALSE,
+                     revoked_at = CASE WHEN not_after >= $2::BIGINT THEN $2::BIGINT END,
+                     reason = CASE WHEN not_after >= $2::BIGINT THEN $3::BIGINT END
+                 WHERE account = $1 AND active
+                 RETURNING serial, revoked_at
+             ), counted AS (
+                 INSERT INTO crl_events (n)
+                 SELECT COUNT(*) FROM retired WHERE revoked_at IS NOT NULL
+                 HAVING COUNT(*) > 0
+             )
+             SELECT serial FROM retired WHERE revoked_at IS NOT NULL",
+        ),
+        tx.prepare_cached(
             "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, active)
              VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &cert.serial.as_str(),
-            &account,
-            &cert.key_id.to_string(),
-            &cert.not_before,
-            &cert.not_after,
-            &now,
-            &cert.der,
-        ],
+        ),
     )
     .await?;
-    bump_revocations(tx, changed).await?;
-    Ok(revoked)
+    let (_, compromised, retired, _) = try_join4(
+        tx.execute(&lock, &[&account]),
+        tx.query_opt(&compromised, &[&key_id]),
+        tx.query(&retire, &[&account, &now, &superseded]),
+        tx.execute(
+            &insert,
+            &[
+                &cert.serial.as_str(),
+                &account,
+                &key_id,
+                &cert.not_before,
+                &cert.not_after,
+                &now,
+                &cert.der,
+            ],
+        ),
+    )
+    .await?;
+    if compromised.is_some() {
+        return Err(StoreError::CompromisedKey);
+    }
+    retired
+        .iter()
+        .map(|r| {
+            let serial: &str = r.try_get(0)?;
+            serial
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("serial {serial}")))
+        })
+        .collect()
 }
 
 /// Revokes one certificate (row locked) if it is valid; see the SQLite
@@ -227,7 +224,15 @@ pub(crate) async fn next_crl_in(
         )
         .await?;
     let row = tx.query_one(&stmt, &[]).await?;
-    let (last, prev, revocations): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+    let (last, prev, counted): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+    // The revocations committed since the last allocation: the events this
+    // statement sees are taken (and so covered by this CRL); one committed
+    // later stays for the next.
+    let stmt = tx
+        .prepare_cached("WITH taken AS (DELETE FROM crl_events RETURNING n) SELECT COALESCE(SUM(n), 0)::BIGINT FROM taken")
+        .await?;
+    let pending: i64 = tx.query_one(&stmt, &[]).await?.get(0);
+    let revocations = counted + pending;
     let stmt = tx
         .prepare_cached("SELECT MAX(revoked_at) FROM certificates WHERE revoked_at IS NOT NULL")
         .await?;
@@ -245,7 +250,8 @@ pub(crate) async fn next_crl_in(
     );
     let stmt = tx
         .prepare_cached(
-            "UPDATE crl_state SET number = $1, this_update = $2, next_update = $3, covered = $4
+            "UPDATE crl_state SET number = $1, this_update = $2, next_update = $3, covered = $4,
+                revocations = $4
              WHERE id = 1",
         )
         .await?;

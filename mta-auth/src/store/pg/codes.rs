@@ -10,6 +10,8 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
+// Polls in argument order: the statements go out in that order.
+use futures_util::future::try_join3;
 use mailid_shared::pg::PgDb;
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
@@ -17,6 +19,12 @@ use zeroize::Zeroizing;
 use crate::store::{
     AccountCodes, CodeSnapshot, IssueRow, KeyRow, KeyState, KeyWrite, LockState, StoreError,
 };
+
+const LOCK_ACCOUNT: &str =
+    "SELECT totp_secret, enabled FROM accounts WHERE address = $1 FOR NO KEY UPDATE";
+const CA_SECRET: &str = "SELECT secret FROM cas WHERE name = $1";
+const LOAD_KEYS: &str = "SELECT key_id, generation, issued_at, failures, lockouts, locked_until
+     FROM totp_keys WHERE address = $1 AND (key_id = $2 OR issued_at >= $3)";
 
 /// Locks the account's row for the rest of the transaction and reads its
 /// secret and state; `None`: no such account. `FOR NO KEY UPDATE`: as
@@ -27,11 +35,7 @@ async fn lock_account(
     tx: &Transaction<'_>,
     addr: &str,
 ) -> Result<Option<AccountCodes>, StoreError> {
-    let st = tx
-        .prepare_cached(
-            "SELECT totp_secret, enabled FROM accounts WHERE address = $1 FOR NO KEY UPDATE",
-        )
-        .await?;
+    let st = tx.prepare_cached(LOCK_ACCOUNT).await?;
     Ok(tx.query_opt(&st, &[&addr]).await?.map(|r| AccountCodes {
         secret: Zeroizing::new(r.get(0)),
         enabled: r.get(1),
@@ -50,12 +54,7 @@ async fn load_keys(
     key: &[u8],
     live_since: i64,
 ) -> Result<(Option<KeyRow>, Vec<KeyState>), StoreError> {
-    let st = tx
-        .prepare_cached(
-            "SELECT key_id, generation, issued_at, failures, lockouts, locked_until
-             FROM totp_keys WHERE address = $1 AND (key_id = $2 OR issued_at >= $3)",
-        )
-        .await?;
+    let st = tx.prepare_cached(LOAD_KEYS).await?;
     let mut target = None;
     let mut others = Vec::new();
     for r in tx.query(&st, &[&addr, &key, &live_since]).await? {
@@ -168,18 +167,35 @@ where
     db.write(move |tx| {
         let (ca, addr, key, decide) = (ca.clone(), addr.clone(), key.clone(), decide.clone());
         Box::pin(async move {
-            // The lock comes first: everything read below is then stable
-            // until this transaction ends.
-            let account = lock_account(tx, &addr).await?;
-            let st = tx
-                .prepare_cached("SELECT secret FROM cas WHERE name = $1")
-                .await?;
-            let ca_secret = tx
-                .query_opt(&st, &[&ca])
-                .await?
-                .map(|r| Zeroizing::new(r.get::<_, Vec<u8>>(0)));
+            // The three reads go out together (pipelined: one round trip)
+            // and run in the order sent. The lock comes first, so what the
+            // other two read is stable until this transaction ends.
+            // Prepared first (from the connection's cache after its first
+            // validation), so that each query below is sent at its first
+            // poll, in argument order.
+            try_join3(
+                tx.prepare_cached(LOCK_ACCOUNT),
+                tx.prepare_cached(CA_SECRET),
+                tx.prepare_cached(LOAD_KEYS),
+            )
+            .await?;
+            let ca_secret = async {
+                let st = tx.prepare_cached(CA_SECRET).await?;
+                Ok::<_, StoreError>(
+                    tx.query_opt(&st, &[&ca])
+                        .await?
+                        .map(|r| Zeroizing::new(r.get::<_, Vec<u8>>(0))),
+                )
+            };
+            let (account, ca_secret, keys) = try_join3(
+                lock_account(tx, &addr),
+                ca_secret,
+                load_keys(tx, &addr, &key, live_since),
+            )
+            .await?;
+            // No account: no keys either (they belong to an account).
             let (target, others) = match account {
-                Some(_) => load_keys(tx, &addr, &key, live_since).await?,
+                Some(_) => keys,
                 None => (None, Vec::new()),
             };
             let snapshot = CodeSnapshot {
