@@ -1,7 +1,10 @@
 use super::*;
 use crate::keys::KeyType;
+use crate::signer::file::FileKey;
+use crate::signer::CaKey;
 use crate::store::CrlEntry;
 use mailid_shared::protocol::RevocationReason;
+use rcgen::KeyPair;
 
 fn config() -> Config {
     Config {
@@ -14,13 +17,14 @@ fn config() -> Config {
         imported: false,
         rate_limits: Default::default(),
         database: None,
+        key_uri: None,
     }
 }
 
 fn issuer(kt: KeyType) -> CaIssuer {
-    let key = kt.generate().unwrap();
+    let key = CaKey::File(FileKey::generate(kt).unwrap());
     let root = self_signed_root("Test CA", &key, 1_800_000_000).unwrap();
-    CaIssuer::new(vec![root], key, &config()).unwrap()
+    CaIssuer::new(vec![root], Signer::new(key), &config()).unwrap()
 }
 
 fn ext<'a>(cert: &'a Certificate, oid: &str) -> Option<&'a x509_cert::ext::Extension> {
@@ -220,7 +224,7 @@ fn crl_splice_matches_rcgen() {
                     .collect(),
                 key_identifier_method: KeyIdMethod::PreSpecified(ca.ski.clone()),
             }
-            .signed_by(&ca.issuer)
+            .signed_by(&Issuer::from_params(&ca.params, ca.signer().key()))
             .unwrap();
             let ours_crl = x509_cert::crl::CertificateList::from_der(&ours).unwrap();
             let ref_crl = x509_cert::crl::CertificateList::from_der(reference.der()).unwrap();

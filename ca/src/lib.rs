@@ -9,7 +9,9 @@
 //!   they share;
 //! * [`policy`]: CSR checks (parse, proof of possession, key policy, address);
 //! * [`mta_client`]: the HMAC-signed TOTP check with the account's MTA;
-//! * [`issuer`]: certificate building and signing; [`crl`]: signed CRLs;
+//! * [`issuer`]: certificate building and signing through [`signer`] (the
+//!   CA key, in a file or a PKCS#11 token, behind the pre-sign gate);
+//!   [`crl`]: signed CRLs;
 //!   [`publisher`]: when CRLs are signed, and which one replicas serve;
 //! * [`store`]: certificates, the one-identity rule, MTA routes, CRL state,
 //!   on SQLite or PostgreSQL.
@@ -34,5 +36,6 @@ pub mod ops;
 pub mod policy;
 pub mod publisher;
 pub mod serve;
+pub mod signer;
 pub mod state;
 pub mod store;

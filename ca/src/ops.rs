@@ -20,6 +20,10 @@ use crate::authority::{self, Unrevoked};
 use crate::config::{Config, Paths};
 use crate::issuer::{self, CaIssuer};
 use crate::keys::{self, KeyType};
+use crate::signer::file::FileKey;
+use crate::signer::pkcs11::Pkcs11Key;
+use crate::signer::uri::KeyUri;
+use crate::signer::{CaKey, Signer};
 use crate::store::{MtaRoute, Store};
 use mailid_shared::pg::PgUrl;
 
@@ -30,8 +34,16 @@ pub struct InitArgs {
     /// imported certificate's subject names the CA instead).
     #[arg(long)]
     pub name: String,
+    /// Type of a key generated here or in the token.
     #[arg(long, default_value = "p256")]
     pub key_type: KeyType,
+    /// Keep the CA key in a PKCS#11 token: an RFC 7512 URI
+    /// (pkcs11:token=…;object=…?module-path=…&pin-source=file:…). The key
+    /// pair labelled `object` is used, or generated there when absent. The
+    /// URI is recorded without any pin-value: `serve` takes the PIN from
+    /// pin-source or MAILID_PKCS11_PIN.
+    #[arg(long, conflicts_with = "import_key")]
+    pub key_uri: Option<String>,
     /// Base of the CRL and CA certificate URLs put into certificates.
     #[arg(long, default_value = crate::config::DEFAULT_BASE_URL)]
     pub base_url: String,
@@ -43,8 +55,9 @@ pub struct InitArgs {
     /// CRL lifetime (nextUpdate − thisUpdate) in hours, at most 168.
     #[arg(long, default_value_t = 24)]
     pub crl_next_update_hours: u32,
-    /// Run as an intermediate: the CA certificate (chain: CA first, root last).
-    #[arg(long, requires = "import_key")]
+    /// Run as an intermediate: the CA certificate (chain: CA first, root
+    /// last); its key comes from --import-key or --key-uri.
+    #[arg(long)]
     pub import_cert: Option<PathBuf>,
     /// The imported CA certificate's key (PKCS#8 PEM, encrypted with the passphrase if so).
     #[arg(long, requires = "import_cert")]
@@ -172,20 +185,39 @@ pub fn open_store_named(dir: &Path, database: Option<&str>) -> anyhow::Result<(S
     Ok((store, loc.to_string()))
 }
 
-/// Loads the signer (asks for the passphrase when the key is encrypted).
+/// Opens the CA key: the PKCS#11 token the configuration names, else the
+/// key file (asking for the passphrase when it is encrypted).
+pub fn load_key(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow::Result<CaKey> {
+    let key = match &cfg.key_uri {
+        Some(text) => {
+            let uri = KeyUri::parse(text).context("the configuration's key URI")?;
+            CaKey::Pkcs11(Pkcs11Key::open(&uri)?)
+        }
+        None => {
+            let pass = keys::passphrase(pass_file)?;
+            let pass = pass.as_deref().map(String::as_str);
+            CaKey::File(FileKey::load(&Paths::new(dir).key, cfg.key_type, pass)?)
+        }
+    };
+    if key.key_type() != cfg.key_type {
+        anyhow::bail!(
+            "the CA key is {}, the configuration says {}",
+            key.key_type(),
+            cfg.key_type
+        );
+    }
+    Ok(key)
+}
+
+/// Loads the issuer: the CA key ([`load_key`]) and the chain.
 pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow::Result<CaIssuer> {
     let paths = Paths::new(dir);
-    let pass = keys::passphrase(pass_file)?;
-    let key = keys::load_key(
-        &paths.key,
-        cfg.key_type,
-        pass.as_deref().map(String::as_str),
-    )?;
+    let key = load_key(dir, cfg, pass_file)?;
     let text = std::fs::read_to_string(&paths.ca_pem)
         .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
     let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
         .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
-    CaIssuer::new(chain, key, cfg)
+    CaIssuer::new(chain, Signer::new(key), cfg)
 }
 
 /// `init`; a failed `init` removes the data directory again if it made it.
@@ -225,33 +257,71 @@ fn init_in(
     paths: &Paths,
     json: bool,
 ) -> anyhow::Result<()> {
-    let pass = keys::passphrase(pass_file)?;
+    let uri = a.key_uri.as_deref().map(KeyUri::parse).transpose()?;
+    let pass = match uri {
+        Some(_) => None,
+        None => keys::passphrase(pass_file)?,
+    };
     let pass = pass.as_deref().map(String::as_str);
     let now = now_unix();
-    let (key_type, pkcs8, chain) = match (&a.import_cert, &a.import_key) {
-        (Some(cert_path), Some(key_path)) => {
+    if a.import_cert.is_none() && (a.name.trim().is_empty() || a.name.chars().count() > 64) {
+        // The root's common name (ub-common-name is 64).
+        anyhow::bail!("--name must be 1 to 64 characters");
+    }
+    // The configuration's ranges are checked before a key is made (a key
+    // generated in a token outlives a failed init).
+    Config {
+        name: a.name.clone(),
+        base_url: a.base_url.trim_end_matches('/').to_string(),
+        validity_days: a.validity_days,
+        key_type: a.key_type,
+        policy_oid: a.policy_oid.clone(),
+        crl_next_update_hours: a.crl_next_update_hours,
+        imported: false,
+        rate_limits: Default::default(),
+        database: None,
+        key_uri: None,
+    }
+    .validate()?;
+    let read_chain = |cert_path: &Path| -> anyhow::Result<Vec<Vec<u8>>> {
+        let text = mailid_shared::input::read_text(cert_path)
+            .with_context(|| format!("reading {}", cert_path.display()))?;
+        mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
+            .with_context(|| format!("reading {}", cert_path.display()))
+    };
+    let (key, chain) = match (&a.import_cert, &a.import_key, &uri) {
+        (Some(cert_path), Some(key_path), _) => {
             let key_text = zeroize::Zeroizing::new(
                 mailid_shared::input::read_text(key_path)
                     .with_context(|| format!("reading {}", key_path.display()))?,
             );
             let der = keys::decode_key(&key_text, pass)?;
-            let kt = keys::key_type_of(&der)?;
-            let text = mailid_shared::input::read_text(cert_path)
-                .with_context(|| format!("reading {}", cert_path.display()))?;
-            let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
-                .with_context(|| format!("reading {}", cert_path.display()))?;
-            (kt, der.to_vec(), chain)
+            (
+                CaKey::File(FileKey::from_pkcs8(&der)?),
+                read_chain(cert_path)?,
+            )
         }
-        _ => {
-            // The root's common name (ub-common-name is 64).
-            if a.name.trim().is_empty() || a.name.chars().count() > 64 {
-                anyhow::bail!("--name must be 1 to 64 characters");
-            }
-            let key = a.key_type.generate()?;
+        (Some(cert_path), None, Some(uri)) => {
+            // The intermediate's key pair is in the token already (its CSR
+            // was made with `mailid-ca csr`).
+            (CaKey::Pkcs11(Pkcs11Key::open(uri)?), read_chain(cert_path)?)
+        }
+        (Some(_), None, None) => anyhow::bail!("--import-cert needs --import-key or --key-uri"),
+        (None, _, Some(uri)) => {
+            let (key, made) = Pkcs11Key::open_or_generate(uri, a.key_type)?;
+            let what = if made { "generated" } else { "found" };
+            tracing::info!(key = %uri, key_type = %key.key_type(), "CA key {what} in the token");
+            let key = CaKey::Pkcs11(key);
             let root = issuer::self_signed_root(&a.name, &key, now)?;
-            (a.key_type, key.serialize_der(), vec![root])
+            (key, vec![root])
+        }
+        (None, _, None) => {
+            let key = CaKey::File(FileKey::generate(a.key_type)?);
+            let root = issuer::self_signed_root(&a.name, &key, now)?;
+            (key, vec![root])
         }
     };
+    let key_type = key.key_type();
     let first = chain
         .first()
         .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
@@ -273,14 +343,16 @@ fn init_in(
         imported: a.import_cert.is_some(),
         rate_limits: Default::default(),
         database: database.map(str::to_string),
+        key_uri: uri.as_ref().map(KeyUri::recorded),
     };
     cfg.validate()?;
     // Check the whole set-up before writing anything.
-    let key =
-        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.clone().into(), key_type.algorithm())
-            .map_err(|e| anyhow::anyhow!("CA key: {e}"))?;
     issuer::check_ca_cert(&ca_cert, &key)?;
-    let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
+    let pkcs8 = match &key {
+        CaKey::File(k) => Some(k.pkcs8_der()),
+        CaKey::Pkcs11(_) => None,
+    };
+    let ca_issuer = CaIssuer::new(chain.clone(), Signer::new(key), &cfg)?;
     // PostgreSQL first: an unreachable or unusable database (or one that
     // already holds a CA's data) leaves nothing written.
     let pg = match url {
@@ -295,7 +367,10 @@ fn init_in(
         None => None,
     };
 
-    keys::save_key(&paths.key, &pkcs8, pass)?;
+    // A key in a token leaves no file behind.
+    if let Some(pkcs8) = &pkcs8 {
+        keys::save_key(&paths.key, pkcs8, pass)?;
+    }
     mailid_shared::files::write_atomic(
         &paths.ca_pem,
         mailid_shared::pem::encode_chain(&chain).as_bytes(),
@@ -317,7 +392,7 @@ fn init_in(
     if json {
         println!(
             "{}",
-            serde_json::json!({"name": cfg.name, "key_type": key_type, "ca_pem": paths.ca_pem, "encrypted": pass.is_some()})
+            serde_json::json!({"name": cfg.name, "key_type": key_type, "ca_pem": paths.ca_pem, "encrypted": pass.is_some(), "key_uri": cfg.key_uri})
         );
     } else {
         println!(
