@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use mailid_shared::protocol::{CertStatus, RevocationReason};
 
 use crate::migrate::DbCommand;
-use crate::ops::{self, InitArgs, MtaCommand};
+use crate::ops::{self, CsrArgs, InitArgs, MtaCommand};
 use crate::serve::ServeArgs;
 
 /// mailid certificate authority.
@@ -43,6 +43,9 @@ pub struct Cli {
 pub enum Command {
     /// Create the CA: key, self-signed root (or imported certificate), database.
     Init(InitArgs),
+    /// Make the CSR of an intermediate whose key is in a PKCS#11 token (the
+    /// key pair is generated there when absent), for an offline root to sign.
+    Csr(CsrArgs),
     /// Manage the MTA auth services that check TOTP codes per domain.
     Mta {
         #[command(subcommand)]
@@ -92,6 +95,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let db = cli.database.as_deref().filter(|d| !d.is_empty());
     match &cli.command {
         Command::Init(args) => ops::init(dir, db, pass_file, args, json),
+        Command::Csr(args) => ops::csr(args, json),
         Command::Mta { command } => ops::mta(dir, db, command, json),
         Command::Serve(args) => crate::serve::run(dir, db, pass_file, args),
         Command::Revoke { serial, reason } => ops::revoke(dir, db, serial, *reason, json),

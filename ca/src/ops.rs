@@ -64,6 +64,23 @@ pub struct InitArgs {
     pub import_key: Option<PathBuf>,
 }
 
+/// `csr` options.
+#[derive(Debug, Args)]
+pub struct CsrArgs {
+    /// The intermediate's name (the CSR's common name).
+    #[arg(long)]
+    pub name: String,
+    /// The PKCS#11 URI of the key pair (as for `init --key-uri`).
+    #[arg(long)]
+    pub key_uri: String,
+    /// Type of the key pair when it is generated.
+    #[arg(long, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Where to write the CSR (PEM); standard output without it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// `mta` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MtaCommand {
@@ -399,6 +416,47 @@ fn init_in(
             "CA '{}' ({key_type}) initialised; certificate in {}",
             cfg.name,
             paths.ca_pem.display()
+        );
+    }
+    Ok(())
+}
+
+/// `csr`: the PKCS#10 request of an intermediate, signed by its key in the
+/// token; the offline root signs it, and `init --key-uri URI --import-cert
+/// CHAIN` then makes the CA.
+pub fn csr(a: &CsrArgs, json: bool) -> anyhow::Result<()> {
+    if a.name.trim().is_empty() || a.name.chars().count() > 64 {
+        anyhow::bail!("--name must be 1 to 64 characters");
+    }
+    let uri = KeyUri::parse(&a.key_uri)?;
+    let (key, made) = Pkcs11Key::open_or_generate(&uri, a.key_type)?;
+    let key = CaKey::Pkcs11(key);
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, a.name.as_str());
+    let pem = params
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| anyhow::anyhow!("making the CSR: {e}"))?;
+    match &a.out {
+        Some(p) => mailid_shared::files::write_atomic(p, pem.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{pem}"),
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"key_uri": uri.recorded(), "key_type": key.key_type(), "generated": made, "out": a.out})
+        );
+    } else if a.out.is_some() {
+        let what = if made { "generated" } else { "found" };
+        println!(
+            "CSR for '{}' written; the {} key was {what} in token '{}'",
+            a.name,
+            key.key_type(),
+            uri.token
         );
     }
     Ok(())

@@ -1,0 +1,529 @@
+//! The CA key in a PKCS#11 token (SPEC §9), over the real binaries and a
+//! real SoftHSM2 token with a private SOFTHSM2_CONF per test: `init
+//! --key-uri` generates the key there (sensitive, never extractable) or
+//! uses an existing one; the CA certificate holds the token's public key
+//! and no private key file exists; enrollments, holder and operator
+//! revocations and CRLs for P-256, P-384 and RSA keys, checked by OpenSSL;
+//! an intermediate whose CSR the token signed; `serve` refusing a wrong
+//! PIN, module, token or label in one line; the PIN never in a trace log;
+//! and a token taken away while serving (503, the CRL still served, then
+//! recovery).
+
+#[path = "ca_support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mailid_tests::{bin, free_port, run_env, CaFixture, MtaFixture, Server, CA_BIN};
+use serde_json::json;
+use support::*;
+
+const DOMAIN: &str = "hsm.example";
+/// A PIN no log line could hold by chance.
+const PIN: &str = "pin-5316-b7e2";
+const SO_PIN: &str = "so-9917";
+const TOKEN: &str = "mailid";
+
+/// The SoftHSM2 module.
+fn module() -> String {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib64/pkcs11/libsofthsm2.so",
+    ] {
+        if Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("SoftHSM2 is not installed (apt-get install softhsm2 opensc)");
+}
+
+/// A private SoftHSM2 configuration with one initialised token.
+struct Hsm {
+    dir: tempfile::TempDir,
+    conf: String,
+    pin_file: PathBuf,
+}
+
+impl Hsm {
+    fn new() -> Hsm {
+        let dir = mailid_tests::temp_dir();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+        let hsm = Hsm {
+            conf: conf.display().to_string(),
+            dir,
+            pin_file,
+        };
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", TOKEN])
+            .args(["--pin", PIN, "--so-pin", SO_PIN])
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .output()
+            .expect("softhsm2-util (apt-get install softhsm2)");
+        assert!(out.status.success(), "{out:?}");
+        hsm
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![("SOFTHSM2_CONF", self.conf.as_str())]
+    }
+
+    /// The key URI of the key pair labelled `object`, PIN from a file.
+    fn uri(&self, object: &str) -> String {
+        format!(
+            "pkcs11:token={TOKEN};object={object}?module-path={}&pin-source=file:{}",
+            module(),
+            self.pin_file.display()
+        )
+    }
+
+    /// `pkcs11-tool` on the token, logged in.
+    fn tool(&self, args: &[&str]) -> String {
+        let m = module();
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                &m,
+                "--token-label",
+                TOKEN,
+                "--login",
+                "--pin",
+                PIN,
+            ])
+            .args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .expect("pkcs11-tool (apt-get install opensc)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pkcs11-tool {args:?}: {text}");
+        text
+    }
+
+    /// The public key labelled `object` as a SubjectPublicKeyInfo holds
+    /// it: the EC point (from `--list-objects`: OpenSC cannot export a
+    /// P-384 key) or the RSAPublicKey (from `--read-object`).
+    fn public_key(&self, object: &str) -> Vec<u8> {
+        let objects = self.tool(&["--list-objects", "--type", "pubkey"]);
+        if let Some(hex) = objects
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("EC_POINT:"))
+        {
+            let hex = hex.trim();
+            let der: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            // A DER OCTET STRING of the point (short form length).
+            assert_eq!((der[0], usize::from(der[1])), (4, der.len() - 2));
+            return der[2..].to_vec();
+        }
+        let f = self.dir.path().join(format!("{object}.pub.der"));
+        let out = f.display().to_string();
+        self.tool(&[
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--label",
+            object,
+            "-o",
+            &out,
+        ]);
+        spki_bits(&std::fs::read(f).unwrap())
+    }
+}
+
+/// The subjectPublicKey bits of a DER SubjectPublicKeyInfo.
+fn spki_bits(der: &[u8]) -> Vec<u8> {
+    let spki = mailid_shared::sigverify::parse_spki(der).unwrap();
+    spki.subject_public_key.raw_bytes().to_vec()
+}
+
+/// The subjectPublicKey bits of the first certificate of a PEM file.
+fn cert_key(pem_file: &Path) -> Vec<u8> {
+    let pem = openssl(&[
+        "x509",
+        "-in",
+        pem_file.to_str().unwrap(),
+        "-pubkey",
+        "-noout",
+    ]);
+    spki_bits(&mailid_shared::pem::decode_one(&pem, &["PUBLIC KEY"]).unwrap())
+}
+
+/// `mailid-ca --data-dir DIR ARGS` with the token's environment.
+fn ca_cli(hsm: &Hsm, dir: &Path, args: &[&str]) -> Output {
+    let d = dir.display().to_string();
+    let mut all = vec!["--data-dir", d.as_str()];
+    all.extend_from_slice(args);
+    run_env(&bin(CA_BIN), &all, None, &hsm.env())
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `init` of a CA in `root/ca` with `extra` arguments, on the run's
+/// database (PostgreSQL in a PostgreSQL run).
+fn init_ca(hsm: &Hsm, root: &Path, extra: &[&str]) -> CaFixture {
+    let dir = root.join("ca");
+    let port = free_port();
+    let database = mailid_tests::ca_database();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut args = vec!["init", "--name", "HSM CA", "--base-url", &base];
+    args.extend_from_slice(extra);
+    if let Some(db) = &database {
+        args.extend(["--database", db.url()]);
+    }
+    ok(ca_cli(hsm, &dir, &args));
+    CaFixture {
+        dir,
+        port,
+        server: None,
+        database,
+    }
+}
+
+/// An MTA with `accounts` and a started CA (initialised with `extra`,
+/// served with the token's environment plus `serve_env`).
+fn start(hsm: &Hsm, extra: &[&str], serve_env: &[(&str, &str)], accounts: &[&str]) -> Env {
+    let root = mailid_tests::temp_dir();
+    let mut mta = MtaFixture::init(root.path(), "mta");
+    for a in accounts {
+        mta.add_account(a, PASSWORD);
+    }
+    let mut ca = init_ca(hsm, root.path(), extra);
+    let cred = mta.add_ca("test-ca", Some(&ca.ca_pem()));
+    mta.start(&[]);
+    ca.add_mta(DOMAIN, &mta.url(), "test-ca", &cred);
+    let listen = format!("127.0.0.1:{}", ca.port);
+    let mut env = hsm.env();
+    env.extend_from_slice(serve_env);
+    ca.server = Some(Server::start_env(
+        &bin(CA_BIN),
+        &ca.dir,
+        &["--listen", &listen],
+        &env,
+    ));
+    Env {
+        root,
+        mta,
+        ca,
+        http: reqwest::Client::new(),
+        credential: cred,
+    }
+}
+
+/// No file anywhere under `dir` holds a private key.
+fn assert_no_private_key(dir: &Path) {
+    assert!(!dir.join("ca-key.pem").exists());
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files += 1;
+                let data = std::fs::read(&p).unwrap_or_default();
+                let text = String::from_utf8_lossy(&data);
+                assert!(!text.contains("PRIVATE KEY"), "{} holds a key", p.display());
+            }
+        }
+    }
+    assert!(files >= 3, "the data dir holds its files");
+}
+
+/// `openssl crl -verify` of a PEM CRL against the CA file.
+fn crl_verifies(dir: &Path, crl_pem: &str, ca: &Path) -> bool {
+    let f = dir.join("verify-crl.pem");
+    std::fs::write(&f, crl_pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["crl", "-noout", "-verify", "-in", f.to_str().unwrap()])
+        .args(["-CAfile", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    out.status.success() && text.contains("verify OK")
+}
+
+/// Everything with the key generated in the token: enrollment, holder and
+/// operator revocation, CRLs, each checked by OpenSSL.
+async fn lifecycle(key_type: &str, log_level: &str) {
+    let hsm = Hsm::new();
+    let uri = hsm.uri("ca-key");
+    let alice = format!("alice@{DOMAIN}");
+    let bob = format!("bob@{DOMAIN}");
+    let env = start(
+        &hsm,
+        &["--key-uri", &uri, "--key-type", key_type],
+        &[("RUST_LOG", log_level)],
+        &[&alice, &bob],
+    );
+    // The key was generated in the token: private, sensitive, never
+    // extractable.
+    let objects = hsm.tool(&["--list-objects"]);
+    let private = objects
+        .split("Private Key Object")
+        .nth(1)
+        .expect("a private key object");
+    assert!(private.contains("label:      ca-key"), "{objects}");
+    assert!(
+        private.contains("sensitive") && private.contains("never extractable"),
+        "{objects}"
+    );
+    // The CA certificate holds the token's public key; no key file.
+    assert_eq!(cert_key(&env.ca.ca_pem()), hsm.public_key("ca-key"));
+    assert_no_private_key(&env.ca.dir);
+    let config = std::fs::read_to_string(env.ca.dir.join("config.json")).unwrap();
+    assert!(
+        config.contains("pkcs11:token=mailid;object=ca-key"),
+        "{config}"
+    );
+    assert!(!config.contains(PIN));
+    let access = private.lines().find(|l| l.contains("Access")).unwrap_or("");
+    println!("{key_type}: key generated in the token; {}", access.trim());
+
+    // Enrollment; the certificate verifies with the served CRL.
+    let a = env.enroll_new(&alice, "p256").await;
+    let a_serial = a["serial"].as_str().unwrap().to_string();
+    let b = env.enroll_new(&bob, "p384").await;
+    let b_serial = b["serial"].as_str().unwrap().to_string();
+    let (ca_file, crl_file) = env.trust_files().await;
+    for v in [&a, &b] {
+        let (good, out) = verify(
+            env.root.path(),
+            v["certificate"].as_str().unwrap(),
+            &ca_file,
+            &crl_file,
+            None,
+        );
+        assert!(good, "{out}");
+    }
+
+    // The holder revokes Alice's, the operator Bob's.
+    let csr_key: mailid_shared::KeyId = a["key_id"].as_str().unwrap().parse().unwrap();
+    let code = env.totp(&alice, &csr_key).await;
+    let (s, r) = env
+        .post(
+            "/v1/revocations",
+            json!({"serial": a_serial, "totp": code, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    ok(ca_cli(
+        &hsm,
+        &env.ca.dir,
+        &["revoke", &b_serial, "--reason", "privilegeWithdrawn"],
+    ));
+    let crl = env
+        .wait_crl(Duration::from_secs(15), |pem| {
+            let t = crl_text(env.root.path(), pem);
+            crl_lists(&t, &a_serial) && crl_lists(&t, &b_serial)
+        })
+        .await;
+    assert!(crl_verifies(env.root.path(), &crl, &ca_file));
+    let (_, crl_file) = env.trust_files().await;
+    for v in [&a, &b] {
+        let (good, out) = verify(
+            env.root.path(),
+            v["certificate"].as_str().unwrap(),
+            &ca_file,
+            &crl_file,
+            None,
+        );
+        assert!(!good && out.contains("revoked"), "{out}");
+    }
+    // `mailid-ca crl` signs through the token too.
+    let pem = ok(ca_cli(&hsm, &env.ca.dir, &["crl"]));
+    assert!(crl_verifies(env.root.path(), &pem, &ca_file));
+    println!(
+        "{key_type}: 2 enrollments, holder + operator revocation, CRL {} verified by openssl",
+        crl_number(&crl_text(env.root.path(), &pem))
+    );
+
+    // The PIN is in no log line.
+    let log = env.ca.server.as_ref().unwrap().log_text();
+    assert!(!log.contains(PIN), "the PIN is in the log");
+    if log_level == "trace" {
+        assert!(log.contains("TRACE"), "the log is at trace level");
+        println!("{key_type}: {} bytes of trace log, no PIN", log.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p256_key_in_the_token_signs_everything_and_the_pin_is_never_logged() {
+    lifecycle("p256", "trace").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p384_key_in_the_token_signs_everything() {
+    lifecycle("p384", "info").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rsa2048_key_in_the_token_signs_everything() {
+    lifecycle("rsa2048", "debug").await;
+}
+
+/// Runs `serve`, which must exit (within 30 s); its output.
+fn serve_must_fail(hsm: &Hsm, dir: &Path) -> Output {
+    let mut cmd = Command::new(bin(CA_BIN));
+    cmd.args(["--data-dir", &dir.display().to_string()])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env_remove("MAILID_PKCS11_PIN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn serve");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve kept running");
+}
+
+/// Exit 1 with one line on stderr holding `words`, no panic.
+fn assert_one_line(out: &Output, words: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr}");
+    assert!(lines[0].starts_with("mailid-ca: "), "{}", lines[0]);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains(PIN),
+        "{stderr}"
+    );
+    for w in words {
+        assert!(lines[0].contains(w), "{w:?} not in {:?}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+#[test]
+fn an_existing_key_pair_is_used_and_serve_refuses_a_bad_token_set_up_in_one_line() {
+    let hsm = Hsm::new();
+    // A key pair made beforehand (as in a key ceremony).
+    hsm.tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:secp384r1",
+        "--label",
+        "ceremony",
+        "--id",
+        "42",
+    ]);
+    let before = hsm.tool(&["--list-objects"]);
+    let root = mailid_tests::temp_dir();
+    let uri = hsm.uri("ceremony");
+    // --key-type says p256; the token's P-384 key is what is used.
+    let ca = init_ca(
+        &hsm,
+        root.path(),
+        &["--key-uri", &uri, "--key-type", "p256"],
+    );
+    assert_eq!(
+        hsm.tool(&["--list-objects"]),
+        before,
+        "no key was generated"
+    );
+    assert_eq!(cert_key(&ca.ca_pem()), hsm.public_key("ceremony"));
+    assert!(std::fs::read_to_string(ca.dir.join("config.json"))
+        .unwrap()
+        .contains("\"key_type\": \"p384\""));
+    assert_no_private_key(&ca.dir);
+    println!("existing P-384 key pair 'ceremony' used; the CA certificate holds its public key");
+
+    // Each bad set-up: serve exits 1 with one line naming the problem.
+    let config = ca.dir.join("config.json");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "module-path=/usr/",
+            "module-path=/nonexistent/",
+            &["cannot load the PKCS#11 module /nonexistent/"],
+        ),
+        ("token=mailid", "token=gone", &["no token labelled 'gone'"]),
+        (
+            "object=ceremony",
+            "object=nokey",
+            &["no private key labelled 'nokey'"],
+        ),
+    ];
+    for (from, to, words) in cases {
+        assert!(good.contains(from), "{good}");
+        std::fs::write(&config, good.replacen(from, to, 1)).unwrap();
+        println!(
+            "{}",
+            assert_one_line(&serve_must_fail(&hsm, &ca.dir), words)
+        );
+    }
+    std::fs::write(&config, &good).unwrap();
+    // A wrong PIN.
+    std::fs::write(&hsm.pin_file, "0000\n").unwrap();
+    println!(
+        "{}",
+        assert_one_line(
+            &serve_must_fail(&hsm, &ca.dir),
+            &["wrong PIN for token 'mailid'"]
+        )
+    );
+    // No PIN at all.
+    std::fs::remove_file(&hsm.pin_file).unwrap();
+    println!(
+        "{}",
+        assert_one_line(&serve_must_fail(&hsm, &ca.dir), &["PIN file"])
+    );
+    // The right PIN from the environment: `crl` signs with the token.
+    std::fs::write(
+        &config,
+        good.replacen(
+            &format!("&pin-source=file:{}", hsm.pin_file.display()),
+            "",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = run_env(
+        &bin(CA_BIN),
+        &["--data-dir", ca.dir.to_str().unwrap(), "crl"],
+        None,
+        &[
+            ("SOFTHSM2_CONF", hsm.conf.as_str()),
+            ("MAILID_PKCS11_PIN", PIN),
+        ],
+    );
+    let pem = ok(out);
+    assert!(crl_verifies(root.path(), &pem, &ca.ca_pem()));
+    println!("with MAILID_PKCS11_PIN: a CRL signed by the token verifies");
+}
