@@ -527,3 +527,159 @@ fn an_existing_key_pair_is_used_and_serve_refuses_a_bad_token_set_up_in_one_line
     assert!(crl_verifies(root.path(), &pem, &ca.ca_pem()));
     println!("with MAILID_PKCS11_PIN: a CRL signed by the token verifies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_intermediate_under_an_offline_root_keeps_its_key_in_the_token() {
+    let hsm = Hsm::new();
+    let uri = hsm.uri("int-key");
+    let offline = mailid_tests::temp_dir();
+    let p = |n: &str| offline.path().join(n).display().to_string();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-out",
+        &p("root.key"),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &p("root.key"),
+        "-subj",
+        "/O=Offline/CN=Offline Root",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        &p("root.pem"),
+    ]);
+    // The intermediate's key pair is generated in the token, which signs
+    // its CSR.
+    let csr_out = run_env(
+        &bin(CA_BIN),
+        &[
+            "csr",
+            "--key-uri",
+            &uri,
+            "--name",
+            "HSM Intermediate",
+            "--key-type",
+            "rsa2048",
+            "--out",
+            &p("int.csr"),
+        ],
+        None,
+        &hsm.env(),
+    );
+    println!("{}", ok(csr_out).trim());
+    let check = Command::new("openssl")
+        .args(["req", "-in", &p("int.csr"), "-verify", "-noout"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("verify OK")
+            || String::from_utf8_lossy(&check.stdout).contains("verify OK"),
+        "{check:?}"
+    );
+    let ext = offline.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("int.csr"),
+        "-CA",
+        &p("root.pem"),
+        "-CAkey",
+        &p("root.key"),
+        "-CAcreateserial",
+        "-days",
+        "1825",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-extensions",
+        "v3",
+        "-out",
+        &p("int.pem"),
+    ]);
+    let chain = p("chain.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(p("int.pem")).unwrap()
+            + &std::fs::read_to_string(p("root.pem")).unwrap(),
+    )
+    .unwrap();
+    let account = format!("ivy@{DOMAIN}");
+    let env = start(
+        &hsm,
+        &["--key-uri", &uri, "--import-cert", &chain],
+        &[],
+        &[&account],
+    );
+    assert_no_private_key(&env.ca.dir);
+    assert_eq!(cert_key(&env.ca.ca_pem()), hsm.public_key("int-key"));
+    let v = env.enroll_new(&account, "p256").await;
+    let untrusted = env.path("untrusted.pem");
+    std::fs::write(&untrusted, v["chain"].as_str().unwrap()).unwrap();
+    let crl = env.path("int-crl.pem");
+    let crl_pem = env.get_text("/v1/crl.pem").await;
+    std::fs::write(&crl, &crl_pem).unwrap();
+    assert!(crl_verifies(env.root.path(), &crl_pem, &env.ca.ca_pem()));
+    let (good, out) = verify(
+        env.root.path(),
+        v["certificate"].as_str().unwrap(),
+        Path::new(&p("root.pem")),
+        &crl,
+        Some(&untrusted),
+    );
+    assert!(good, "{out}");
+    println!("intermediate (RSA key in the token) under an offline P-384 root: enrollment verifies to the root");
+}
+
+/// SoftHSM2 has no removable slot: the token is taken away by moving its
+/// directory out of the token directory, and brought back by moving it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_taken_away_while_serving_gives_503_and_signing_resumes() {
+    let hsm = Hsm::new();
+    let uri = hsm.uri("ca-key");
+    let alice = format!("alice@{DOMAIN}");
+    let env = start(&hsm, &["--key-uri", &uri], &[], &[&alice]);
+    env.enroll_new(&alice, "p256").await;
+    let tokens = hsm.dir.path().join("tokens");
+    let token_dir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the token's directory");
+    let away = hsm.dir.path().join("away");
+    std::fs::rename(&token_dir, &away).unwrap();
+
+    let csr = Csr::openssl(env.root.path(), "p256", &alice, &[]);
+    let totp = env.totp(&alice, &csr.key_id).await;
+    let (s, v) = env.enroll(&csr.pem, &totp).await;
+    println!("token away: enroll -> {s} {v}");
+    assert_eq!((s, code(&v)), (503, "unavailable".to_string()), "{v}");
+    // The CRL is still served.
+    let crl = env.get_text("/v1/crl.pem").await;
+    assert!(crl.contains("BEGIN X509 CRL"));
+
+    std::fs::rename(&away, &token_dir).unwrap();
+    let totp = env.totp(&alice, &csr.key_id).await;
+    let (s, v) = env.enroll(&csr.pem, &totp).await;
+    println!("token back: enroll -> {s}");
+    assert_eq!(s, 201, "{v} {}", env.ca.server.as_ref().unwrap().log_text());
+    let log = env.ca.server.as_ref().unwrap().log_text();
+    assert!(log.contains("opening the token again"), "{log}");
+}

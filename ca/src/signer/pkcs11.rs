@@ -381,7 +381,18 @@ impl Pkcs11Key {
         let uri = &self.uri;
         let ctx = context(&uri.module_path)?;
         initialize(&ctx, &uri.module_path)?;
-        let slot = find_slot(&ctx, uri)?;
+        let slot = match find_slot(&ctx, uri) {
+            Ok(slot) => slot,
+            Err(_) => {
+                // Some modules list a token that came back only once they
+                // are initialised again (SoftHSM2 does): finalise (every
+                // session of the process on this module is gone anyway)
+                // and look again.
+                let _ = ctx.clone().finalize();
+                initialize(&ctx, &uri.module_path)?;
+                find_slot(&ctx, uri)?
+            }
+        };
         let session = ctx
             .open_ro_session(slot)
             .map_err(|e| anyhow::anyhow!("opening token '{}': {}", uri.token, short(&e)))?;
