@@ -190,7 +190,7 @@ mod tests {
 
     use crate::config::Config;
     use crate::keys::KeyType;
-    use crate::signer::{file::FileKey, CaKey, Signer};
+    use crate::signer::{file::FileKey, CaKey};
     use crate::store::NewCert;
     use mailid_shared::db::OpenMode;
     use mailid_shared::protocol::RevocationReason;
@@ -214,7 +214,7 @@ mod tests {
         };
         let key = CaKey::File(FileKey::generate(KeyType::P256).unwrap());
         let root = crate::issuer::self_signed_root("T", &key, 1_000).unwrap();
-        let issuer = CaIssuer::new(vec![root], Signer::new(key), &cfg).unwrap();
+        let issuer = CaIssuer::new(vec![root], key, &cfg).unwrap();
         let serial = Serial::random();
         let cert = NewCert {
             serial: serial.clone(),

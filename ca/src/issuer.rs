@@ -30,7 +30,7 @@ use mailid_shared::{KeyId, Serial};
 use crate::config::Config;
 use crate::crl_der::{self, RevokedList};
 use crate::policy::CheckedCsr;
-use crate::signer::{Gate, Gated, Kind, Signer};
+use crate::signer::{CaKey, Gate, Gated, Kind, Signer};
 
 /// How far notBefore and thisUpdate are backdated, in seconds.
 pub const BACKDATE_SECS: i64 = 60;
@@ -243,6 +243,13 @@ fn rcgen_name(name: &x509_cert::name::Name) -> anyhow::Result<DistinguishedName>
     Ok(dn)
 }
 
+/// The gate every identity certificate and CRL of this CA passes before
+/// its key signs (SPEC §9: lint before sign), given the configuration, the
+/// CA certificate and its SKI. Accepts everything for now.
+pub fn pre_sign_gate(_cfg: &Config, _ca_cert: &Certificate, _ski: &[u8]) -> Gate {
+    crate::signer::accept_all()
+}
+
 /// Checks an imported or stored CA certificate and extracts its SKI.
 pub fn check_ca_cert(cert: &Certificate, key: &impl PublicKeyData) -> anyhow::Result<Vec<u8>> {
     let spki = cert.tbs_certificate.subject_public_key_info.to_der()?;
@@ -270,14 +277,16 @@ pub fn check_ca_cert(cert: &Certificate, key: &impl PublicKeyData) -> anyhow::Re
 }
 
 impl CaIssuer {
-    /// Builds the issuer from the chain (CA first) and the signer of its key.
-    pub fn new(chain: Vec<Vec<u8>>, signer: Signer, cfg: &Config) -> anyhow::Result<CaIssuer> {
+    /// Builds the issuer from the chain (CA first) and its key, behind
+    /// [`pre_sign_gate`].
+    pub fn new(chain: Vec<Vec<u8>>, key: CaKey, cfg: &Config) -> anyhow::Result<CaIssuer> {
         let ca_der = chain
             .first()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
         let cert = Certificate::from_der(&ca_der)?;
-        let ski = check_ca_cert(&cert, signer.key())?;
+        let ski = check_ca_cert(&cert, &key)?;
+        let signer = Signer::new(key).with_gate(pre_sign_gate(cfg, &cert, &ski));
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen_name(&cert.tbs_certificate.subject)?;
         params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());

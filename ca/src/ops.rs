@@ -23,7 +23,7 @@ use crate::keys::{self, KeyType};
 use crate::signer::file::FileKey;
 use crate::signer::pkcs11::Pkcs11Key;
 use crate::signer::uri::KeyUri;
-use crate::signer::{CaKey, Signer};
+use crate::signer::CaKey;
 use crate::store::{MtaRoute, Store};
 use mailid_shared::pg::PgUrl;
 
@@ -234,7 +234,7 @@ pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow
         .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
     let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
         .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
-    CaIssuer::new(chain, Signer::new(key), cfg)
+    CaIssuer::new(chain, key, cfg)
 }
 
 /// `init`; a failed `init` removes the data directory again if it made it.
@@ -276,6 +276,9 @@ fn init_in(
 ) -> anyhow::Result<()> {
     let uri = a.key_uri.as_deref().map(KeyUri::parse).transpose()?;
     let pass = match uri {
+        Some(_) if pass_file.is_some() => {
+            anyhow::bail!("--passphrase-file is for a key file; a key in a token has a PIN")
+        }
         Some(_) => None,
         None => keys::passphrase(pass_file)?,
     };
@@ -369,7 +372,7 @@ fn init_in(
         CaKey::File(k) => Some(k.pkcs8_der()),
         CaKey::Pkcs11(_) => None,
     };
-    let ca_issuer = CaIssuer::new(chain.clone(), Signer::new(key), &cfg)?;
+    let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
     // PostgreSQL first: an unreachable or unusable database (or one that
     // already holds a CA's data) leaves nothing written.
     let pg = match url {

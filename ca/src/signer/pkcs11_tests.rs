@@ -244,3 +244,27 @@ fn opening_errors_name_the_problem() {
         assert!(!e.contains("0000"), "{e}");
     }
 }
+
+#[test]
+fn concurrent_signatures_share_the_session_pool() {
+    let _g = setup();
+    let (key, _) = Pkcs11Key::open_or_generate(&uri("pool", PIN), KeyType::P256).unwrap();
+    let key = CaKey::Pkcs11(key);
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let key = &key;
+            s.spawn(move || {
+                for i in 0..20u8 {
+                    let msg = [t, i];
+                    verify(key, &msg, &key.sign_raw(&msg).unwrap());
+                }
+            });
+        }
+    });
+    let CaKey::Pkcs11(k) = &key else {
+        unreachable!()
+    };
+    let idle = lock(&k.live).as_ref().map_or(0, |l| l.idle.len());
+    assert!((1..=MAX_IDLE).contains(&idle), "{idle} idle sessions");
+    assert_eq!(k.openings.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
