@@ -655,7 +655,8 @@ async fn a_token_taken_away_while_serving_gives_503_and_signing_resumes() {
     let uri = hsm.uri("ca-key");
     let alice = format!("alice@{DOMAIN}");
     let env = start(&hsm, &["--key-uri", &uri], &[], &[&alice]);
-    env.enroll_new(&alice, "p256").await;
+    let first = env.enroll_new(&alice, "p256").await;
+    let first = first["serial"].as_str().unwrap().to_string();
     let tokens = hsm.dir.path().join("tokens");
     let token_dir = std::fs::read_dir(&tokens)
         .unwrap()
@@ -671,15 +672,37 @@ async fn a_token_taken_away_while_serving_gives_503_and_signing_resumes() {
     let (s, v) = env.enroll(&csr.pem, &totp).await;
     println!("token away: enroll -> {s} {v}");
     assert_eq!((s, code(&v)), (503, "unavailable".to_string()), "{v}");
-    // The CRL is still served.
-    let crl = env.get_text("/v1/crl.pem").await;
-    assert!(crl.contains("BEGIN X509 CRL"));
+    // The CRL is still served; a revocation made now waits for the token.
+    let before = crl_number(&crl_text(
+        env.root.path(),
+        &env.get_text("/v1/crl.pem").await,
+    ));
+    ok(ca_cli(&hsm, &env.ca.dir, &["revoke", &first]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let crl = crl_text(env.root.path(), &env.get_text("/v1/crl.pem").await);
+    assert_eq!(crl_number(&crl), before, "no CRL signed without the token");
+    assert!(!crl_lists(&crl, &first));
 
     std::fs::rename(&away, &token_dir).unwrap();
-    let totp = env.totp(&alice, &csr.key_id).await;
-    let (s, v) = env.enroll(&csr.pem, &totp).await;
-    println!("token back: enroll -> {s}");
+    // The CA tries the token again at most once a second.
+    let start = Instant::now();
+    let (s, v) = loop {
+        let totp = env.totp(&alice, &csr.key_id).await;
+        let (s, v) = env.enroll(&csr.pem, &totp).await;
+        if s != 503 || start.elapsed() > Duration::from_secs(10) {
+            break (s, v);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    println!("token back: enroll -> {s} after {:?}", start.elapsed());
     assert_eq!(s, 201, "{v} {}", env.ca.server.as_ref().unwrap().log_text());
+    env.wait_crl(Duration::from_secs(10), |pem| {
+        crl_lists(&crl_text(env.root.path(), pem), &first)
+    })
+    .await;
+    println!("token back: the revocation made while it was away is in the CRL");
     let log = env.ca.server.as_ref().unwrap().log_text();
     assert!(log.contains("opening the token again"), "{log}");
+    assert!(log.contains("is unavailable; signing resumes"), "{log}");
+    assert!(log.contains("the PKCS#11 token is open again"), "{log}");
 }

@@ -17,7 +17,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -39,6 +41,8 @@ use crate::keys::KeyType;
 
 /// Most idle sessions kept open.
 const MAX_IDLE: usize = 8;
+/// Least time between two attempts to open a lost token.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One context per module, for the whole process (a module may be
 /// initialised only once).
@@ -300,7 +304,11 @@ pub struct Pkcs11Key {
     key_type: KeyType,
     public: Vec<u8>,
     live: Mutex<Option<Live>>,
-    openings: std::sync::atomic::AtomicU64,
+    openings: AtomicU64,
+    /// Whether the token was found unavailable (logged once per outage).
+    down: AtomicBool,
+    /// No new attempt to open the token before this (after a failed one).
+    retry_at: Mutex<Option<Instant>>,
 }
 
 impl Pkcs11Key {
@@ -357,6 +365,8 @@ impl Pkcs11Key {
             public,
             live: Mutex::new(Some(live)),
             openings: 1.into(),
+            down: AtomicBool::new(false),
+            retry_at: Mutex::new(None),
         };
         Ok((key, made))
     }
@@ -411,10 +421,7 @@ impl Pkcs11Key {
             uri.object,
             uri.token
         );
-        let generation = self
-            .openings
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let generation = self.openings.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Live {
             ctx,
             slot,
@@ -429,7 +436,20 @@ impl Pkcs11Key {
     fn checkout(&self) -> Result<(Session, ObjectHandle, u64), Attempt> {
         let mut g = lock(&self.live);
         if g.is_none() {
-            *g = Some(self.reopen().map_err(|e| Attempt::Open(format!("{e:#}")))?);
+            let mut retry_at = lock(&self.retry_at);
+            if retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(Attempt::Open("the token is unavailable".into()));
+            }
+            match self.reopen() {
+                Ok(live) => {
+                    *retry_at = None;
+                    *g = Some(live);
+                }
+                Err(e) => {
+                    *retry_at = Some(Instant::now() + REOPEN_INTERVAL);
+                    return Err(Attempt::Open(format!("{e:#}")));
+                }
+            }
         }
         let Some(live) = g.as_mut() else {
             return Err(Attempt::Open("the token is not open".into()));
@@ -484,29 +504,39 @@ impl Pkcs11Key {
             KeyType::P384 => (Mechanism::Ecdsa, sha2::Sha384::digest(msg).to_vec().into()),
             _ => (Mechanism::Sha256RsaPkcs, msg.into()),
         };
+        let token = &self.uri.token;
+        let mut reopened = false;
         let raw = match self.attempt(&mech, &data) {
             Ok(sig) => sig,
             Err(Attempt::Failed(e)) => return Err(SignError::Failed(e)),
             Err(Attempt::Lost(e) | Attempt::Open(e)) => {
-                tracing::warn!(token = %self.uri.token, error = %e, "the PKCS#11 session is lost; opening the token again");
+                if !self.down.load(Ordering::Relaxed) {
+                    tracing::warn!(%token, error = %e, "the PKCS#11 session is lost; opening the token again");
+                }
                 self.forget();
+                reopened = true;
                 match self.attempt(&mech, &data) {
-                    Ok(sig) => {
-                        tracing::info!(token = %self.uri.token, "the PKCS#11 token is open again");
-                        sig
-                    }
+                    Ok(sig) => sig,
                     Err(Attempt::Failed(e)) => return Err(SignError::Failed(e)),
                     Err(Attempt::Lost(e) | Attempt::Open(e)) => {
                         self.forget();
+                        if !self.down.swap(true, Ordering::Relaxed) {
+                            tracing::error!(%token, error = %e, "the PKCS#11 token is unavailable; signing resumes when it is back");
+                        }
                         return Err(SignError::Unavailable(e));
                     }
                 }
             }
         };
-        if self.key_type.algorithm() == &rcgen::PKCS_RSA_SHA256 {
-            return Ok(raw);
+        if self.down.swap(false, Ordering::Relaxed) || reopened {
+            tracing::info!(%token, "the PKCS#11 token is open again");
         }
-        ecdsa_der(&raw, self.key_type).map_err(|e| SignError::Failed(e.to_string()))
+        match self.key_type {
+            KeyType::P256 | KeyType::P384 => {
+                ecdsa_der(&raw, self.key_type).map_err(|e| SignError::Failed(e.to_string()))
+            }
+            _ => Ok(raw),
+        }
     }
 }
 

@@ -157,10 +157,10 @@ fn a_lost_login_is_logged_in_again() {
     let ctx = context(&module()).unwrap();
     let slot = find_slot(&ctx, k.uri()).unwrap();
     ctx.open_ro_session(slot).unwrap().logout().unwrap();
-    let before = k.openings.load(std::sync::atomic::Ordering::Relaxed);
+    let before = k.openings.load(Ordering::Relaxed);
     verify(&key, b"two", &key.sign_raw(b"two").unwrap());
     assert_eq!(
-        k.openings.load(std::sync::atomic::Ordering::Relaxed),
+        k.openings.load(Ordering::Relaxed),
         before + 1,
         "the token was opened again"
     );
@@ -177,18 +177,12 @@ fn a_finalized_module_is_opened_again() {
     verify(&key, b"one", &key.sign_raw(b"one").unwrap());
     // C_Finalize: every session handle of the process is invalid now.
     context(&module()).unwrap().finalize().unwrap();
-    let before = k.openings.load(std::sync::atomic::Ordering::Relaxed);
+    let before = k.openings.load(Ordering::Relaxed);
     verify(&key, b"two", &key.sign_raw(b"two").unwrap());
-    assert_eq!(
-        k.openings.load(std::sync::atomic::Ordering::Relaxed),
-        before + 1
-    );
+    assert_eq!(k.openings.load(Ordering::Relaxed), before + 1);
     // Pooled sessions are reused: no further opening.
     verify(&key, b"three", &key.sign_raw(b"three").unwrap());
-    assert_eq!(
-        k.openings.load(std::sync::atomic::Ordering::Relaxed),
-        before + 1
-    );
+    assert_eq!(k.openings.load(Ordering::Relaxed), before + 1);
 }
 
 #[test]
@@ -266,5 +260,5 @@ fn concurrent_signatures_share_the_session_pool() {
     };
     let idle = lock(&k.live).as_ref().map_or(0, |l| l.idle.len());
     assert!((1..=MAX_IDLE).contains(&idle), "{idle} idle sessions");
-    assert_eq!(k.openings.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(k.openings.load(Ordering::Relaxed), 1);
 }
