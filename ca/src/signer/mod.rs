@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod pkcs11;
+mod token;
 pub mod uri;
 
 use std::cell::RefCell;

@@ -4,7 +4,10 @@
 use std::sync::{Mutex, OnceLock};
 
 use super::*;
+use crate::signer::token::{ecdsa_der, generate_pair};
 use crate::signer::{verify, CaKey};
+use cryptoki::object::{Attribute, AttributeType};
+use std::path::{Path, PathBuf};
 
 const PIN: &str = "1234";
 const TOKEN: &str = "unit";
