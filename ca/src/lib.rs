@@ -17,7 +17,7 @@
 //!   on SQLite or PostgreSQL.
 //!
 //! [`config`], [`keys`], [`metrics`] hold what they are named for (the rate
-//! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`ops`] and [`serve`]
+//! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`init`], [`ops`] and [`serve`]
 //! are the operator side.
 
 pub mod api;
@@ -27,6 +27,7 @@ pub mod config;
 pub mod crl;
 pub mod crl_der;
 pub mod enroll;
+pub mod init;
 pub mod issuer;
 pub mod keys;
 pub mod metrics;
