@@ -92,7 +92,12 @@ fn private_flags(key: &Pkcs11Key) -> (bool, bool, bool) {
 #[test]
 fn generated_keys_sign_verifiably_and_stay_in_the_token() {
     let _g = setup();
-    for kt in [KeyType::P256, KeyType::P384, KeyType::Rsa2048] {
+    for kt in [
+        KeyType::P256,
+        KeyType::P384,
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+    ] {
         let label = format!("gen-{kt}");
         let (key, made) = Pkcs11Key::open_or_generate(&uri(&label, PIN), kt).unwrap();
         assert!(made);
