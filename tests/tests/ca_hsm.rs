@@ -121,6 +121,8 @@ async fn lifecycle(key_type: &str, log_level: &str) {
     // The PIN is in no log line.
     let log = env.ca.server.as_ref().unwrap().log_text();
     assert!(!log.contains(PIN), "the PIN is in the log");
+    // The key URI is (the start-up line names the key), its PIN is not.
+    assert!(log.contains("pkcs11:token=mailid;object=ca-key"), "{log}");
     if log_level == "trace" {
         assert!(log.contains("TRACE"), "the log is at trace level");
         println!("{key_type}: {} bytes of trace log, no PIN", log.len());
