@@ -5,6 +5,7 @@
 #
 #   scripts/interop.sh            # uses target/debug binaries (builds them if missing)
 #   MAILID_BIN_DIR=target/release scripts/interop.sh
+#   MAILID_INTEROP_HSM=1 scripts/interop.sh   # both CA keys in a SoftHSM2 token
 #
 # Installs what it needs: Debian openssl, libnss3-tools, gnutls-bin;
 # pkilint and cryptography in a virtualenv under target/interop-venv.
@@ -23,6 +24,7 @@ command -v certutil >/dev/null && command -v vfychain >/dev/null && command -v c
 command -v certtool >/dev/null || need+=(gnutls-bin)
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
+if [ -n "${MAILID_INTEROP_HSM:-}" ]; then command -v softhsm2-util >/dev/null || need+=(softhsm2); fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -77,11 +79,29 @@ for ca in root inter; do for kt in "${KEYTYPES[@]}" crl; do
   printf '%s\n' "$PW" | "$MTA" --data-dir "$work/mta" account add "$kt-$ca@$DOMAIN" --password-stdin >/dev/null
 done; done
 
+# --- the CA keys: files, or (MAILID_INTEROP_HSM) a SoftHSM2 token ---------------
+ROOT_KEY=(); INTER_KEY=(--import-key "$work/offline/inter.key")
+if [ -n "${MAILID_INTEROP_HSM:-}" ]; then
+  mkdir -p "$work/hsm/tokens"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/hsm/tokens" >"$work/hsm/softhsm2.conf"
+  export SOFTHSM2_CONF=$work/hsm/softhsm2.conf
+  softhsm2-util --init-token --free --label interop --pin interop-pin-1 --so-pin interop-so-1 >/dev/null
+  printf 'interop-pin-1\n' >"$work/hsm/pin"
+  HSM_MODULE=
+  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -e "$m" ] && HSM_MODULE=$m && break
+  done
+  hsm_uri() { echo "pkcs11:token=interop;object=$1?module-path=$HSM_MODULE&pin-source=file:$work/hsm/pin"; }
+  ROOT_KEY=(--key-uri "$(hsm_uri root-ca)" --key-type p384)
+  INTER_KEY=(--key-uri "$(hsm_uri inter-ca)")
+  echo "interop: CA keys in a SoftHSM2 token"
+fi
+
 # --- CA 1: a root made by mailid-ca init ----------------------------------------
 # pkilint reports loopback and reserved names (.example, .test, localhost) in
 # CRL/AIA URLs as internal (cabf.internal_domain_name), so the CAs under test
 # get a public-looking base URL; the CRLs are fetched from loopback directly.
-"$CA" --data-dir "$work/root" init --name "mailid Interop Root CA" --base-url http://pki.example.com >/dev/null
+"$CA" --data-dir "$work/root" init --name "mailid Interop Root CA" --base-url http://pki.example.com "${ROOT_KEY[@]}" >/dev/null
 "$MTA" --data-dir "$work/mta" ca add root-ca --trust-cert "$work/root/ca.pem" >"$work/root.cred"
 
 # --- CA 2: an intermediate under an offline root made with openssl -------------
@@ -90,8 +110,13 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$work/offli
 openssl req -x509 -new -key "$work/offline/root.key" -subj "/CN=mailid Interop Offline Root/O=mailid interop" -days 3650 -sha384 \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
   -addext "subjectKeyIdentifier=hash" -out "$work/offline/root.pem" 2>/dev/null
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/offline/inter.key" 2>/dev/null
-openssl req -new -key "$work/offline/inter.key" -subj "/CN=mailid Interop Issuing CA/O=mailid interop" -out "$work/offline/inter.csr" 2>/dev/null
+if [ -n "${MAILID_INTEROP_HSM:-}" ]; then
+  # The intermediate's key pair is made in the token, which signs its CSR.
+  "$CA" csr --key-uri "$(hsm_uri inter-ca)" --key-type rsa2048 --name "mailid Interop Issuing CA" --out "$work/offline/inter.csr" >/dev/null
+else
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/offline/inter.key" 2>/dev/null
+  openssl req -new -key "$work/offline/inter.key" -subj "/CN=mailid Interop Issuing CA/O=mailid interop" -out "$work/offline/inter.csr" 2>/dev/null
+fi
 cat >"$work/offline/inter.ext" <<EXT
 basicConstraints=critical,CA:TRUE,pathlen:0
 keyUsage=critical,keyCertSign,cRLSign
@@ -101,7 +126,7 @@ EXT
 openssl x509 -req -in "$work/offline/inter.csr" -CA "$work/offline/root.pem" -CAkey "$work/offline/root.key" \
   -set_serial "0x$(openssl rand -hex 16)" -days 1825 -sha384 -extfile "$work/offline/inter.ext" -out "$work/offline/inter.pem" 2>/dev/null
 "$CA" --data-dir "$work/inter" init --name "mailid Interop Issuing CA" --base-url http://pki2.example.com \
-  --import-cert "$work/offline/inter.pem" --import-key "$work/offline/inter.key" >/dev/null
+  --import-cert "$work/offline/inter.pem" "${INTER_KEY[@]}" >/dev/null
 cat "$work/offline/inter.pem" "$work/offline/root.pem" >"$work/inter-chain.pem"
 "$MTA" --data-dir "$work/mta" ca add inter-ca --trust-cert "$work/offline/root.pem" >"$work/inter.cred"
 

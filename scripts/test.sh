@@ -21,6 +21,9 @@ log() {
 need_pkgs=()
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# SoftHSM2 and OpenSC's pkcs11-tool: the PKCS#11 token of the HSM tests.
+command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need_pkgs+=(opensc)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

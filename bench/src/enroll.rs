@@ -38,7 +38,9 @@ pub struct Opts {
     /// CSR key type: p256 or rsa2048.
     #[arg(long, default_value = "p256")]
     pub key_type: String,
-    /// CA key type (as `mailid-ca init --key-type`).
+    /// CA key type (as `mailid-ca init --key-type`); `softhsm-TYPE` (e.g.
+    /// `softhsm-p256`) keeps a key of that type in a throwaway SoftHSM2
+    /// token (`init --key-uri`).
     #[arg(long, default_value = "p256")]
     pub ca_key_type: String,
     /// Concurrency levels to measure, comma separated.
@@ -191,6 +193,8 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
 /// The running pair of services and the clients that talk to them.
 pub struct Env {
     _tmp: tempfile::TempDir,
+    /// The token of a `softhsm-…` CA key.
+    _hsm: Option<crate::hsm::SoftHsm>,
     pub mta: Service,
     pub ca: Service,
     /// Second replicas (PostgreSQL only): a copy of each data dir served
@@ -267,21 +271,23 @@ impl Env {
                 t.await??;
             }
         }
-        operator(
-            &ca_bin,
-            &ca_dir,
-            &[
-                "init",
-                "--name",
-                "mailid bench CA",
-                "--key-type",
-                ca_key_type,
-                "--base-url",
-                "http://pki.example.com",
-            ],
-            None,
-        )
-        .await?;
+        let hsm = match ca_key_type.strip_prefix("softhsm-") {
+            Some(_) => Some(crate::hsm::SoftHsm::new().await?),
+            None => None,
+        };
+        let mut init = vec![
+            "init",
+            "--name",
+            "mailid bench CA",
+            "--key-type",
+            ca_key_type.strip_prefix("softhsm-").unwrap_or(ca_key_type),
+            "--base-url",
+            "http://pki.example.com",
+        ];
+        if let Some(h) = &hsm {
+            init.extend(["--key-uri", h.uri.as_str()]);
+        }
+        operator(&ca_bin, &ca_dir, &init, None).await?;
         if seed > 0 {
             let db = ca_dir.join("ca.sqlite");
             tokio::task::spawn_blocking(move || crate::seed::certificates(&db, seed, 0)).await??;
@@ -362,6 +368,7 @@ impl Env {
             .build()?;
         Ok(Env {
             _tmp: tmp,
+            _hsm: hsm,
             mta,
             ca,
             mta2,

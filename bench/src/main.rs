@@ -3,6 +3,7 @@
 
 mod crl;
 mod enroll;
+mod hsm;
 mod pgbench;
 mod pki;
 mod replicas;

@@ -2,10 +2,29 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+/// Environment variables given to every child process started from now on
+/// (e.g. the SOFTHSM2_CONF of [`crate::hsm::SoftHsm`]).
+static CHILD_ENV: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Sets `key` to `value` for every child process started from now on.
+pub fn child_env(key: &str, value: &str) {
+    let mut env = CHILD_ENV.lock().unwrap_or_else(|p| p.into_inner());
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_string(), value.to_string()));
+}
+
+fn with_child_env(cmd: &mut Command) -> &mut Command {
+    for (k, v) in CHILD_ENV.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        cmd.env(k, v);
+    }
+    cmd
+}
 
 /// A `serve` child process.
 pub struct Service {
@@ -18,7 +37,7 @@ impl Service {
     /// Starts `BIN --data-dir DIR serve --listen 127.0.0.1:0 ARGS…` and
     /// waits for its `listening on` line.
     pub async fn start(bin: &Path, data_dir: &Path, args: &[String]) -> anyhow::Result<Service> {
-        let mut child = Command::new(bin)
+        let mut child = with_child_env(&mut Command::new(bin))
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -74,7 +93,7 @@ pub async fn operator(
     stdin: Option<&str>,
 ) -> anyhow::Result<String> {
     use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(bin)
+    let mut child = with_child_env(&mut Command::new(bin))
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)

@@ -40,6 +40,7 @@ use mailid_shared::{Address, KeyId, Serial};
 use crate::issuer::{CsrPublicKey, Draft};
 use crate::mta_client::Verdict;
 use crate::policy::CheckedCsr;
+use crate::signer::SignError;
 use crate::state::AppState;
 use crate::store::{MtaRoute, NewCert, RevokeOutcome, Store, StoreError};
 
@@ -67,6 +68,23 @@ pub fn unavailable() -> Problem {
         "the CA's database is unavailable; retry later",
     )
     .retry_after(UNAVAILABLE_RETRY_SECS)
+}
+
+/// The problem of a failed signature: 503 `unavailable` while the CA key
+/// cannot be reached (a PKCS#11 token gone; signing resumes by itself when
+/// it is back), else 500.
+pub fn signing_problem(e: anyhow::Error) -> Problem {
+    match e.downcast_ref::<SignError>() {
+        Some(SignError::Unavailable(why)) => {
+            tracing::error!(error = %why, "the CA key is unavailable");
+            Problem::new(
+                ErrorCode::Unavailable,
+                "the CA's signing key is unavailable; retry later",
+            )
+            .retry_after(UNAVAILABLE_RETRY_SECS)
+        }
+        _ => Problem::internal(e),
+    }
 }
 
 fn rate_limited(secs: u64, what: &str) -> Problem {
@@ -229,7 +247,7 @@ pub async fn enroll(
     let issued = tokio::task::spawn_blocking(move || issuer.sign(draft, &key, now_unix()))
         .await
         .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+        .map_err(signing_problem)?;
     let new = NewCert {
         serial: issued.serial.clone(),
         account: csr.account.clone(),

@@ -1,5 +1,5 @@
 //! The operator command line of SPEC §5: parses it and dispatches to
-//! [`crate::ops`] and [`crate::serve`], which take what they need as
+//! [`crate::init`], [`crate::ops`] and [`crate::serve`], which take what they need as
 //! arguments (this module is the top; nothing imports it).
 
 use std::path::PathBuf;
@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 
 use mailid_shared::protocol::{CertStatus, RevocationReason};
 
+use crate::init::{self, CsrArgs, InitArgs};
 use crate::migrate::DbCommand;
-use crate::ops::{self, InitArgs, MtaCommand};
+use crate::ops::{self, MtaCommand};
 use crate::serve::ServeArgs;
 
 /// mailid certificate authority.
@@ -43,6 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Create the CA: key, self-signed root (or imported certificate), database.
     Init(InitArgs),
+    /// Make the CSR of an intermediate whose key is in a PKCS#11 token (the
+    /// key pair is generated there when absent), for an offline root to sign.
+    Csr(CsrArgs),
     /// Manage the MTA auth services that check TOTP codes per domain.
     Mta {
         #[command(subcommand)]
@@ -91,7 +95,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let json = cli.json;
     let db = cli.database.as_deref().filter(|d| !d.is_empty());
     match &cli.command {
-        Command::Init(args) => ops::init(dir, db, pass_file, args, json),
+        Command::Init(args) => init::init(dir, db, pass_file, args, json),
+        Command::Csr(args) => init::csr(args, json),
         Command::Mta { command } => ops::mta(dir, db, command, json),
         Command::Serve(args) => crate::serve::run(dir, db, pass_file, args),
         Command::Revoke { serial, reason } => ops::revoke(dir, db, serial, *reason, json),

@@ -99,6 +99,10 @@ pub struct Config {
     /// or `db migrate`); absent: SQLite in the data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The PKCS#11 URI of the CA key (`init --key-uri`), without any
+    /// `pin-value`; absent: the key file `ca-key.pem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_uri: Option<String>,
 }
 
 impl Config {
@@ -162,7 +166,8 @@ pub struct Paths {
     pub config: PathBuf,
     /// The CA certificate, or the chain (the CA first, the root last).
     pub ca_pem: PathBuf,
-    /// The CA key, PKCS#8 PEM, possibly encrypted.
+    /// The CA key, PKCS#8 PEM, possibly encrypted (absent when the key is
+    /// in a PKCS#11 token).
     pub key: PathBuf,
     pub db: PathBuf,
     /// The latest signed CRL (DER).

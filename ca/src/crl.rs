@@ -190,6 +190,7 @@ mod tests {
 
     use crate::config::Config;
     use crate::keys::KeyType;
+    use crate::signer::{file::FileKey, CaKey};
     use crate::store::NewCert;
     use mailid_shared::db::OpenMode;
     use mailid_shared::protocol::RevocationReason;
@@ -209,8 +210,9 @@ mod tests {
             imported: false,
             rate_limits: Default::default(),
             database: None,
+            key_uri: None,
         };
-        let key = KeyType::P256.generate().unwrap();
+        let key = CaKey::File(FileKey::generate(KeyType::P256).unwrap());
         let root = crate::issuer::self_signed_root("T", &key, 1_000).unwrap();
         let issuer = CaIssuer::new(vec![root], key, &cfg).unwrap();
         let serial = Serial::random();

@@ -3,10 +3,11 @@
 //! rcgen builds the CRL's fixed part (issuer, times, number, AKI, signature
 //! algorithm) as a template with no entries; the revoked entries are
 //! encoded one by one, straight from the database rows, into one buffer and
-//! spliced into that template's TBSCertList, which is then signed with the
-//! CA key (through rcgen's `SigningKey`, i.e. aws-lc-rs). A CRL of a million
-//! entries never exists as a million parameter structs, which is what made
-//! rcgen alone take 0.7 s and 180 MB for one (docs/BENCHMARKS.md).
+//! spliced into that template's TBSCertList, which is then signed once by
+//! the CA key through [`crate::signer::Signer`] (the template itself is
+//! never signed). A CRL of a million entries never exists as a million
+//! parameter structs, which is what made rcgen alone take 0.7 s and 180 MB
+//! for one (docs/BENCHMARKS.md).
 //!
 //! Entries are encoded as rcgen encodes them (serial INTEGER, UTCTime until
 //! 2049 then GeneralizedTime, a reasonCode extension unless the reason is

@@ -1,6 +1,7 @@
-//! The signer: the CA certificate (self-signed root or imported
-//! intermediate), identity certificates and CRLs, all signed with rcgen
-//! on aws-lc-rs.
+//! The issuer: the CA certificate (self-signed root or imported
+//! intermediate), identity certificates and CRLs, built with rcgen and
+//! signed through the CA's [`Signer`] (file key or PKCS#11 token, behind
+//! the pre-sign gate).
 //!
 //! Identity certificates are built from the CA's policy plus the CSR's
 //! SubjectPublicKeyInfo only — never from rcgen's CSR parameters, which
@@ -10,8 +11,8 @@ use der::{Decode, Encode};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
     CustomExtension, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
-    SignatureAlgorithm, SigningKey,
+    KeyIdMethod, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    SigningKey,
 };
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::certpolicy::PolicyInformation;
@@ -29,6 +30,7 @@ use mailid_shared::{KeyId, Serial};
 use crate::config::Config;
 use crate::crl_der::{self, RevokedList};
 use crate::policy::CheckedCsr;
+use crate::signer::{CaKey, Gate, Gated, Kind, Signer};
 
 /// How far notBefore and thisUpdate are backdated, in seconds.
 pub const BACKDATE_SECS: i64 = 60;
@@ -117,7 +119,10 @@ pub struct Issued {
 
 /// The CA's signing identity.
 pub struct CaIssuer {
-    issuer: Issuer<'static, KeyPair>,
+    signer: Signer,
+    /// The CA's name, key identifier and key usages, as rcgen's
+    /// [`Issuer`] wants them.
+    params: CertificateParams,
     /// The CA's own certificate (DER).
     pub ca_der: Vec<u8>,
     /// The chain, the CA first and the root last (DER).
@@ -187,7 +192,7 @@ pub const UB_COMMON_NAME: usize = 64;
 
 /// Makes a self-signed root: CA:TRUE pathLen 0, keyCertSign + cRLSign,
 /// SKI = the strong key ID of its key.
-pub fn self_signed_root(name: &str, key: &KeyPair, now: i64) -> anyhow::Result<Vec<u8>> {
+pub fn self_signed_root(name: &str, key: &impl SigningKey, now: i64) -> anyhow::Result<Vec<u8>> {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, name);
@@ -238,8 +243,15 @@ fn rcgen_name(name: &x509_cert::name::Name) -> anyhow::Result<DistinguishedName>
     Ok(dn)
 }
 
+/// The gate every identity certificate and CRL of this CA passes before
+/// its key signs (SPEC §9: lint before sign), given the configuration, the
+/// CA certificate and its SKI. Accepts everything for now.
+pub fn pre_sign_gate(_cfg: &Config, _ca_cert: &Certificate, _ski: &[u8]) -> Gate {
+    crate::signer::accept_all()
+}
+
 /// Checks an imported or stored CA certificate and extracts its SKI.
-pub fn check_ca_cert(cert: &Certificate, key: &KeyPair) -> anyhow::Result<Vec<u8>> {
+pub fn check_ca_cert(cert: &Certificate, key: &impl PublicKeyData) -> anyhow::Result<Vec<u8>> {
     let spki = cert.tbs_certificate.subject_public_key_info.to_der()?;
     if spki != key.subject_public_key_info() {
         anyhow::bail!("the CA key does not belong to the CA certificate");
@@ -265,14 +277,16 @@ pub fn check_ca_cert(cert: &Certificate, key: &KeyPair) -> anyhow::Result<Vec<u8
 }
 
 impl CaIssuer {
-    /// Builds the signer from the chain (CA first) and its key.
-    pub fn new(chain: Vec<Vec<u8>>, key: KeyPair, cfg: &Config) -> anyhow::Result<CaIssuer> {
+    /// Builds the issuer from the chain (CA first) and its key, behind
+    /// [`pre_sign_gate`].
+    pub fn new(chain: Vec<Vec<u8>>, key: CaKey, cfg: &Config) -> anyhow::Result<CaIssuer> {
         let ca_der = chain
             .first()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
         let cert = Certificate::from_der(&ca_der)?;
         let ski = check_ca_cert(&cert, &key)?;
+        let signer = Signer::new(key).with_gate(pre_sign_gate(cfg, &cert, &ski));
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen_name(&cert.tbs_certificate.subject)?;
         params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
@@ -280,7 +294,8 @@ impl CaIssuer {
         let chain_pem = mailid_shared::pem::encode_chain(&chain);
         let (crl_points, config_extensions) = config_profile(cfg)?;
         Ok(CaIssuer {
-            issuer: Issuer::new(params, key),
+            signer,
+            params,
             ca_der,
             chain,
             chain_pem,
@@ -289,6 +304,17 @@ impl CaIssuer {
             crl_points,
             config_extensions,
         })
+    }
+
+    /// The same issuer with `gate` before every signature (the linter).
+    pub fn with_gate(mut self, gate: Gate) -> CaIssuer {
+        self.signer = self.signer.with_gate(gate);
+        self
+    }
+
+    /// The signer (the CA key behind the gate).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
     }
 
     fn profile(
@@ -358,10 +384,11 @@ impl CaIssuer {
             draft.params.not_before = at(draft.not_before)?;
             draft.params.not_after = at(draft.not_after)?;
         }
+        let gated = self.signer.gated(Kind::Certificate);
         let cert = draft
             .params
-            .signed_by(key, &self.issuer)
-            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+            .signed_by(key, &Issuer::from_params(&self.params, &gated))
+            .map_err(|e| signing_failed(e, &gated))?;
         Ok(Issued {
             serial: draft.serial,
             der: cert.der().to_vec(),
@@ -394,15 +421,22 @@ impl CaIssuer {
             revoked_certs: Vec::new(),
             key_identifier_method: KeyIdMethod::PreSpecified(self.ski.clone()),
         };
+        // The template's own signature is thrown away: none is made.
         let template = params
-            .signed_by(&self.issuer)
-            .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))?;
+            .signed_by(&Issuer::from_params(&self.params, self.signer.unsigned()))
+            .map_err(|e| anyhow::anyhow!("building the CRL: {e}"))?;
         crl_der::assemble(template.der(), list, |tbs| {
-            self.issuer
-                .key()
-                .sign(tbs)
-                .map_err(|e| anyhow::anyhow!("signing the CRL: {e}"))
+            Ok(self.signer.sign(tbs, Kind::Crl)?)
         })
+    }
+}
+
+/// The error of a failed rcgen signature: the signer's own
+/// ([`crate::signer::SignError`], which callers may downcast to), or rcgen's.
+fn signing_failed(e: rcgen::Error, gated: &Gated<'_>) -> anyhow::Error {
+    match gated.take_error() {
+        Some(se) => se.into(),
+        None => anyhow::anyhow!("signing: {e}"),
     }
 }
 

@@ -1,7 +1,10 @@
 use super::*;
 use crate::keys::KeyType;
+use crate::signer::file::FileKey;
+use crate::signer::CaKey;
 use crate::store::CrlEntry;
 use mailid_shared::protocol::RevocationReason;
+use rcgen::KeyPair;
 
 fn config() -> Config {
     Config {
@@ -14,11 +17,12 @@ fn config() -> Config {
         imported: false,
         rate_limits: Default::default(),
         database: None,
+        key_uri: None,
     }
 }
 
 fn issuer(kt: KeyType) -> CaIssuer {
-    let key = kt.generate().unwrap();
+    let key = CaKey::File(FileKey::generate(kt).unwrap());
     let root = self_signed_root("Test CA", &key, 1_800_000_000).unwrap();
     CaIssuer::new(vec![root], key, &config()).unwrap()
 }
@@ -220,7 +224,7 @@ fn crl_splice_matches_rcgen() {
                     .collect(),
                 key_identifier_method: KeyIdMethod::PreSpecified(ca.ski.clone()),
             }
-            .signed_by(&ca.issuer)
+            .signed_by(&Issuer::from_params(&ca.params, ca.signer().key()))
             .unwrap();
             let ours_crl = x509_cert::crl::CertificateList::from_der(&ours).unwrap();
             let ref_crl = x509_cert::crl::CertificateList::from_der(reference.der()).unwrap();
@@ -256,4 +260,74 @@ fn validity_never_exceeds_825_days_counted_inclusively() {
     assert_eq!(not_after_for(1000, 824) - 1000, 824 * 86_400);
     // Inclusive period: notAfter - notBefore + 1 s <= 825 days.
     assert_eq!(not_after_for(1000, 825) - 1000 + 1, 825 * 86_400);
+}
+
+/// The gate sees exactly the TBS the key signs (certificates and CRLs), and
+/// a refusing gate means no certificate and no CRL.
+#[test]
+fn the_pre_sign_gate_sees_the_exact_tbs_and_can_refuse() {
+    use crate::signer::{Kind, Refusal, SignError};
+    use std::sync::{Arc, Mutex};
+    type Seen = Mutex<Vec<(Vec<u8>, Kind)>>;
+    let seen: Arc<Seen> = Arc::default();
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, r) = (seen.clone(), refuse.clone());
+    let ca = issuer(KeyType::P384).with_gate(Arc::new(move |tbs: &[u8], kind| {
+        s.lock().unwrap().push((tbs.to_vec(), kind));
+        if r.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Refusal("validity over 825 days".into()));
+        }
+        Ok(())
+    }));
+    let subject = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::Rfc822Name("bo@example.org".try_into().unwrap())];
+    let pem = p.serialize_request(&subject).unwrap().pem().unwrap();
+    let csr = crate::policy::check_csr(&pem).unwrap();
+    let key = CsrPublicKey::from_csr(&csr).unwrap();
+
+    let issued = ca.issue(&csr, &key, 1_800_000_100).unwrap();
+    let cert = Certificate::from_der(&issued.der).unwrap();
+    let crl = ca
+        .sign_crl(
+            9,
+            1_800_000_100,
+            1_800_086_500,
+            RevokedList::with_capacity(0),
+        )
+        .unwrap();
+    let crl = x509_cert::crl::CertificateList::from_der(&crl).unwrap();
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            2,
+            "one look per signature, none for the CRL template"
+        );
+        assert_eq!(
+            seen[0],
+            (cert.tbs_certificate.to_der().unwrap(), Kind::Certificate)
+        );
+        assert_eq!(seen[1], (crl.tbs_cert_list.to_der().unwrap(), Kind::Crl));
+    }
+
+    refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = ca.issue(&csr, &key, 1_800_000_200).unwrap_err();
+    match e.downcast_ref::<SignError>() {
+        Some(SignError::Refused(r)) => assert_eq!(r.0, "validity over 825 days"),
+        other => panic!("{other:?} {e:#}"),
+    }
+    let e = ca
+        .sign_crl(
+            10,
+            1_800_000_200,
+            1_800_086_600,
+            RevokedList::with_capacity(0),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e.downcast_ref::<SignError>(), Some(SignError::Refused(_))),
+        "{e:#}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 4);
 }

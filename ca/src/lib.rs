@@ -9,13 +9,15 @@
 //!   they share;
 //! * [`policy`]: CSR checks (parse, proof of possession, key policy, address);
 //! * [`mta_client`]: the HMAC-signed TOTP check with the account's MTA;
-//! * [`issuer`]: certificate building and signing; [`crl`]: signed CRLs;
+//! * [`issuer`]: certificate building and signing through [`signer`] (the
+//!   CA key, in a file or a PKCS#11 token, behind the pre-sign gate);
+//!   [`crl`]: signed CRLs;
 //!   [`publisher`]: when CRLs are signed, and which one replicas serve;
 //! * [`store`]: certificates, the one-identity rule, MTA routes, CRL state,
 //!   on SQLite or PostgreSQL.
 //!
 //! [`config`], [`keys`], [`metrics`] hold what they are named for (the rate
-//! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`ops`] and [`serve`]
+//! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`init`], [`ops`] and [`serve`]
 //! are the operator side.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod crl;
 pub mod crl_der;
 pub mod enroll;
+pub mod init;
 pub mod issuer;
 pub mod keys;
 pub mod metrics;
@@ -34,5 +37,6 @@ pub mod ops;
 pub mod policy;
 pub mod publisher;
 pub mod serve;
+pub mod signer;
 pub mod state;
 pub mod store;

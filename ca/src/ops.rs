@@ -1,14 +1,14 @@
-//! Operator commands other than `serve`. They open the same SQLite
-//! database as a running server, so they take effect at once; `revoke`
-//! goes through the registration authority like a holder's revocation.
-//! Each takes what it needs as arguments ([`crate::cli`] dispatches).
+//! Operator commands other than `init`, `csr` ([`crate::init`]) and
+//! `serve`, and what they share: opening the database and the CA key.
+//! They open the same database as a running server, so they take effect at
+//! once; `revoke` goes through the registration authority like a holder's
+//! revocation. Each takes what it needs as arguments ([`crate::cli`]
+//! dispatches).
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
-use der::Decode;
+use clap::Subcommand;
 
 use mailid_shared::authsig::Credential;
 use mailid_shared::db::OpenMode;
@@ -18,38 +18,14 @@ use mailid_shared::{Address, Serial};
 
 use crate::authority::{self, Unrevoked};
 use crate::config::{Config, Paths};
-use crate::issuer::{self, CaIssuer};
-use crate::keys::{self, KeyType};
+use crate::issuer::CaIssuer;
+use crate::keys;
+use crate::signer::file::FileKey;
+use crate::signer::pkcs11::Pkcs11Key;
+use crate::signer::uri::KeyUri;
+use crate::signer::CaKey;
 use crate::store::{MtaRoute, Store};
 use mailid_shared::pg::PgUrl;
-
-/// `init` options.
-#[derive(Debug, Args)]
-pub struct InitArgs {
-    /// The CA's name (common name of the root; with --import-cert the
-    /// imported certificate's subject names the CA instead).
-    #[arg(long)]
-    pub name: String,
-    #[arg(long, default_value = "p256")]
-    pub key_type: KeyType,
-    /// Base of the CRL and CA certificate URLs put into certificates.
-    #[arg(long, default_value = crate::config::DEFAULT_BASE_URL)]
-    pub base_url: String,
-    #[arg(long, default_value_t = 365)]
-    pub validity_days: u32,
-    /// certificatePolicies OID of identity certificates.
-    #[arg(long, default_value = crate::config::DEFAULT_POLICY_OID)]
-    pub policy_oid: String,
-    /// CRL lifetime (nextUpdate − thisUpdate) in hours, at most 168.
-    #[arg(long, default_value_t = 24)]
-    pub crl_next_update_hours: u32,
-    /// Run as an intermediate: the CA certificate (chain: CA first, root last).
-    #[arg(long, requires = "import_key")]
-    pub import_cert: Option<PathBuf>,
-    /// The imported CA certificate's key (PKCS#8 PEM, encrypted with the passphrase if so).
-    #[arg(long, requires = "import_cert")]
-    pub import_key: Option<PathBuf>,
-}
 
 /// `mta` subcommands.
 #[derive(Debug, Subcommand)]
@@ -172,161 +148,39 @@ pub fn open_store_named(dir: &Path, database: Option<&str>) -> anyhow::Result<(S
     Ok((store, loc.to_string()))
 }
 
-/// Loads the signer (asks for the passphrase when the key is encrypted).
+/// Opens the CA key: the PKCS#11 token the configuration names, else the
+/// key file (asking for the passphrase when it is encrypted).
+pub fn load_key(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow::Result<CaKey> {
+    let key = match &cfg.key_uri {
+        Some(text) => {
+            let uri = KeyUri::parse(text).context("the configuration's key URI")?;
+            CaKey::Pkcs11(Pkcs11Key::open(&uri)?)
+        }
+        None => {
+            let pass = keys::passphrase(pass_file)?;
+            let pass = pass.as_deref().map(String::as_str);
+            CaKey::File(FileKey::load(&Paths::new(dir).key, cfg.key_type, pass)?)
+        }
+    };
+    if key.key_type() != cfg.key_type {
+        anyhow::bail!(
+            "the CA key is {}, the configuration says {}",
+            key.key_type(),
+            cfg.key_type
+        );
+    }
+    Ok(key)
+}
+
+/// Loads the issuer: the CA key ([`load_key`]) and the chain.
 pub fn load_issuer(dir: &Path, cfg: &Config, pass_file: Option<&Path>) -> anyhow::Result<CaIssuer> {
     let paths = Paths::new(dir);
-    let pass = keys::passphrase(pass_file)?;
-    let key = keys::load_key(
-        &paths.key,
-        cfg.key_type,
-        pass.as_deref().map(String::as_str),
-    )?;
+    let key = load_key(dir, cfg, pass_file)?;
     let text = std::fs::read_to_string(&paths.ca_pem)
         .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
     let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
         .with_context(|| format!("reading {}", paths.ca_pem.display()))?;
     CaIssuer::new(chain, key, cfg)
-}
-
-/// `init`; a failed `init` removes the data directory again if it made it.
-pub fn init(
-    dir: &Path,
-    database: Option<&str>,
-    pass_file: Option<&Path>,
-    a: &InitArgs,
-    json: bool,
-) -> anyhow::Result<()> {
-    let paths = Paths::new(dir);
-    // A bad URL is refused before anything is made.
-    let url = database.map(parse_database).transpose()?;
-    if paths.config.exists() || paths.key.exists() || paths.ca_pem.exists() {
-        anyhow::bail!("{} already holds a CA", dir.display());
-    }
-    let created = !dir.exists();
-    // 0700 like the MTA's: it holds the CA key and the database. An
-    // existing directory keeps the mode its owner gave it.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let result = init_in(dir, (database, url.as_ref()), pass_file, a, &paths, json);
-    if result.is_err() && created {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
-}
-
-fn init_in(
-    dir: &Path,
-    (database, url): (Option<&str>, Option<&PgUrl>),
-    pass_file: Option<&Path>,
-    a: &InitArgs,
-    paths: &Paths,
-    json: bool,
-) -> anyhow::Result<()> {
-    let pass = keys::passphrase(pass_file)?;
-    let pass = pass.as_deref().map(String::as_str);
-    let now = now_unix();
-    let (key_type, pkcs8, chain) = match (&a.import_cert, &a.import_key) {
-        (Some(cert_path), Some(key_path)) => {
-            let key_text = zeroize::Zeroizing::new(
-                mailid_shared::input::read_text(key_path)
-                    .with_context(|| format!("reading {}", key_path.display()))?,
-            );
-            let der = keys::decode_key(&key_text, pass)?;
-            let kt = keys::key_type_of(&der)?;
-            let text = mailid_shared::input::read_text(cert_path)
-                .with_context(|| format!("reading {}", cert_path.display()))?;
-            let chain = mailid_shared::pem::decode_chain(&text, "CERTIFICATE")
-                .with_context(|| format!("reading {}", cert_path.display()))?;
-            (kt, der.to_vec(), chain)
-        }
-        _ => {
-            // The root's common name (ub-common-name is 64).
-            if a.name.trim().is_empty() || a.name.chars().count() > 64 {
-                anyhow::bail!("--name must be 1 to 64 characters");
-            }
-            let key = a.key_type.generate()?;
-            let root = issuer::self_signed_root(&a.name, &key, now)?;
-            (a.key_type, key.serialize_der(), vec![root])
-        }
-    };
-    let first = chain
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
-    let ca_cert =
-        x509_cert::Certificate::from_der(first).context("CA certificate does not parse")?;
-    // An imported CA is named by its certificate, not by --name.
-    let name = if a.import_cert.is_some() {
-        ca_cert.tbs_certificate.subject.to_string()
-    } else {
-        a.name.clone()
-    };
-    let cfg = Config {
-        name,
-        base_url: a.base_url.trim_end_matches('/').to_string(),
-        validity_days: a.validity_days,
-        key_type,
-        policy_oid: a.policy_oid.clone(),
-        crl_next_update_hours: a.crl_next_update_hours,
-        imported: a.import_cert.is_some(),
-        rate_limits: Default::default(),
-        database: database.map(str::to_string),
-    };
-    cfg.validate()?;
-    // Check the whole set-up before writing anything.
-    let key =
-        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.clone().into(), key_type.algorithm())
-            .map_err(|e| anyhow::anyhow!("CA key: {e}"))?;
-    issuer::check_ca_cert(&ca_cert, &key)?;
-    let ca_issuer = CaIssuer::new(chain.clone(), key, &cfg)?;
-    // PostgreSQL first: an unreachable or unusable database (or one that
-    // already holds a CA's data) leaves nothing written.
-    let pg = match url {
-        Some(url) => {
-            let store =
-                open_location(&Location::Postgres(Box::new(url.clone())), OpenMode::Create)?;
-            if !store.is_empty_blocking()? {
-                anyhow::bail!("the database {url} already holds a CA's data");
-            }
-            Some(store)
-        }
-        None => None,
-    };
-
-    keys::save_key(&paths.key, &pkcs8, pass)?;
-    mailid_shared::files::write_atomic(
-        &paths.ca_pem,
-        mailid_shared::pem::encode_chain(&chain).as_bytes(),
-    )?;
-    let store = match pg {
-        Some(store) => store,
-        None => Store::open(&paths.db, OpenMode::Create)?,
-    };
-    cfg.save(dir)?;
-    let floor = crate::crl::file_number(&paths.crl);
-    let (snap, _) = crate::crl::sign_now(
-        &store,
-        &ca_issuer,
-        cfg.crl_next_update_hours,
-        crate::crl::now_nanos(),
-        floor,
-    )?;
-    crate::crl::write_file(&paths.crl, &snap.der)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"name": cfg.name, "key_type": key_type, "ca_pem": paths.ca_pem, "encrypted": pass.is_some()})
-        );
-    } else {
-        println!(
-            "CA '{}' ({key_type}) initialised; certificate in {}",
-            cfg.name,
-            paths.ca_pem.display()
-        );
-    }
-    Ok(())
 }
 
 /// `mta add|list|remove`.

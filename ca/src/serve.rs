@@ -38,6 +38,8 @@ pub fn run(
     let cfg = Config::load(dir)?;
     // Refuses to start without the right passphrase for an encrypted key.
     let issuer = Arc::new(crate::ops::load_issuer(dir, &cfg, pass_file)?);
+    // The key's type and, for a token, its URI (never the PIN).
+    let key = format!("{:?}", issuer.signer().key());
     let (store, shown) = crate::ops::open_store_named(dir, database)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(mailid_shared::http::tls_config(c, k, None)?),
@@ -71,7 +73,7 @@ pub fn run(
             writeln!(out, "listening on {scheme}://{addr}")?;
             out.flush()?;
         }
-        tracing::info!(%addr, database = %shown, "mailid-ca serving");
+        tracing::info!(%addr, database = %shown, %key, "mailid-ca serving");
         mailid_shared::http::serve(
             listener,
             crate::api::router(state),
