@@ -13,6 +13,7 @@
 
 pub mod cert;
 pub mod crl;
+pub mod external;
 #[cfg(test)]
 mod test_support;
 

@@ -38,10 +38,14 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(kt: KeyType) -> Fixture {
+        Fixture::with_config(kt, &config())
+    }
+
+    pub fn with_config(kt: KeyType, cfg: &Config) -> Fixture {
         let key = kt.generate().unwrap();
         let root = self_signed_root("Lint Test CA", &key, NOW - 3600).unwrap();
-        let ca = CaIssuer::new(vec![root.clone()], key, &config()).unwrap();
-        let profile = LintProfile::new(&root, &ca.ski, &config(), kt.algorithm()).unwrap();
+        let ca = CaIssuer::new(vec![root.clone()], key, cfg).unwrap();
+        let profile = LintProfile::new(&root, &ca.ski, cfg, kt.algorithm()).unwrap();
         Fixture { ca, profile }
     }
 
