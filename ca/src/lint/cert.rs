@@ -8,7 +8,7 @@
 //! decoding, and re-encoding must give back the input byte for byte.
 
 use der::asn1::ObjectIdentifier;
-use der::{Decode, Encode, Tag, Tagged};
+use der::{Decode, Encode, Length, Tag, Tagged};
 use x509_cert::certificate::{Profile, TbsCertificateInner, Version};
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
@@ -23,8 +23,8 @@ use mailid_shared::sigverify::{self, KeyKind};
 use mailid_shared::KeyId;
 
 use super::{
-    serial_problem, time_encoding, unix, CertContext, Finding, Findings, MAX_BACKDATE_SECS,
-    MAX_FUTURE_SECS,
+    same_algorithm, serial_problem, time_encoding, unix, CertContext, Finding, Findings,
+    MAX_BACKDATE_SECS, MAX_FUTURE_SECS,
 };
 use crate::config::MAX_VALIDITY_DAYS;
 use crate::issuer::UB_COMMON_NAME;
@@ -67,8 +67,18 @@ const PROFILE_EXTENSIONS: [ObjectIdentifier; 9] = [
     OID_CERT_POLICIES,
 ];
 
+/// A decoded TBSCertificate and what several rules need of it, computed
+/// once.
+pub struct Cert {
+    pub tbs: Tbs,
+    /// DER of the subject public key info.
+    pub spki_der: Vec<u8>,
+    /// The subject key's kind, or why it has none.
+    pub key: Result<KeyKind, String>,
+}
+
 /// A certificate rule: name and check.
-type Rule = (&'static str, fn(&Tbs, &CertContext, &mut Findings));
+type Rule = (&'static str, fn(&Cert, &CertContext, &mut Findings));
 
 /// Every certificate rule, in the order they run.
 pub(crate) const RULES: &[Rule] = &[
@@ -109,12 +119,21 @@ pub fn check_certificate(tbs_der: &[u8], ctx: &CertContext) -> Vec<Finding> {
         }
     };
     let mut f = Findings::default();
-    match tbs.to_der() {
-        Ok(again) if again == tbs_der => {}
-        _ => f.push("cert.decode", "not in DER form (re-encoding differs)"),
+    // der decodes strictly except for DEFAULT values written out (such as
+    // an extension's `critical FALSE`): those make the DER form shorter.
+    if tbs.encoded_len().ok() != Length::try_from(tbs_der.len()).ok() {
+        f.push(
+            "cert.decode",
+            "not in DER form (a DEFAULT value is encoded)",
+        );
     }
+    let cert = Cert {
+        spki_der: tbs.subject_public_key_info.to_der().unwrap_or_default(),
+        key: sigverify::classify(&tbs.subject_public_key_info).map_err(|e| e.to_string()),
+        tbs,
+    };
     for (_, rule) in RULES {
-        rule(&tbs, ctx, &mut f);
+        rule(&cert, ctx, &mut f);
     }
     f.finish()
 }
@@ -127,7 +146,7 @@ fn ext(tbs: &Tbs, oid: ObjectIdentifier) -> Option<&Extension> {
 
 /// The decoded extension `oid`, or a finding under `rule` when it is
 /// missing, has the wrong criticality or does not decode.
-fn decoded<'t, T: Decode<'t>>(
+fn decoded<'t, T: Decode<'t> + Encode>(
     tbs: &'t Tbs,
     oid: ObjectIdentifier,
     critical: bool,
@@ -142,8 +161,14 @@ fn decoded<'t, T: Decode<'t>>(
         let want = if critical { "critical" } else { "not critical" };
         f.push(rule, format!("extension {oid} must be {want}"));
     }
-    match T::from_der(e.extn_value.as_bytes()) {
-        Ok(v) => Some(v),
+    let value = e.extn_value.as_bytes();
+    match T::from_der(value) {
+        Ok(v) => {
+            if v.encoded_len().ok() != Length::try_from(value.len()).ok() {
+                f.push(rule, format!("extension {oid} is not in DER form"));
+            }
+            Some(v)
+        }
         Err(err) => {
             f.push(rule, format!("extension {oid} does not decode: {err}"));
             None
@@ -151,7 +176,8 @@ fn decoded<'t, T: Decode<'t>>(
     }
 }
 
-fn version(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn version(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     if tbs.version != Version::V3 {
         f.push(
             "cert.version",
@@ -160,7 +186,8 @@ fn version(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
     }
 }
 
-fn serial(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn serial(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     if let Some(p) = serial_problem(tbs.serial_number.as_bytes()) {
         f.push("cert.serial", p);
     }
@@ -168,7 +195,8 @@ fn serial(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
 
 /// At least 64 random bits: a positive serial of at least 8 significant
 /// octets (the issuer makes 16 random ones).
-fn serial_entropy(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn serial_entropy(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let bytes = tbs.serial_number.as_bytes();
     let significant = bytes.iter().skip_while(|b| **b == 0).count();
     if significant < 8 {
@@ -179,8 +207,14 @@ fn serial_entropy(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
     }
 }
 
-fn signature_algorithm(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
-    if tbs.signature.to_der().ok().as_deref() != Some(&ctx.profile.signature_algorithm[..]) {
+fn signature_algorithm(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
+    let (oid, params) = (tbs.signature.oid, tbs.signature.parameters.as_ref());
+    if !same_algorithm(
+        &ctx.profile.signature_algorithm,
+        oid,
+        params.map(Into::into),
+    ) {
         f.push(
             "cert.signature_algorithm",
             format!(
@@ -191,8 +225,9 @@ fn signature_algorithm(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
     }
 }
 
-fn issuer(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
-    if tbs.issuer.to_der().ok().as_deref() != Some(&ctx.profile.issuer_name[..]) {
+fn issuer(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
+    if tbs.issuer != ctx.profile.issuer {
         f.push(
             "cert.issuer",
             format!("issuer '{}' is not the CA's subject", tbs.issuer),
@@ -202,7 +237,8 @@ fn issuer(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
 
 /// notAfter after notBefore, the period (counted inclusively, as the
 /// S/MIME BR do) at most 825 days.
-fn validity(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn validity(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let nb = unix(&tbs.validity.not_before);
     let na = unix(&tbs.validity.not_after);
     if na <= nb {
@@ -222,7 +258,8 @@ fn validity(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
 }
 
 /// notBefore backdated at most a minute and not in the future.
-fn not_before(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn not_before(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let nb = unix(&tbs.validity.not_before);
     if ctx.now - nb > MAX_BACKDATE_SECS {
         f.push(
@@ -240,7 +277,8 @@ fn not_before(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
     }
 }
 
-fn time_encodings(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn time_encodings(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     for t in [&tbs.validity.not_before, &tbs.validity.not_after] {
         if let Some(p) = time_encoding(t) {
             f.push("cert.time_encoding", p);
@@ -251,7 +289,8 @@ fn time_encodings(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
 /// Exactly `CN=<address>` (one RDN, one attribute, a UTF8String or
 /// PrintableString equal to the address); an empty subject for an address
 /// longer than ub-common-name.
-fn subject(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn subject(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let rdns = &tbs.subject.0;
     if ctx.address.len() > UB_COMMON_NAME {
         if !rdns.is_empty() {
@@ -284,31 +323,32 @@ fn subject(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
 
 /// The subject key is one the key policy allows and, when known, the
 /// CSR's.
-fn subject_key(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
-    let spki = &tbs.subject_public_key_info;
-    match sigverify::classify(spki) {
+fn subject_key(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    match &c.key {
         Ok(kind) => {
-            if let Err(p) = crate::policy::check_key(&kind) {
+            if let Err(p) = crate::policy::check_key(kind) {
                 f.push("cert.subject_key", p.detail);
             }
         }
         Err(e) => f.push("cert.subject_key", format!("subject key: {e}")),
     }
     if let Some(want) = ctx.subject_spki {
-        if spki.to_der().ok().as_deref() != Some(want) {
+        if c.spki_der != want {
             f.push("cert.subject_key", "subject key is not the CSR's key");
         }
     }
 }
 
-fn unique_ids(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn unique_ids(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     if tbs.issuer_unique_id.is_some() || tbs.subject_unique_id.is_some() {
         f.push("cert.unique_ids", "issuer or subject unique ID present");
     }
 }
 
 /// Only the profile's extensions, each once.
-fn extensions(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn extensions(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let exts = tbs.extensions.as_deref().unwrap_or_default();
     for (i, e) in exts.iter().enumerate() {
         if !PROFILE_EXTENSIONS.contains(&e.extn_id) {
@@ -328,7 +368,8 @@ fn extensions(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
 
 /// Exactly one rfc822Name, the address; critical exactly when the subject
 /// is empty (RFC 5280 §4.2.1.6).
-fn san(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn san(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let critical = tbs.subject.0.is_empty();
     let Some(san) = decoded::<SubjectAltName>(tbs, OID_SAN, critical, "cert.san", f) else {
         return;
@@ -344,11 +385,12 @@ fn san(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
 
 /// Critical, with exactly the bits for the subject key type: EC
 /// digitalSignature + keyAgreement, RSA digitalSignature + keyEncipherment.
-fn key_usage(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn key_usage(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let Some(ku) = decoded::<KeyUsage>(tbs, OID_KU, true, "cert.key_usage", f) else {
         return;
     };
-    let want = match sigverify::classify(&tbs.subject_public_key_info) {
+    let want = match &c.key {
         Ok(k) if k.is_ec() => KeyUsages::DigitalSignature | KeyUsages::KeyAgreement,
         Ok(KeyKind::Rsa { .. }) => KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment,
         // An unsupported key is cert.subject_key's finding.
@@ -362,7 +404,8 @@ fn key_usage(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
     }
 }
 
-fn eku(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn eku(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let Some(eku) = decoded::<ExtendedKeyUsage>(tbs, OID_EKU, false, "cert.eku", f) else {
         return;
     };
@@ -371,7 +414,8 @@ fn eku(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
     }
 }
 
-fn basic_constraints(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn basic_constraints(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let rule = "cert.basic_constraints";
     let Some(bc) = decoded::<BasicConstraints>(tbs, OID_BC, true, rule, f) else {
         return;
@@ -385,7 +429,8 @@ fn basic_constraints(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
 }
 
 /// The key identifier alone, equal to the CA's SKI.
-fn aki(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn aki(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let Some(aki) = decoded::<AuthorityKeyIdentifier>(tbs, OID_AKI, false, "cert.aki", f) else {
         return;
     };
@@ -403,14 +448,12 @@ fn aki(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
 }
 
 /// The strong key ID (V=2) of the certificate's own key.
-fn ski(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
+fn ski(c: &Cert, _: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let Some(ski) = decoded::<SubjectKeyIdentifier>(tbs, OID_SKI, false, "cert.ski", f) else {
         return;
     };
-    let Ok(spki) = tbs.subject_public_key_info.to_der() else {
-        return;
-    };
-    if ski.0.as_bytes() != KeyId::of_spki(&spki).as_bytes() {
+    if ski.0.as_bytes() != KeyId::of_spki(&c.spki_der).as_bytes() {
         f.push(
             "cert.ski",
             "subjectKeyIdentifier is not the strong key ID of the subject key",
@@ -419,7 +462,8 @@ fn ski(tbs: &Tbs, _: &CertContext, f: &mut Findings) {
 }
 
 /// One distribution point: the configured URL as its full name.
-fn crl_dp(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn crl_dp(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let rule = "cert.crl_dp";
     let Some(dps) = decoded::<CrlDistributionPoints>(tbs, OID_CRL_DP, false, rule, f) else {
         return;
@@ -448,7 +492,8 @@ fn is_uri(names: &[GeneralName], url: &str) -> bool {
 }
 
 /// One caIssuers access description with the configured URL.
-fn aia(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn aia(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let rule = "cert.aia";
     let Some(aia) = decoded::<AuthorityInfoAccessSyntax>(tbs, OID_AIA, false, rule, f) else {
         return;
@@ -475,7 +520,8 @@ fn aia(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
 }
 
 /// The configured policy OID alone, without qualifiers.
-fn policy(tbs: &Tbs, ctx: &CertContext, f: &mut Findings) {
+fn policy(c: &Cert, ctx: &CertContext, f: &mut Findings) {
+    let tbs = &c.tbs;
     let rule = "cert.policy";
     let Some(cp) = decoded::<CertificatePolicies>(tbs, OID_CERT_POLICIES, false, rule, f) else {
         return;

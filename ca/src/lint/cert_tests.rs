@@ -105,6 +105,74 @@ fn decode() {
     assert_eq!(rules(&check_certificate(&trailing, &ctx)), ["cert.decode"]);
 }
 
+/// Inserts `extra` at `at` into a DER TLV, fixing the length of every
+/// TLV around it.
+fn insert_der(tlv: &[u8], at: usize, extra: &[u8]) -> Vec<u8> {
+    let (hlen, len) = match tlv[1] {
+        l if l < 0x80 => (2, l as usize),
+        l => {
+            let n = (l & 0x7f) as usize;
+            let len = tlv[2..2 + n].iter().fold(0, |a, b| (a << 8) | *b as usize);
+            (2 + n, len)
+        }
+    };
+    let content = &tlv[hlen..hlen + len];
+    let at = at - hlen;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < content.len() {
+        let child_len = {
+            let c = &content[i..];
+            match c[1] {
+                l if l < 0x80 => 2 + l as usize,
+                l => {
+                    let n = (l & 0x7f) as usize;
+                    2 + n + c[2..2 + n].iter().fold(0, |a, b| (a << 8) | *b as usize)
+                }
+            }
+        };
+        if i == at {
+            out.extend_from_slice(extra);
+        }
+        let child = &content[i..i + child_len];
+        if i < at && at < i + child_len {
+            out.extend(insert_der(child, at - i, extra));
+        } else {
+            out.extend_from_slice(child);
+        }
+        i += child_len;
+    }
+    if at == content.len() {
+        out.extend_from_slice(extra);
+    }
+    let mut header = vec![tlv[0]];
+    match out.len() {
+        n if n < 0x80 => header.push(n as u8),
+        n if n < 0x100 => header.extend([0x81, n as u8]),
+        n => header.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    header.extend(out);
+    header
+}
+
+#[test]
+fn default_values_written_out_are_not_der() {
+    let c = case(KeyType::P256);
+    // `critical FALSE` after the EKU extension's OID.
+    let eku_oid = [0x06, 0x03, 0x55, 0x1d, 0x25];
+    let at = c.tbs.windows(5).position(|w| w == eku_oid).unwrap() + 5;
+    let tbs = insert_der(&c.tbs, at, &[0x01, 0x01, 0x00]);
+    let found = check_certificate(&tbs, &c.fx.cert_ctx(&c.csr));
+    assert_eq!(rules(&found), ["cert.decode"], "{found:?}");
+    assert!(found[0].detail.contains("DEFAULT"), "{found:?}");
+    // cA FALSE written out inside basicConstraints.
+    let bc = |t: &mut Tbs| {
+        ext_mut(t, OID_BC).extn_value =
+            OctetString::new(vec![0x30, 0x03, 0x01, 0x01, 0x00]).unwrap()
+    };
+    assert_eq!(c.fires(bc), ["cert.basic_constraints"]);
+}
+
 #[test]
 fn version() {
     let c = case(KeyType::P256);
@@ -145,7 +213,7 @@ fn signature_algorithm() {
     );
     // The same TBS against the profile of an RSA CA.
     let rsa = LintProfile {
-        signature_algorithm: crate::lint::signature_algorithm_der(&rcgen::PKCS_RSA_SHA256).unwrap(),
+        signature_algorithm: crate::lint::signature_algorithm(&rcgen::PKCS_RSA_SHA256).unwrap(),
         ..c.fx.profile.clone()
     };
     let ctx = CertContext {

@@ -17,6 +17,7 @@ use base64::Engine;
 use der::{Decode, Encode, Header, Length, Tag};
 use rcgen::{KeyPair, SignatureAlgorithm, SigningKey};
 use serde::Deserialize;
+use spki::AlgorithmIdentifierRef;
 
 use super::cert::Tbs;
 use super::Finding;
@@ -44,10 +45,13 @@ fn algorithms() -> [&'static SignatureAlgorithm; 5] {
 struct Keys([OnceLock<KeyPair>; 5]);
 
 impl Keys {
-    fn for_algorithm(&self, alg_der: &[u8]) -> anyhow::Result<&KeyPair> {
+    fn for_algorithm(&self, alg: &AlgorithmIdentifierRef) -> anyhow::Result<&KeyPair> {
         let i = algorithms()
             .iter()
-            .position(|a| super::signature_algorithm_der(a).ok().as_deref() == Some(alg_der))
+            .position(|a| {
+                super::signature_algorithm(a)
+                    .is_ok_and(|want| super::same_algorithm(&want, alg.oid, alg.parameters))
+            })
             .ok_or_else(|| anyhow::anyhow!("no throwaway key for this signature algorithm"))?;
         if let Some(k) = self.0[i].get() {
             return Ok(k);
@@ -216,7 +220,7 @@ fn signed_copy(kind: Kind, tbs: &[u8], keys: &Keys) -> anyhow::Result<Vec<u8>> {
         Kind::Certificate => Tbs::from_der(tbs)?.signature.to_der()?,
         Kind::Crl => super::crl::decode_head(tbs)?.signature.to_der()?,
     };
-    let key = keys.for_algorithm(&alg)?;
+    let key = keys.for_algorithm(&AlgorithmIdentifierRef::from_der(&alg)?)?;
     let sig = key
         .sign(tbs)
         .map_err(|e| anyhow::anyhow!("signing the copy: {e}"))?;

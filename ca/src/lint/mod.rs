@@ -20,7 +20,7 @@ mod test_support;
 use std::fmt;
 
 use der::asn1::ObjectIdentifier;
-use der::{Decode, Encode};
+use der::Decode;
 use rcgen::SignatureAlgorithm;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
@@ -66,8 +66,8 @@ pub fn describe(findings: &[Finding]) -> String {
 /// signs; built once at start, like [`crate::issuer::CaIssuer`].
 #[derive(Debug, Clone)]
 pub struct LintProfile {
-    /// DER of the CA certificate's subject (the issuer of what it signs).
-    pub issuer_name: Vec<u8>,
+    /// The CA certificate's subject (the issuer of what it signs).
+    pub issuer: x509_cert::name::Name,
     /// The CA's subject key identifier (the AKI of what it signs).
     pub ca_ski: Vec<u8>,
     /// The CRL distribution point URL identities must carry.
@@ -76,8 +76,8 @@ pub struct LintProfile {
     pub ca_issuers_url: String,
     /// The certificatePolicies OID identities must carry.
     pub policy_oid: ObjectIdentifier,
-    /// DER of the AlgorithmIdentifier the CA key signs with.
-    pub signature_algorithm: Vec<u8>,
+    /// The AlgorithmIdentifier the CA key signs with.
+    pub signature_algorithm: AlgorithmIdentifierOwned,
     /// Longest CRL nextUpdate − thisUpdate, in seconds.
     pub crl_lifetime_secs: i64,
 }
@@ -88,10 +88,10 @@ const OID_RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 const OID_RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
 const OID_RSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
 
-/// DER of the AlgorithmIdentifier of signatures made with `alg` (RFC 5758
-/// ECDSA without parameters, RFC 4055 RSA with NULL parameters); the CA
-/// key types of [`crate::keys::KeyType`] only.
-pub fn signature_algorithm_der(alg: &SignatureAlgorithm) -> anyhow::Result<Vec<u8>> {
+/// The AlgorithmIdentifier of signatures made with `alg` (RFC 5758 ECDSA
+/// without parameters, RFC 4055 RSA with NULL parameters); the CA key
+/// types of [`crate::keys::KeyType`] only.
+pub fn signature_algorithm(alg: &SignatureAlgorithm) -> anyhow::Result<AlgorithmIdentifierOwned> {
     let (oid, null) = if *alg == rcgen::PKCS_ECDSA_P256_SHA256 {
         (OID_ECDSA_SHA256, false)
     } else if *alg == rcgen::PKCS_ECDSA_P384_SHA384 {
@@ -105,11 +105,19 @@ pub fn signature_algorithm_der(alg: &SignatureAlgorithm) -> anyhow::Result<Vec<u
     } else {
         anyhow::bail!("the CA signature algorithm {alg:?} is not one the profile allows");
     };
-    let id = AlgorithmIdentifierOwned {
+    Ok(AlgorithmIdentifierOwned {
         oid,
         parameters: null.then(der::asn1::Any::null),
-    };
-    Ok(id.to_der()?)
+    })
+}
+
+/// Whether an algorithm identifier read from a TBS is `want`.
+pub(crate) fn same_algorithm(
+    want: &AlgorithmIdentifierOwned,
+    oid: ObjectIdentifier,
+    parameters: Option<der::asn1::AnyRef<'_>>,
+) -> bool {
+    want.oid == oid && want.parameters.as_ref().map(der::asn1::AnyRef::from) == parameters
 }
 
 impl LintProfile {
@@ -124,7 +132,7 @@ impl LintProfile {
     ) -> anyhow::Result<LintProfile> {
         let ca = Certificate::from_der(ca_der)?;
         Ok(LintProfile {
-            issuer_name: ca.tbs_certificate.subject.to_der()?,
+            issuer: ca.tbs_certificate.subject,
             ca_ski: ca_ski.to_vec(),
             crl_url: cfg.crl_url(),
             ca_issuers_url: cfg.ca_url(),
@@ -132,7 +140,7 @@ impl LintProfile {
                 .policy_oid
                 .parse()
                 .map_err(|_| anyhow::anyhow!("policy OID '{}' is not an OID", cfg.policy_oid))?,
-            signature_algorithm: signature_algorithm_der(algorithm)?,
+            signature_algorithm: signature_algorithm(algorithm)?,
             crl_lifetime_secs: i64::from(cfg.crl_next_update_hours) * 3600,
         })
     }
