@@ -559,3 +559,54 @@ fn long_addresses_need_an_empty_subject_and_a_critical_san() {
         ["cert.san"]
     );
 }
+
+#[test]
+fn an_intermediate_with_a_multi_attribute_subject_passes() {
+    use rcgen::{
+        BasicConstraints as Bc, CertificateParams, DistinguishedName, DnType, DnValue, IsCa,
+        Issuer, KeyIdMethod, KeyUsagePurpose,
+    };
+    let root_key = p256();
+    let mut root = CertificateParams::default();
+    root.distinguished_name = DistinguishedName::new();
+    root.distinguished_name
+        .push(DnType::CommonName, "Offline Root");
+    root.is_ca = IsCa::Ca(Bc::Unconstrained);
+    let root_issuer = Issuer::new(root.clone(), &root_key);
+    let root_der = root.self_signed(&root_key).unwrap().der().to_vec();
+    // An issuing CA named with a PrintableString and an O, as openssl makes.
+    let int_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut int = CertificateParams::default();
+    int.distinguished_name = DistinguishedName::new();
+    int.distinguished_name.push(
+        DnType::CommonName,
+        DnValue::PrintableString("Issuing CA".try_into().unwrap()),
+    );
+    int.distinguished_name
+        .push(DnType::OrganizationName, "mailid interop");
+    int.is_ca = IsCa::Ca(Bc::Constrained(0));
+    int.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    int.key_identifier_method = KeyIdMethod::Sha256;
+    let int_der = int
+        .signed_by(&int_key, &root_issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+    let cfg = crate::lint::test_support::config();
+    let ca = crate::issuer::CaIssuer::new(vec![int_der.clone(), root_der], int_key, &cfg).unwrap();
+    let profile =
+        LintProfile::new(&int_der, &ca.ski, &cfg, &rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let csr = Fixture::csr(ADDRESS, &p256());
+    let key = crate::issuer::CsrPublicKey::from_csr(&csr).unwrap();
+    let issued = ca.issue(&csr, &key, NOW).unwrap();
+    let cert = x509_cert::Certificate::from_der(&issued.der).unwrap();
+    let tbs = cert.tbs_certificate.to_der().unwrap();
+    let ctx = CertContext {
+        profile: &profile,
+        address: ADDRESS,
+        subject_spki: Some(&csr.spki_der),
+        now: NOW,
+    };
+    let found = check_certificate(&tbs, &ctx);
+    assert!(found.is_empty(), "{found:?}");
+}
