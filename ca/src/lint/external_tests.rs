@@ -233,6 +233,16 @@ fn pkilint_rest() {
         let found = rt.block_on(linter.check_crl(&crl));
         assert!(found.is_empty(), "{kt:?} CRL: {found:?}");
     }
+    // The default base URL (loopback) is an internal name to pkilint.
+    let loopback = crate::config::Config {
+        base_url: crate::config::DEFAULT_BASE_URL.into(),
+        ..test_support::config()
+    };
+    let fx = Fixture::with_config(KeyType::P256, &loopback);
+    let tbs = fx.tbs(&Fixture::csr("alice@example.com", &p256()));
+    let found = rt.block_on(linter.check_certificate(&tbs));
+    assert_eq!(rules(&found), ["external.pkilint"], "{found:?}");
+    println!("pkilint refuses a loopback base URL with {found:?}");
     // Cost of one round trip, for docs/BENCHMARKS.md.
     let fx = Fixture::with_config(KeyType::P256, &cfg);
     let tbs = fx.tbs(&Fixture::csr("alice@example.com", &p256()));
