@@ -2,14 +2,14 @@
 //! each over the decoded TBSCertificate, against the SPEC §5 profile as
 //! [`crate::issuer`] builds it.
 //!
-//! The TBS is decoded with a serial-number profile that accepts any
-//! length, so an over-long serial is reported by its rule rather than as
-//! an undecodable certificate; everything else is x509-cert's strict DER
-//! decoding, and re-encoding must give back the input byte for byte.
+//! The TBS is read without copying ([`super::tbs`]); each extension value
+//! is decoded with its x509-cert type and must be DER (its decoded value
+//! re-encodes to the same length: der accepts DEFAULT values written out,
+//! DER forbids them).
 
 use der::asn1::ObjectIdentifier;
-use der::{Decode, Encode, Length, Tag, Tagged};
-use x509_cert::certificate::{Profile, TbsCertificateInner, Version};
+use der::{Decode, Encode, Header, Length, Tag};
+use x509_cert::certificate::{Profile, TbsCertificateInner};
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
@@ -17,11 +17,11 @@ use x509_cert::ext::pkix::{
     CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
     SubjectKeyIdentifier,
 };
-use x509_cert::ext::Extension;
 
 use mailid_shared::sigverify::{self, KeyKind};
 use mailid_shared::KeyId;
 
+use super::tbs::{self, ExtRef, TbsRef};
 use super::{
     same_algorithm, serial_problem, time_encoding, unix, CertContext, Finding, Findings,
     MAX_BACKDATE_SECS, MAX_FUTURE_SECS,
@@ -67,18 +67,16 @@ const PROFILE_EXTENSIONS: [ObjectIdentifier; 9] = [
     OID_CERT_POLICIES,
 ];
 
-/// A decoded TBSCertificate and what several rules need of it, computed
+/// A read TBSCertificate and what several rules need of it, computed
 /// once.
-pub struct Cert {
-    pub tbs: Tbs,
-    /// DER of the subject public key info.
-    pub spki_der: Vec<u8>,
+pub struct Cert<'a> {
+    pub tbs: TbsRef<'a>,
     /// The subject key's kind, or why it has none.
     pub key: Result<KeyKind, String>,
 }
 
 /// A certificate rule: name and check.
-type Rule = (&'static str, fn(&Cert, &CertContext, &mut Findings));
+type Rule = (&'static str, fn(&Cert<'_>, &CertContext, &mut Findings));
 
 /// Every certificate rule, in the order they run.
 pub(crate) const RULES: &[Rule] = &[
@@ -106,10 +104,10 @@ pub(crate) const RULES: &[Rule] = &[
 ];
 
 /// Checks a to-be-signed identity certificate (DER TBSCertificate): every
-/// rule of [`RULES`], plus `cert.decode` (it must decode as strict DER and
-/// re-encode to the same bytes). No findings: it may be signed.
+/// rule of [`RULES`], plus `cert.decode` (strict DER). No findings: it may
+/// be signed.
 pub fn check_certificate(tbs_der: &[u8], ctx: &CertContext) -> Vec<Finding> {
-    let tbs = match Tbs::from_der(tbs_der) {
+    let tbs = match tbs::decode(tbs_der) {
         Ok(t) => t,
         Err(e) => {
             return vec![Finding::new(
@@ -119,19 +117,17 @@ pub fn check_certificate(tbs_der: &[u8], ctx: &CertContext) -> Vec<Finding> {
         }
     };
     let mut f = Findings::default();
-    // der decodes strictly except for DEFAULT values written out (such as
-    // an extension's `critical FALSE`): those make the DER form shorter.
-    if tbs.encoded_len().ok() != Length::try_from(tbs_der.len()).ok() {
+    if tbs.default_written {
         f.push(
             "cert.decode",
             "not in DER form (a DEFAULT value is encoded)",
         );
     }
-    let cert = Cert {
-        spki_der: tbs.subject_public_key_info.to_der().unwrap_or_default(),
-        key: sigverify::classify(&tbs.subject_public_key_info).map_err(|e| e.to_string()),
-        tbs,
+    let key = match sigverify::parse_spki(tbs.spki) {
+        Ok(spki) => sigverify::classify(&spki).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
+    let cert = Cert { tbs, key };
     for (_, rule) in RULES {
         rule(&cert, ctx, &mut f);
     }
@@ -140,20 +136,20 @@ pub fn check_certificate(tbs_der: &[u8], ctx: &CertContext) -> Vec<Finding> {
 
 /// The one extension with this OID (a repeated one is `cert.extensions`'
 /// finding; the first is judged here).
-fn ext(tbs: &Tbs, oid: ObjectIdentifier) -> Option<&Extension> {
-    tbs.extensions.iter().flatten().find(|e| e.extn_id == oid)
+fn ext<'a>(c: &Cert<'a>, oid: ObjectIdentifier) -> Option<ExtRef<'a>> {
+    c.tbs.extensions.iter().find(|e| e.oid == oid).copied()
 }
 
 /// The decoded extension `oid`, or a finding under `rule` when it is
-/// missing, has the wrong criticality or does not decode.
-fn decoded<'t, T: Decode<'t> + Encode>(
-    tbs: &'t Tbs,
+/// missing, has the wrong criticality, does not decode or is not DER.
+fn decoded<'a, T: Decode<'a> + Encode>(
+    c: &Cert<'a>,
     oid: ObjectIdentifier,
     critical: bool,
     rule: &'static str,
     f: &mut Findings,
 ) -> Option<T> {
-    let Some(e) = ext(tbs, oid) else {
+    let Some(e) = ext(c, oid) else {
         f.push(rule, format!("extension {oid} is missing"));
         return None;
     };
@@ -161,10 +157,9 @@ fn decoded<'t, T: Decode<'t> + Encode>(
         let want = if critical { "critical" } else { "not critical" };
         f.push(rule, format!("extension {oid} must be {want}"));
     }
-    let value = e.extn_value.as_bytes();
-    match T::from_der(value) {
+    match T::from_der(e.value) {
         Ok(v) => {
-            if v.encoded_len().ok() != Length::try_from(value.len()).ok() {
+            if v.encoded_len().ok() != Length::try_from(e.value.len()).ok() {
                 f.push(rule, format!("extension {oid} is not in DER form"));
             }
             Some(v)
@@ -176,19 +171,36 @@ fn decoded<'t, T: Decode<'t> + Encode>(
     }
 }
 
+/// A Name for a finding: its RFC 4514 text, or hex when it does not decode.
+fn show_name(der: &[u8]) -> String {
+    x509_cert::name::Name::from_der(der)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| der.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The DER of `CN=<address>`: one RDN holding one UTF8String (an address
+/// cannot be a PrintableString: `@` is not in its alphabet).
+fn cn_name(address: &str) -> der::Result<Vec<u8>> {
+    let wrap = |tag: Tag, content: &[u8]| -> der::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(content.len() + 4);
+        Header::new(tag, Length::try_from(content.len())?)?.encode_to_vec(&mut out)?;
+        out.extend_from_slice(content);
+        Ok(out)
+    };
+    let mut atv = OID_CN.to_der()?;
+    atv.extend(wrap(Tag::Utf8String, address.as_bytes())?);
+    wrap(Tag::Sequence, &wrap(Tag::Set, &wrap(Tag::Sequence, &atv)?)?)
+}
+
 fn version(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    if tbs.version != Version::V3 {
-        f.push(
-            "cert.version",
-            format!("version is {:?}, not v3", tbs.version),
-        );
+    if c.tbs.version != Some(2) {
+        let v = c.tbs.version.map_or(1, |v| u16::from(v) + 1);
+        f.push("cert.version", format!("version is v{v}, not v3"));
     }
 }
 
 fn serial(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    if let Some(p) = serial_problem(tbs.serial_number.as_bytes()) {
+    if let Some(p) = serial_problem(c.tbs.serial) {
         f.push("cert.serial", p);
     }
 }
@@ -196,9 +208,7 @@ fn serial(c: &Cert, _: &CertContext, f: &mut Findings) {
 /// At least 64 random bits: a positive serial of at least 8 significant
 /// octets (the issuer makes 16 random ones).
 fn serial_entropy(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let bytes = tbs.serial_number.as_bytes();
-    let significant = bytes.iter().skip_while(|b| **b == 0).count();
+    let significant = c.tbs.serial.iter().skip_while(|b| **b == 0).count();
     if significant < 8 {
         f.push(
             "cert.serial_entropy",
@@ -209,12 +219,8 @@ fn serial_entropy(c: &Cert, _: &CertContext, f: &mut Findings) {
 
 fn signature_algorithm(c: &Cert, ctx: &CertContext, f: &mut Findings) {
     let tbs = &c.tbs;
-    let (oid, params) = (tbs.signature.oid, tbs.signature.parameters.as_ref());
-    if !same_algorithm(
-        &ctx.profile.signature_algorithm,
-        oid,
-        params.map(Into::into),
-    ) {
+    let (oid, params) = (tbs.signature.oid, tbs.signature.parameters);
+    if !same_algorithm(&ctx.profile.signature_algorithm, oid, params) {
         f.push(
             "cert.signature_algorithm",
             format!(
@@ -226,11 +232,13 @@ fn signature_algorithm(c: &Cert, ctx: &CertContext, f: &mut Findings) {
 }
 
 fn issuer(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    if tbs.issuer != ctx.profile.issuer {
+    if c.tbs.issuer != ctx.profile.issuer {
         f.push(
             "cert.issuer",
-            format!("issuer '{}' is not the CA's subject", tbs.issuer),
+            format!(
+                "issuer '{}' is not the CA's subject",
+                show_name(c.tbs.issuer)
+            ),
         );
     }
 }
@@ -286,14 +294,13 @@ fn time_encodings(c: &Cert, _: &CertContext, f: &mut Findings) {
     }
 }
 
-/// Exactly `CN=<address>` (one RDN, one attribute, a UTF8String or
-/// PrintableString equal to the address); an empty subject for an address
-/// longer than ub-common-name.
+/// Exactly `CN=<address>` (one RDN, one attribute, a UTF8String equal to
+/// the address); an empty subject for an address longer than
+/// ub-common-name.
 fn subject(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let rdns = &tbs.subject.0;
+    const EMPTY: &[u8] = &[0x30, 0x00];
     if ctx.address.len() > UB_COMMON_NAME {
-        if !rdns.is_empty() {
+        if c.tbs.subject != EMPTY {
             f.push(
                 "cert.subject",
                 format!(
@@ -303,19 +310,13 @@ fn subject(c: &Cert, ctx: &CertContext, f: &mut Findings) {
         }
         return;
     }
-    let ok = rdns.len() == 1
-        && rdns[0].0.len() == 1
-        && rdns[0].0.get(0).is_some_and(|atv| {
-            atv.oid == OID_CN
-                && matches!(atv.value.tag(), Tag::Utf8String | Tag::PrintableString)
-                && atv.value.value() == ctx.address.as_bytes()
-        });
-    if !ok {
+    if cn_name(ctx.address).ok().as_deref() != Some(c.tbs.subject) {
         f.push(
             "cert.subject",
             format!(
                 "subject '{}' is not exactly CN={}",
-                tbs.subject, ctx.address
+                show_name(c.tbs.subject),
+                ctx.address
             ),
         );
     }
@@ -333,34 +334,32 @@ fn subject_key(c: &Cert, ctx: &CertContext, f: &mut Findings) {
         Err(e) => f.push("cert.subject_key", format!("subject key: {e}")),
     }
     if let Some(want) = ctx.subject_spki {
-        if c.spki_der != want {
+        if c.tbs.spki != want {
             f.push("cert.subject_key", "subject key is not the CSR's key");
         }
     }
 }
 
 fn unique_ids(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    if tbs.issuer_unique_id.is_some() || tbs.subject_unique_id.is_some() {
+    if c.tbs.unique_ids {
         f.push("cert.unique_ids", "issuer or subject unique ID present");
     }
 }
 
 /// Only the profile's extensions, each once.
 fn extensions(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let exts = tbs.extensions.as_deref().unwrap_or_default();
+    let exts = &c.tbs.extensions;
     for (i, e) in exts.iter().enumerate() {
-        if !PROFILE_EXTENSIONS.contains(&e.extn_id) {
+        if !PROFILE_EXTENSIONS.contains(&e.oid) {
             f.push(
                 "cert.extensions",
-                format!("extension {} is not in the profile", e.extn_id),
+                format!("extension {} is not in the profile", e.oid),
             );
         }
-        if exts[..i].iter().any(|o| o.extn_id == e.extn_id) {
+        if exts[..i].iter().any(|o| o.oid == e.oid) {
             f.push(
                 "cert.extensions",
-                format!("extension {} appears twice", e.extn_id),
+                format!("extension {} appears twice", e.oid),
             );
         }
     }
@@ -369,9 +368,8 @@ fn extensions(c: &Cert, _: &CertContext, f: &mut Findings) {
 /// Exactly one rfc822Name, the address; critical exactly when the subject
 /// is empty (RFC 5280 §4.2.1.6).
 fn san(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let critical = tbs.subject.0.is_empty();
-    let Some(san) = decoded::<SubjectAltName>(tbs, OID_SAN, critical, "cert.san", f) else {
+    let critical = c.tbs.subject == [0x30, 0x00];
+    let Some(san) = decoded::<SubjectAltName>(c, OID_SAN, critical, "cert.san", f) else {
         return;
     };
     let ok = matches!(&san.0[..], [GeneralName::Rfc822Name(n)] if n.as_bytes() == ctx.address.as_bytes());
@@ -386,8 +384,7 @@ fn san(c: &Cert, ctx: &CertContext, f: &mut Findings) {
 /// Critical, with exactly the bits for the subject key type: EC
 /// digitalSignature + keyAgreement, RSA digitalSignature + keyEncipherment.
 fn key_usage(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let Some(ku) = decoded::<KeyUsage>(tbs, OID_KU, true, "cert.key_usage", f) else {
+    let Some(ku) = decoded::<KeyUsage>(c, OID_KU, true, "cert.key_usage", f) else {
         return;
     };
     let want = match &c.key {
@@ -405,8 +402,7 @@ fn key_usage(c: &Cert, _: &CertContext, f: &mut Findings) {
 }
 
 fn eku(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let Some(eku) = decoded::<ExtendedKeyUsage>(tbs, OID_EKU, false, "cert.eku", f) else {
+    let Some(eku) = decoded::<ExtendedKeyUsage>(c, OID_EKU, false, "cert.eku", f) else {
         return;
     };
     if eku.0 != [OID_EMAIL_PROTECTION] {
@@ -415,9 +411,8 @@ fn eku(c: &Cert, _: &CertContext, f: &mut Findings) {
 }
 
 fn basic_constraints(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
     let rule = "cert.basic_constraints";
-    let Some(bc) = decoded::<BasicConstraints>(tbs, OID_BC, true, rule, f) else {
+    let Some(bc) = decoded::<BasicConstraints>(c, OID_BC, true, rule, f) else {
         return;
     };
     if bc.ca || bc.path_len_constraint.is_some() {
@@ -430,8 +425,7 @@ fn basic_constraints(c: &Cert, _: &CertContext, f: &mut Findings) {
 
 /// The key identifier alone, equal to the CA's SKI.
 fn aki(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let Some(aki) = decoded::<AuthorityKeyIdentifier>(tbs, OID_AKI, false, "cert.aki", f) else {
+    let Some(aki) = decoded::<AuthorityKeyIdentifier>(c, OID_AKI, false, "cert.aki", f) else {
         return;
     };
     let ok = aki.authority_cert_issuer.is_none()
@@ -449,11 +443,10 @@ fn aki(c: &Cert, ctx: &CertContext, f: &mut Findings) {
 
 /// The strong key ID (V=2) of the certificate's own key.
 fn ski(c: &Cert, _: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let Some(ski) = decoded::<SubjectKeyIdentifier>(tbs, OID_SKI, false, "cert.ski", f) else {
+    let Some(ski) = decoded::<SubjectKeyIdentifier>(c, OID_SKI, false, "cert.ski", f) else {
         return;
     };
-    if ski.0.as_bytes() != KeyId::of_spki(&c.spki_der).as_bytes() {
+    if ski.0.as_bytes() != KeyId::of_spki(c.tbs.spki).as_bytes() {
         f.push(
             "cert.ski",
             "subjectKeyIdentifier is not the strong key ID of the subject key",
@@ -463,9 +456,8 @@ fn ski(c: &Cert, _: &CertContext, f: &mut Findings) {
 
 /// One distribution point: the configured URL as its full name.
 fn crl_dp(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
     let rule = "cert.crl_dp";
-    let Some(dps) = decoded::<CrlDistributionPoints>(tbs, OID_CRL_DP, false, rule, f) else {
+    let Some(dps) = decoded::<CrlDistributionPoints>(c, OID_CRL_DP, false, rule, f) else {
         return;
     };
     let ok = match &dps.0[..] {
@@ -493,9 +485,8 @@ fn is_uri(names: &[GeneralName], url: &str) -> bool {
 
 /// One caIssuers access description with the configured URL.
 fn aia(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
     let rule = "cert.aia";
-    let Some(aia) = decoded::<AuthorityInfoAccessSyntax>(tbs, OID_AIA, false, rule, f) else {
+    let Some(aia) = decoded::<AuthorityInfoAccessSyntax>(c, OID_AIA, false, rule, f) else {
         return;
     };
     let ok = match &aia.0[..] {
@@ -521,9 +512,8 @@ fn aia(c: &Cert, ctx: &CertContext, f: &mut Findings) {
 
 /// The configured policy OID alone, without qualifiers.
 fn policy(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
     let rule = "cert.policy";
-    let Some(cp) = decoded::<CertificatePolicies>(tbs, OID_CERT_POLICIES, false, rule, f) else {
+    let Some(cp) = decoded::<CertificatePolicies>(c, OID_CERT_POLICIES, false, rule, f) else {
         return;
     };
     let ok = matches!(&cp.0[..], [p] if p.policy_identifier == ctx.profile.policy_oid && p.policy_qualifiers.is_none());

@@ -176,7 +176,9 @@ fn default_values_written_out_are_not_der() {
 #[test]
 fn version() {
     let c = case(KeyType::P256);
+    use x509_cert::certificate::Version;
     assert_eq!(c.fires(|t| t.version = Version::V2), ["cert.version"]);
+    assert_eq!(c.fires(|t| t.version = Version::V1), ["cert.version"]);
 }
 
 #[test]

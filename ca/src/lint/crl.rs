@@ -20,7 +20,7 @@ use x509_cert::name::Name;
 use x509_cert::time::Time;
 
 use super::{
-    same_algorithm, serial_problem, time_encoding, unix, CrlContext, Finding, Findings,
+    next_tlv, same_algorithm, serial_problem, time_encoding, unix, CrlContext, Finding, Findings,
     MAX_BACKDATE_SECS, MAX_FUTURE_SECS,
 };
 use crate::config::MAX_CRL_HOURS;
@@ -34,7 +34,8 @@ pub struct Head<'a> {
     /// The version INTEGER, absent for v1.
     pub version: Option<u8>,
     pub signature: AlgorithmIdentifierRef<'a>,
-    pub issuer: Name,
+    /// The issuer Name (DER TLV).
+    pub issuer: &'a [u8],
     pub this_update: Time,
     pub next_update: Option<Time>,
     /// The contents of revokedCertificates, when present.
@@ -142,7 +143,8 @@ pub fn decode_head(der: &[u8]) -> der::Result<Head<'_>> {
         _ => None,
     };
     let signature = AlgorithmIdentifierRef::decode(&mut r)?;
-    let issuer = Name::decode(&mut r)?;
+    r.peek_tag()?.assert_eq(Tag::Sequence)?;
+    let issuer = next_tlv(&mut r, body)?;
     let this_update = Time::decode(&mut r)?;
     let next_update = match peek(&r) {
         Some(Tag::UtcTime | Tag::GeneralizedTime) => Some(Time::decode(&mut r)?),
@@ -186,17 +188,6 @@ fn peek(r: &SliceReader<'_>) -> Option<Tag> {
     } else {
         r.peek_tag().ok()
     }
-}
-
-/// The next TLV of `r`, a reader over `bytes`, whole.
-fn next_tlv<'a>(r: &mut SliceReader<'a>, bytes: &'a [u8]) -> der::Result<&'a [u8]> {
-    let start = usize::try_from(r.position())?;
-    let h = Header::decode(r)?;
-    r.read_slice(h.length)?;
-    let end = usize::try_from(r.position())?;
-    bytes
-        .get(start..end)
-        .ok_or_else(|| Tag::Sequence.length_error())
 }
 
 /// Decodes one revokedCertificates entry.
@@ -411,9 +402,10 @@ fn signature_algorithm(h: &Head, ctx: &CrlContext, f: &mut Findings) {
 
 fn issuer(h: &Head, ctx: &CrlContext, f: &mut Findings) {
     if h.issuer != ctx.profile.issuer {
+        let shown = Name::from_der(h.issuer).map_or_else(|_| hex(h.issuer), |n| n.to_string());
         f.push(
             "crl.issuer",
-            format!("issuer '{}' is not the CA's subject", h.issuer),
+            format!("issuer '{shown}' is not the CA's subject"),
         );
     }
 }

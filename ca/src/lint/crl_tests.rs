@@ -470,6 +470,21 @@ fn lint_cost() {
                     mailid_shared::sigverify::classify(&t.subject_public_key_info).unwrap(),
                 );
             });
+            time("read", &|| {
+                std::hint::black_box(crate::lint::tbs::decode(&tbs).unwrap());
+            });
+            let cert = crate::lint::cert::Cert {
+                key: mailid_shared::sigverify::classify(&t.subject_public_key_info)
+                    .map_err(|e| e.to_string()),
+                tbs: crate::lint::tbs::decode(&tbs).unwrap(),
+            };
+            for (name, rule) in crate::lint::cert::RULES {
+                time(name, &|| {
+                    let mut f = crate::lint::Findings::default();
+                    rule(&cert, &ctx, &mut f);
+                    std::hint::black_box(f);
+                });
+            }
             time("key id", &|| {
                 std::hint::black_box(mailid_shared::KeyId::of_spki(&csr.spki_der));
             });

@@ -14,6 +14,7 @@
 pub mod cert;
 pub mod crl;
 pub mod external;
+pub mod tbs;
 #[cfg(test)]
 mod test_support;
 
@@ -66,8 +67,8 @@ pub fn describe(findings: &[Finding]) -> String {
 /// signs; built once at start, like [`crate::issuer::CaIssuer`].
 #[derive(Debug, Clone)]
 pub struct LintProfile {
-    /// The CA certificate's subject (the issuer of what it signs).
-    pub issuer: x509_cert::name::Name,
+    /// DER of the CA certificate's subject (the issuer of what it signs).
+    pub issuer: Vec<u8>,
     /// The CA's subject key identifier (the AKI of what it signs).
     pub ca_ski: Vec<u8>,
     /// The CRL distribution point URL identities must carry.
@@ -132,7 +133,7 @@ impl LintProfile {
     ) -> anyhow::Result<LintProfile> {
         let ca = Certificate::from_der(ca_der)?;
         Ok(LintProfile {
-            issuer: ca.tbs_certificate.subject,
+            issuer: der::Encode::to_der(&ca.tbs_certificate.subject)?,
             ca_ski: ca_ski.to_vec(),
             crl_url: cfg.crl_url(),
             ca_issuers_url: cfg.ca_url(),
@@ -205,6 +206,18 @@ impl Findings {
         }
         self.list
     }
+}
+
+/// The next TLV of `r`, a reader over `bytes`, whole.
+pub(crate) fn next_tlv<'a>(r: &mut der::SliceReader<'a>, bytes: &'a [u8]) -> der::Result<&'a [u8]> {
+    use der::Reader;
+    let start = usize::try_from(r.position())?;
+    let h = der::Header::decode(r)?;
+    r.read_slice(h.length)?;
+    let end = usize::try_from(r.position())?;
+    bytes
+        .get(start..end)
+        .ok_or_else(|| der::Tag::Sequence.length_error())
 }
 
 /// Unix seconds of an X.509 time.
