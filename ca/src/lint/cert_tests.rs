@@ -17,7 +17,7 @@ use x509_cert::time::Time;
 
 use super::*;
 use crate::keys::KeyType;
-use crate::lint::test_support::{mutated, p256, rules, Fixture, NOW};
+use crate::lint::test_support::{insert_der, mutated, p256, rules, Fixture, NOW};
 use crate::lint::LintProfile;
 use crate::policy::CheckedCsr;
 
@@ -103,56 +103,6 @@ fn decode() {
     let mut trailing = c.tbs.clone();
     trailing.push(0);
     assert_eq!(rules(&check_certificate(&trailing, &ctx)), ["cert.decode"]);
-}
-
-/// Inserts `extra` at `at` into a DER TLV, fixing the length of every
-/// TLV around it.
-fn insert_der(tlv: &[u8], at: usize, extra: &[u8]) -> Vec<u8> {
-    let (hlen, len) = match tlv[1] {
-        l if l < 0x80 => (2, l as usize),
-        l => {
-            let n = (l & 0x7f) as usize;
-            let len = tlv[2..2 + n].iter().fold(0, |a, b| (a << 8) | *b as usize);
-            (2 + n, len)
-        }
-    };
-    let content = &tlv[hlen..hlen + len];
-    let at = at - hlen;
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < content.len() {
-        let child_len = {
-            let c = &content[i..];
-            match c[1] {
-                l if l < 0x80 => 2 + l as usize,
-                l => {
-                    let n = (l & 0x7f) as usize;
-                    2 + n + c[2..2 + n].iter().fold(0, |a, b| (a << 8) | *b as usize)
-                }
-            }
-        };
-        if i == at {
-            out.extend_from_slice(extra);
-        }
-        let child = &content[i..i + child_len];
-        if i < at && at < i + child_len {
-            out.extend(insert_der(child, at - i, extra));
-        } else {
-            out.extend_from_slice(child);
-        }
-        i += child_len;
-    }
-    if at == content.len() {
-        out.extend_from_slice(extra);
-    }
-    let mut header = vec![tlv[0]];
-    match out.len() {
-        n if n < 0x80 => header.push(n as u8),
-        n if n < 0x100 => header.extend([0x81, n as u8]),
-        n => header.extend([0x82, (n >> 8) as u8, n as u8]),
-    }
-    header.extend(out);
-    header
 }
 
 #[test]
