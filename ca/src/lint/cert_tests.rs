@@ -561,4 +561,21 @@ fn an_intermediate_with_a_multi_attribute_subject_passes() {
     };
     let found = check_certificate(&tbs, &ctx);
     assert!(found.is_empty(), "{found:?}");
+    // And its CRLs.
+    let mut list = crate::crl_der::RevokedList::with_capacity(1);
+    list.push(
+        &[0x42; 16],
+        NOW - 100,
+        crate::lint::test_support::RevReason::Superseded,
+    )
+    .unwrap();
+    let crl = ca.sign_crl(11, NOW - 60, NOW - 60 + 86_400, list).unwrap();
+    let crl = x509_cert::crl::CertificateList::from_der(&crl).unwrap();
+    let ctx = crate::lint::CrlContext {
+        profile: &profile,
+        now: NOW,
+        previous_number: Some(10),
+    };
+    let found = crate::lint::check_crl(&crl.tbs_cert_list.to_der().unwrap(), &ctx);
+    assert!(found.is_empty(), "{found:?}");
 }
