@@ -16,6 +16,8 @@
 //! * [`store`]: certificates, the one-identity rule, MTA routes, CRL state,
 //!   on SQLite or PostgreSQL.
 //!
+//! [`lint`] checks every certificate and CRL before the CA key signs it.
+//!
 //! [`config`], [`keys`], [`metrics`] hold what they are named for (the rate
 //! limiter is [`mailid_shared::ratelimit`]); [`cli`], [`init`], [`ops`] and [`serve`]
 //! are the operator side.
@@ -30,6 +32,7 @@ pub mod enroll;
 pub mod init;
 pub mod issuer;
 pub mod keys;
+pub mod lint;
 pub mod metrics;
 pub mod migrate;
 pub mod mta_client;

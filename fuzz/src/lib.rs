@@ -426,3 +426,66 @@ fn check_fixtures() {
         Some("alice@example.org")
     );
 }
+
+// ---------------------------------------------------------------- lint
+
+/// The lint profile of the fixture CA (its subject, SKI and algorithm; the
+/// URLs and policy of a CA at the default base URL).
+fn lint_profile() -> &'static mailid_ca::lint::LintProfile {
+    static PROFILE: std::sync::OnceLock<mailid_ca::lint::LintProfile> = std::sync::OnceLock::new();
+    PROFILE.get_or_init(|| {
+        let ca = cert(CA_DER);
+        let ski = ca
+            .tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id.to_string() == "2.5.29.14")
+            .map(|e| e.extn_value.as_bytes()[2..].to_vec())
+            .expect("fixture CA has an SKI");
+        mailid_ca::lint::LintProfile {
+            issuer: ca
+                .tbs_certificate
+                .subject
+                .to_der()
+                .expect("CA subject encodes"),
+            ca_ski: ski,
+            crl_url: "http://127.0.0.1:7700/v1/crl.der".into(),
+            ca_issuers_url: "http://127.0.0.1:7700/v1/ca.der".into(),
+            policy_oid: der::asn1::ObjectIdentifier::new_unwrap("2.23.140.1.5.1.3"),
+            signature_algorithm: mailid_ca::lint::signature_algorithm(
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+            )
+            .expect("P-256 is a CA algorithm"),
+            crl_lifetime_secs: 86_400,
+        }
+    })
+}
+
+/// Target `lint`: the bytes as a to-be-signed certificate and as a
+/// to-be-signed CRL. The linter must never panic, and report each rule at
+/// most `MAX_FINDINGS_PER_RULE` times plus one summary.
+pub fn lint(data: &[u8]) {
+    use mailid_ca::lint::{self, CertContext, CrlContext};
+    let profile = lint_profile();
+    let bound = lint::rule_names().len() * (lint::MAX_FINDINGS_PER_RULE + 1);
+    for (address, spki) in [("alice@example.org", None), ("bob@example.org", Some(data))] {
+        let ctx = CertContext {
+            profile,
+            address,
+            subject_spki: spki,
+            now: NOW,
+        };
+        let found = lint::check_certificate(data, &ctx);
+        assert!(found.len() <= bound, "{} certificate findings", found.len());
+    }
+    for previous_number in [None, Some(0), Some(i64::MAX)] {
+        let ctx = CrlContext {
+            profile,
+            now: NOW,
+            previous_number,
+        };
+        let found = lint::check_crl(data, &ctx);
+        assert!(found.len() <= bound, "{} CRL findings", found.len());
+    }
+}
