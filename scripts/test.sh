@@ -93,6 +93,11 @@ cargo test -p mailid-tests --test ca_enroll --test ca_revoke --test ca_ops --tes
 unset MAILID_TEST_BACKEND
 pg_passed=$(grep -E '^test result: ' target/cargo-test-pg.log | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 
+log "cargo test: the external linter against a real pkilint REST server (certificates and CRLs; the e2e test tests/ca_lint.rs already ran)"
+cargo test -p mailid-ca pkilint_rest -- --ignored 2>&1 | tee target/cargo-test-pkilint.log
+pkilint_passed=$(grep -E '^test result: ' target/cargo-test-pkilint.log | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+[ "$pkilint_passed" -ge 1 ] || { echo "error: the pkilint_rest test did not run" >&2; exit 1; }
+
 if [ -x scripts/e2e.sh ]; then
   log "scripts/e2e.sh"
   scripts/e2e.sh

@@ -161,12 +161,36 @@ async fn route_and_draft(
         .issuer
         .draft(&csr, now_unix())
         .map_err(Problem::internal)?;
+    lint_draft(st, &draft, &key).await?;
     Ok(Accepted {
         csr,
         key,
         route,
         draft,
     })
+}
+
+/// Lint before sign, before anything is used up (SPEC §9): the draft
+/// through the issuer's pre-sign gate (the in-process linter, no signature
+/// made), then, with `serve --lint-url`, through the external linter. A
+/// finding is 500 `internal` (logged and counted by rule).
+async fn lint_draft(st: &AppState, draft: &Draft, key: &CsrPublicKey) -> Result<(), Problem> {
+    let tbs = st.issuer.check(draft, key).map_err(signing_problem)?;
+    let Some(linter) = &st.external_lint else {
+        return Ok(());
+    };
+    let found = linter.check_certificate(&tbs).await;
+    if found.is_empty() {
+        return Ok(());
+    }
+    for f in &found {
+        st.metrics.lint_findings.inc(f.rule);
+    }
+    let why = crate::lint::describe(&found);
+    tracing::error!(findings = %why, "the external linter refused a certificate");
+    Err(Problem::internal(anyhow::anyhow!(
+        "the certificate failed the external lint: {why}"
+    )))
 }
 
 /// Asks the account's MTA about a code; maps every non-success to its problem.

@@ -152,7 +152,8 @@ pub fn sign_now(
         list.push(serial, at, reason)
     })?;
     let entries = list.len();
-    let der = issuer.sign_crl(number, this_update, next_update, list)?;
+    let now = now_ns.div_euclid(1_000_000_000);
+    let der = issuer.sign_crl(number, this_update, next_update, now, list)?;
     Ok((
         CrlSnapshot::new(der, number, this_update, next_update, entries),
         covered,

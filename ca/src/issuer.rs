@@ -7,6 +7,8 @@
 //! SubjectPublicKeyInfo only — never from rcgen's CSR parameters, which
 //! would copy requested extensions such as `CA:TRUE`.
 
+use std::sync::Arc;
+
 use der::{Decode, Encode};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
@@ -23,14 +25,16 @@ use x509_cert::ext::pkix::{
 };
 use x509_cert::Certificate;
 
+use mailid_shared::metrics::LabeledCounter;
 use mailid_shared::problem::{ErrorCode, Problem};
 use mailid_shared::sigverify::KeyKind;
 use mailid_shared::{KeyId, Serial};
 
 use crate::config::Config;
 use crate::crl_der::{self, RevokedList};
+use crate::lint::{self, LintProfile};
 use crate::policy::CheckedCsr;
-use crate::signer::{CaKey, Gate, Gated, Kind, Signer};
+use crate::signer::{CaKey, Gate, Gated, Kind, Refusal, Signer};
 
 /// How far notBefore and thisUpdate are backdated, in seconds.
 pub const BACKDATE_SECS: i64 = 60;
@@ -132,12 +136,16 @@ pub struct CaIssuer {
     /// The CA's subject key identifier (the AKI of what it signs).
     pub ski: Vec<u8>,
     validity_days: u32,
+    /// Debug builds only: see [`misissue_validity_days`].
+    misissue_validity_days: Option<u32>,
     /// The parts of the identity profile that come from the configuration
     /// (CRL distribution point, AIA caIssuers, certificate policy), built
     /// once by [`CaIssuer::new`] so a bad configuration stops the start,
     /// not an enrollment.
     crl_points: Vec<CrlDistributionPoint>,
     config_extensions: Vec<CustomExtension>,
+    /// Lint findings by rule, counted by the pre-sign gate.
+    lint_findings: Arc<LabeledCounter>,
 }
 
 /// The configured parts of the identity profile: the CRL distribution
@@ -185,6 +193,9 @@ pub struct Draft {
     params: CertificateParams,
     not_before: i64,
     not_after: i64,
+    /// What the linter checks the TBS against: the address and the CSR's key.
+    address: String,
+    spki: Vec<u8>,
 }
 
 /// Longest subject commonName (ub-common-name, RFC 5280 Appendix A).
@@ -244,10 +255,64 @@ fn rcgen_name(name: &x509_cert::name::Name) -> anyhow::Result<DistinguishedName>
 }
 
 /// The gate every identity certificate and CRL of this CA passes before
-/// its key signs (SPEC §9: lint before sign), given the configuration, the
-/// CA certificate and its SKI. Accepts everything for now.
-pub fn pre_sign_gate(_cfg: &Config, _ca_cert: &Certificate, _ski: &[u8]) -> Gate {
-    crate::signer::accept_all()
+/// its key signs (SPEC §9: lint before sign): the in-process linter
+/// ([`crate::lint`]) over the exact TBS, with `profile` built from the
+/// configuration and the CA certificate. A finding refuses; each finding
+/// is logged and counted by rule in `findings` (`/metrics`).
+pub fn pre_sign_gate(profile: LintProfile, findings: Arc<LabeledCounter>) -> Gate {
+    Arc::new(move |tbs: &[u8], kind: Kind<'_>| {
+        let found = match kind {
+            Kind::Certificate { address, spki, now } => lint::check_certificate(
+                tbs,
+                &lint::CertContext {
+                    profile: &profile,
+                    address,
+                    subject_spki: Some(spki),
+                    now,
+                },
+            ),
+            Kind::Crl { now } => lint::check_crl(
+                tbs,
+                &lint::CrlContext {
+                    profile: &profile,
+                    now,
+                    previous_number: None,
+                },
+            ),
+        };
+        if found.is_empty() {
+            return Ok(());
+        }
+        let why = lint::describe(&found);
+        tracing::error!(what = kind.name(), findings = %why, "the linter refused to let the CA key sign");
+        for f in &found {
+            findings.inc(f.rule);
+        }
+        Err(Refusal {
+            why: format!("the {} failed the pre-sign lint: {why}", kind.name()),
+            rules: found.iter().map(|f| f.rule).collect(),
+        })
+    })
+}
+
+/// A test hook, read in debug builds only: `MAILID_CA_TEST_MISISSUE_DAYS=N`
+/// makes the issuer draft identities valid for N days whatever the
+/// configuration and its 825-day cap, so the end-to-end tests can show
+/// that the pre-sign linter refuses what a broken issuer would sign
+/// (tests/tests/ca_lint.rs). Release builds never look at it.
+fn misissue_validity_days() -> Option<u32> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let days = std::env::var("MAILID_CA_TEST_MISISSUE_DAYS")
+        .ok()?
+        .parse()
+        .ok()?;
+    tracing::warn!(
+        days,
+        "test hook MAILID_CA_TEST_MISISSUE_DAYS: identities will be drafted for this many days"
+    );
+    Some(days)
 }
 
 /// Checks an imported or stored CA certificate and extracts its SKI.
@@ -286,7 +351,9 @@ impl CaIssuer {
             .ok_or_else(|| anyhow::anyhow!("no CA certificate"))?;
         let cert = Certificate::from_der(&ca_der)?;
         let ski = check_ca_cert(&cert, &key)?;
-        let signer = Signer::new(key).with_gate(pre_sign_gate(cfg, &cert, &ski));
+        let profile = LintProfile::new(&ca_der, &ski, cfg, key.algorithm())?;
+        let lint_findings = Arc::new(LabeledCounter::default());
+        let signer = Signer::new(key).with_gate(pre_sign_gate(profile, lint_findings.clone()));
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen_name(&cert.tbs_certificate.subject)?;
         params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
@@ -301,8 +368,10 @@ impl CaIssuer {
             chain_pem,
             ski,
             validity_days: cfg.validity_days,
+            misissue_validity_days: misissue_validity_days(),
             crl_points,
             config_extensions,
+            lint_findings,
         })
     }
 
@@ -310,6 +379,19 @@ impl CaIssuer {
     pub fn with_gate(mut self, gate: Gate) -> CaIssuer {
         self.signer = self.signer.with_gate(gate);
         self
+    }
+
+    /// The end of a validity starting at `not_before`.
+    fn not_after(&self, not_before: i64) -> i64 {
+        match self.misissue_validity_days {
+            Some(days) => not_before + i64::from(days) * 86_400 - 1,
+            None => not_after_for(not_before, self.validity_days),
+        }
+    }
+
+    /// Lint findings by rule since start (`mailid_ca_lint_findings_total`).
+    pub fn lint_findings(&self) -> Arc<LabeledCounter> {
+        self.lint_findings.clone()
     }
 
     /// The signer (the CA key behind the gate).
@@ -364,13 +446,15 @@ impl CaIssuer {
     pub fn draft(&self, csr: &CheckedCsr, now: i64) -> anyhow::Result<Draft> {
         let serial = Serial::random();
         let not_before = now - BACKDATE_SECS;
-        let not_after = not_after_for(not_before, self.validity_days);
+        let not_after = self.not_after(not_before);
         let params = self.profile(csr, &serial, not_before, not_after)?;
         Ok(Draft {
             serial,
             params,
             not_before,
             not_after,
+            address: csr.account.as_str().to_string(),
+            spki: csr.spki_der.clone(),
         })
     }
 
@@ -380,21 +464,53 @@ impl CaIssuer {
     pub fn sign(&self, mut draft: Draft, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
         if now - BACKDATE_SECS != draft.not_before {
             draft.not_before = now - BACKDATE_SECS;
-            draft.not_after = not_after_for(draft.not_before, self.validity_days);
+            draft.not_after = self.not_after(draft.not_before);
             draft.params.not_before = at(draft.not_before)?;
             draft.params.not_after = at(draft.not_after)?;
         }
-        let gated = self.signer.gated(Kind::Certificate);
+        let der = self.through_gate(&draft, key, now, false)?;
+        Ok(Issued {
+            serial: draft.serial,
+            der,
+            not_before: draft.not_before,
+            not_after: draft.not_after,
+        })
+    }
+
+    /// The pre-sign gate's verdict on a draft as drafted, with no signature
+    /// made: enrollment asks before the MTA uses the code up, so a linter
+    /// finding changes nothing. Gives the draft's TBSCertificate (DER), for
+    /// an external linter.
+    pub fn check(&self, draft: &Draft, key: &CsrPublicKey) -> anyhow::Result<Vec<u8>> {
+        let unsigned = self.through_gate(draft, key, draft.not_before + BACKDATE_SECS, true)?;
+        let cert = Certificate::from_der(&unsigned)?;
+        Ok(cert.tbs_certificate.to_der()?)
+    }
+
+    /// Builds `draft` through the gate at time `now` and signs it (or, on a
+    /// dry run, makes an empty signature).
+    fn through_gate(
+        &self,
+        draft: &Draft,
+        key: &CsrPublicKey,
+        now: i64,
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<u8>> {
+        let kind = Kind::Certificate {
+            address: &draft.address,
+            spki: &draft.spki,
+            now,
+        };
+        let gated = if dry_run {
+            self.signer.dry_run(kind)
+        } else {
+            self.signer.gated(kind)
+        };
         let cert = draft
             .params
             .signed_by(key, &Issuer::from_params(&self.params, &gated))
             .map_err(|e| signing_failed(e, &gated))?;
-        Ok(Issued {
-            serial: draft.serial,
-            der: cert.der().to_vec(),
-            not_before: draft.not_before,
-            not_after: draft.not_after,
-        })
+        Ok(cert.der().to_vec())
     }
 
     /// Signs an identity certificate for a checked CSR at time `now`.
@@ -404,11 +520,14 @@ impl CaIssuer {
 
     /// Signs a CRL holding the entries of `list`: rcgen makes the fixed
     /// part, [`crate::crl_der`] splices the entries in, the CA key signs.
+    /// `now` is the signing time (Unix seconds) the linter checks the dates
+    /// against.
     pub fn sign_crl(
         &self,
         number: i64,
         this_update: i64,
         next_update: i64,
+        now: i64,
         list: RevokedList,
     ) -> anyhow::Result<Vec<u8>> {
         let number_bytes = number.to_be_bytes();
@@ -426,7 +545,7 @@ impl CaIssuer {
             .signed_by(&Issuer::from_params(&self.params, self.signer.unsigned()))
             .map_err(|e| anyhow::anyhow!("building the CRL: {e}"))?;
         crl_der::assemble(template.der(), list, |tbs| {
-            Ok(self.signer.sign(tbs, Kind::Crl)?)
+            Ok(self.signer.sign(tbs, Kind::Crl { now })?)
         })
     }
 }

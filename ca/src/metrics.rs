@@ -34,6 +34,9 @@ pub struct Metrics {
     pub crl_entries: AtomicU64,
     /// CRLs signed by this process.
     pub crl_signings: AtomicU64,
+    /// Pre-sign lint findings by rule (the in-process linter's, counted by
+    /// the issuer's gate, and the external linter's).
+    pub lint_findings: Arc<LabeledCounter>,
 }
 
 impl Metrics {
@@ -47,6 +50,12 @@ impl Metrics {
             "Identity certificates issued.",
             "counter",
             get(&self.issued),
+        );
+        self.lint_findings.render(
+            &mut out,
+            "mailid_ca_lint_findings_total",
+            "Pre-sign lint findings (each refused a signature), by rule.",
+            "rule",
         );
         self.revoked.render(
             &mut out,

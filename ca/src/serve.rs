@@ -23,6 +23,15 @@ pub struct ServeArgs {
     pub tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// An external linter (a pkilint REST server's base URL): every
+    /// identity certificate is also checked there, on a copy signed with a
+    /// throwaway key, before the code goes to the MTA; a finding at WARNING
+    /// or above, or no answer, refuses the enrollment (fail-closed).
+    #[arg(long, value_name = "URL")]
+    pub lint_url: Option<String>,
+    /// How long the external linter may take per certificate.
+    #[arg(long, value_name = "SECS", default_value_t = 5, requires = "lint_url")]
+    pub lint_timeout_secs: u64,
 }
 
 /// Runs the service until SIGINT or SIGTERM, on the database `database`
@@ -41,6 +50,16 @@ pub fn run(
     // The key's type and, for a token, its URI (never the PIN).
     let key = format!("{:?}", issuer.signer().key());
     let (store, shown) = crate::ops::open_store_named(dir, database)?;
+    let external_lint = match &args.lint_url {
+        Some(url) => Some(
+            crate::lint::external::ExternalLinter::new(
+                url,
+                std::time::Duration::from_secs(args.lint_timeout_secs.max(1)),
+            )
+            .with_context(|| format!("--lint-url {url}"))?,
+        ),
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(mailid_shared::http::tls_config(c, k, None)?),
         _ => None,
@@ -50,14 +69,18 @@ pub fn run(
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics {
+            lint_findings: issuer.lint_findings(),
+            ..Metrics::default()
+        });
         let paths = Paths::new(dir);
         let hours = cfg.crl_next_update_hours;
         let crl = Publisher::start(store.clone(), issuer.clone(), metrics.clone(), paths.crl, hours)
             .await?;
         tokio::spawn(crl.clone().run());
         let publisher = crl.clone();
-        let state = Arc::new(AppState::new(cfg, store, issuer, crl, metrics)?);
+        let state =
+            Arc::new(AppState::new(cfg, store, issuer, crl, metrics)?.with_external_lint(external_lint));
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

@@ -9,6 +9,7 @@ use mailid_shared::ratelimit::Limiter;
 
 use crate::config::Config;
 use crate::issuer::CaIssuer;
+use crate::lint::external::ExternalLinter;
 use crate::metrics::Metrics;
 use crate::mta_client::MtaClient;
 use crate::publisher::Publisher;
@@ -27,6 +28,9 @@ pub struct AppState {
     /// The enrollment preflight's own per-address budget (it only peeks at
     /// `ip_limit` and `account_limit`).
     pub check_limit: Limiter,
+    /// `serve --lint-url`: the external linter every drafted identity
+    /// certificate also passes (fail-closed).
+    pub external_lint: Option<ExternalLinter>,
 }
 
 /// Shared state handle.
@@ -52,7 +56,14 @@ impl AppState {
             ip_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
             account_limit: Limiter::new(limits.account_per_second, limits.account_burst),
             check_limit: Limiter::new(limits.ip_per_second, limits.ip_burst),
+            external_lint: None,
             config,
         })
+    }
+
+    /// The same state with `linter` as the external linter.
+    pub fn with_external_lint(mut self, linter: Option<ExternalLinter>) -> AppState {
+        self.external_lint = linter;
+        self
     }
 }

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub mod pg;
+pub mod pkilint;
 
 /// Binary name of the MTA auth service.
 pub const MTA_BIN: &str = "mailid-mta-auth";
@@ -453,10 +454,19 @@ impl CaFixture {
 
     /// Starts `serve` on the port chosen at init.
     pub fn start(&mut self, args: &[&str]) -> &Server {
+        self.start_env(args, &[])
+    }
+
+    /// [`CaFixture::start`] with extra environment variables (a running
+    /// server is stopped first).
+    pub fn start_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> &Server {
+        if let Some(mut old) = self.server.take() {
+            old.stop();
+        }
         let listen = format!("127.0.0.1:{}", self.port);
         let mut all = vec!["--listen", listen.as_str()];
         all.extend_from_slice(args);
-        self.server = Some(Server::start(&bin(CA_BIN), &self.dir, &all));
+        self.server = Some(Server::start_env(&bin(CA_BIN), &self.dir, &all, env));
         self.server.as_ref().expect("started")
     }
 

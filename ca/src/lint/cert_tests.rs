@@ -545,6 +545,9 @@ fn an_intermediate_with_a_multi_attribute_subject_passes() {
         .der()
         .to_vec();
     let cfg = crate::lint::test_support::config();
+    let int_key = crate::signer::CaKey::File(
+        crate::signer::file::FileKey::from_pkcs8(&int_key.serialize_der()).unwrap(),
+    );
     let ca = crate::issuer::CaIssuer::new(vec![int_der.clone(), root_der], int_key, &cfg).unwrap();
     let profile =
         LintProfile::new(&int_der, &ca.ski, &cfg, &rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
@@ -569,7 +572,9 @@ fn an_intermediate_with_a_multi_attribute_subject_passes() {
         crate::lint::test_support::RevReason::Superseded,
     )
     .unwrap();
-    let crl = ca.sign_crl(11, NOW - 60, NOW - 60 + 86_400, list).unwrap();
+    let crl = ca
+        .sign_crl(11, NOW - 60, NOW - 60 + 86_400, NOW, list)
+        .unwrap();
     let crl = x509_cert::crl::CertificateList::from_der(&crl).unwrap();
     let ctx = crate::lint::CrlContext {
         profile: &profile,

@@ -27,6 +27,7 @@ pub fn config() -> Config {
         imported: false,
         rate_limits: Default::default(),
         database: None,
+        key_uri: None,
     }
 }
 
@@ -42,9 +43,13 @@ impl Fixture {
     }
 
     pub fn with_config(kt: KeyType, cfg: &Config) -> Fixture {
-        let key = kt.generate().unwrap();
+        let key = crate::signer::CaKey::File(crate::signer::file::FileKey::generate(kt).unwrap());
         let root = self_signed_root("Lint Test CA", &key, NOW - 3600).unwrap();
-        let ca = CaIssuer::new(vec![root.clone()], key, cfg).unwrap();
+        // The fixtures are raw material for the linter's own tests (some
+        // deliberately broken): the CA makes them without its gate.
+        let ca = CaIssuer::new(vec![root.clone()], key, cfg)
+            .unwrap()
+            .with_gate(crate::signer::accept_all());
         let profile = LintProfile::new(&root, &ca.ski, cfg, kt.algorithm()).unwrap();
         Fixture { ca, profile }
     }
@@ -84,7 +89,10 @@ impl Fixture {
             list.push(serial, *at, *reason).unwrap();
         }
         let this = NOW - 60;
-        let der = self.ca.sign_crl(number, this, this + 86_400, list).unwrap();
+        let der = self
+            .ca
+            .sign_crl(number, this, this + 86_400, NOW, list)
+            .unwrap();
         let crl = x509_cert::crl::CertificateList::from_der(&der).unwrap();
         crl.tbs_cert_list.to_der().unwrap()
     }

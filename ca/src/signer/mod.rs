@@ -21,28 +21,65 @@ use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
 
 use crate::keys::KeyType;
 
-/// What a to-be-signed structure is, as the gate is told.
+/// What a to-be-signed structure is, as the gate is told, with what the
+/// CA meant it to say (the linter checks the TBS against these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum Kind<'a> {
     /// A TBSCertificate of an identity certificate.
-    Certificate,
+    Certificate {
+        /// The address being certified.
+        address: &'a str,
+        /// The DER SubjectPublicKeyInfo of the checked CSR.
+        spki: &'a [u8],
+        /// The signing time (Unix seconds) the validity was counted from.
+        now: i64,
+    },
     /// A TBSCertList.
-    Crl,
+    Crl {
+        /// The signing time (Unix seconds).
+        now: i64,
+    },
 }
 
-/// A gate's refusal to let something be signed: why, in one line.
+impl Kind<'_> {
+    /// `certificate` or `crl`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Certificate { .. } => "certificate",
+            Kind::Crl { .. } => "crl",
+        }
+    }
+}
+
+/// A gate's refusal to let something be signed: why, in one line, and the
+/// rules that fired (for the metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+pub struct Refusal {
+    /// Why, in one line.
+    pub why: String,
+    /// The names of the rules that fired (one entry per finding).
+    pub rules: Vec<&'static str>,
+}
+
+impl Refusal {
+    /// A refusal for `why`, naming no rule.
+    pub fn new(why: impl Into<String>) -> Refusal {
+        Refusal {
+            why: why.into(),
+            rules: Vec::new(),
+        }
+    }
+}
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.why)
     }
 }
 
 /// The pre-sign hook: called with the exact TBS DER right before the key
 /// signs it; an `Err` stops the signature.
-pub type Gate = Arc<dyn Fn(&[u8], Kind) -> Result<(), Refusal> + Send + Sync>;
+pub type Gate = Arc<dyn Fn(&[u8], Kind<'_>) -> Result<(), Refusal> + Send + Sync>;
 
 /// The gate that lets everything through (the default).
 pub fn accept_all() -> Gate {
@@ -153,19 +190,36 @@ impl Signer {
     }
 
     /// Asks the gate about `tbs`, then signs it.
-    pub fn sign(&self, tbs: &[u8], kind: Kind) -> Result<Vec<u8>, SignError> {
-        (self.gate)(tbs, kind).map_err(SignError::Refused)?;
+    pub fn sign(&self, tbs: &[u8], kind: Kind<'_>) -> Result<Vec<u8>, SignError> {
+        self.check(tbs, kind)?;
         self.key.sign_raw(tbs)
+    }
+
+    /// Asks the gate about `tbs` and signs nothing: the same verdict
+    /// [`Signer::sign`] would reach, for a dry run before anything is
+    /// used up (enrollment checks its draft before the MTA call).
+    pub fn check(&self, tbs: &[u8], kind: Kind<'_>) -> Result<(), SignError> {
+        (self.gate)(tbs, kind).map_err(SignError::Refused)
     }
 
     /// A one-use [`SigningKey`] for rcgen that signs as [`Signer::sign`]
     /// with `kind`, keeping the error rcgen cannot carry
     /// ([`Gated::take_error`]).
-    pub fn gated(&self, kind: Kind) -> Gated<'_> {
+    pub fn gated<'a>(&'a self, kind: Kind<'a>) -> Gated<'a> {
         Gated {
             signer: self,
             kind,
+            dry_run: false,
             error: RefCell::new(None),
+        }
+    }
+
+    /// [`Signer::gated`] for a dry run: the gate is asked, no signature
+    /// is made (an empty one is returned), as [`Signer::check`].
+    pub fn dry_run<'a>(&'a self, kind: Kind<'a>) -> Gated<'a> {
+        Gated {
+            dry_run: true,
+            ..self.gated(kind)
         }
     }
 
@@ -180,7 +234,8 @@ impl Signer {
 /// [`Signer::gated`].
 pub struct Gated<'a> {
     signer: &'a Signer,
-    kind: Kind,
+    kind: Kind<'a>,
+    dry_run: bool,
     error: RefCell<Option<SignError>>,
 }
 
@@ -203,7 +258,12 @@ impl PublicKeyData for Gated<'_> {
 
 impl SigningKey for Gated<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.signer.sign(msg, self.kind).map_err(|e| {
+        let signed = if self.dry_run {
+            self.signer.check(msg, self.kind).map(|()| Vec::new())
+        } else {
+            self.signer.sign(msg, self.kind)
+        };
+        signed.map_err(|e| {
             *self.error.borrow_mut() = Some(e);
             rcgen::Error::RemoteKeyError
         })
@@ -260,16 +320,16 @@ mod tests {
         let signer = Signer::new(key).with_gate(Arc::new(move |tbs: &[u8], kind| {
             s.fetch_add(1, Ordering::SeqCst);
             assert_eq!(tbs, b"tbs");
-            assert_eq!(kind, Kind::Crl);
-            Err(Refusal("validity too long".into()))
+            assert_eq!(kind, Kind::Crl { now: 7 });
+            Err(Refusal::new("validity too long"))
         }));
-        match signer.sign(b"tbs", Kind::Crl) {
-            Err(SignError::Refused(r)) => assert_eq!(r.0, "validity too long"),
+        match signer.sign(b"tbs", Kind::Crl { now: 7 }) {
+            Err(SignError::Refused(r)) => assert_eq!(r.why, "validity too long"),
             other => panic!("{other:?}"),
         }
         assert_eq!(seen.load(Ordering::SeqCst), 1);
         // Through rcgen: the refusal comes back, no certificate.
-        let gated = signer.gated(Kind::Crl);
+        let gated = signer.gated(Kind::Crl { now: 7 });
         assert!(SigningKey::sign(&gated, b"tbs").is_err());
         assert!(matches!(gated.take_error(), Some(SignError::Refused(_))));
     }
@@ -278,7 +338,16 @@ mod tests {
     fn the_default_gate_accepts_and_the_signature_verifies() {
         let key = CaKey::File(file::FileKey::generate(KeyType::P256).unwrap());
         let signer = Signer::new(key);
-        let sig = signer.sign(b"hello", Kind::Certificate).unwrap();
+        let sig = signer
+            .sign(
+                b"hello",
+                Kind::Certificate {
+                    address: "a@example.com",
+                    spki: b"",
+                    now: 7,
+                },
+            )
+            .unwrap();
         verify(signer.key(), b"hello", &sig);
     }
 }
