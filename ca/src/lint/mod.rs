@@ -13,6 +13,7 @@
 
 pub mod cert;
 pub mod crl;
+pub mod crl_entries;
 pub mod external;
 pub mod tbs;
 #[cfg(test)]
