@@ -25,6 +25,16 @@ use super::Finding;
 /// How long one lint request may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The rules of the external linter's findings: pkilint found something
+/// at WARNING or above; it answered something that is not a lint result;
+/// it is unreachable or silent; the signed copy could not be made.
+pub const RULE_NAMES: &[&str] = &[
+    "external.pkilint",
+    "external.refused",
+    "external.unavailable",
+    "external.copy",
+];
+
 /// pkilint severities that refuse a signature.
 const REFUSING: &[&str] = &["FATAL", "ERROR", "WARNING"];
 
