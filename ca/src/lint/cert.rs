@@ -9,7 +9,6 @@
 
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode, Header, Length, Tag};
-use x509_cert::certificate::{Profile, TbsCertificateInner};
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
@@ -28,18 +27,6 @@ use super::{
 };
 use crate::config::MAX_VALIDITY_DAYS;
 use crate::issuer::UB_COMMON_NAME;
-
-/// Decodes serial numbers of any length (the rule `cert.serial` judges).
-#[derive(Debug, PartialEq, Eq, Clone)]
-pub struct AnySerial;
-impl Profile for AnySerial {
-    fn check_serial_number(_: &x509_cert::serial_number::SerialNumber<Self>) -> der::Result<()> {
-        Ok(())
-    }
-}
-
-/// A decoded TBSCertificate as the rules see it.
-pub type Tbs = TbsCertificateInner<AnySerial>;
 
 pub const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
 pub const OID_KU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");

@@ -17,7 +17,7 @@ use x509_cert::time::Time;
 
 use super::*;
 use crate::keys::KeyType;
-use crate::lint::test_support::{insert_der, mutated, p256, rules, Fixture, NOW};
+use crate::lint::test_support::{insert_der, mutated, p256, rules, AnySerial, Fixture, Tbs, NOW};
 use crate::lint::LintProfile;
 use crate::policy::CheckedCsr;
 

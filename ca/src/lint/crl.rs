@@ -6,8 +6,10 @@
 //! Why not `x509_cert::crl::TbsCertList::from_der`: it allocates a
 //! `RevokedCert` (serial, extension list, extension value) per entry, three
 //! allocations for each of a million entries: the very cost
-//! [`crate::crl_der`] exists to avoid. Every field is still decoded by the
-//! der/x509-cert types (strict DER); only the SEQUENCE walking is here.
+//! [`crate::crl_der`] exists to avoid. The fixed part is decoded by the
+//! der/x509-cert types (strict DER); the entries are read by
+//! [`super::crl_entries`], their times and extensions decoded by der once
+//! per distinct encoding.
 
 use std::collections::HashSet;
 
@@ -19,6 +21,7 @@ use x509_cert::ext::Extensions;
 use x509_cert::name::Name;
 use x509_cert::time::Time;
 
+use super::crl_entries::{Entries, Entry};
 use super::{
     next_tlv, same_algorithm, serial_problem, time_encoding, unix, CrlContext, Finding, Findings,
     MAX_BACKDATE_SECS, MAX_FUTURE_SECS,
@@ -41,16 +44,6 @@ pub struct Head<'a> {
     /// The contents of revokedCertificates, when present.
     pub entries: Option<&'a [u8]>,
     pub extensions: Option<Extensions>,
-}
-
-/// One revoked certificate, borrowed from the input.
-pub struct Entry<'a> {
-    /// The serial INTEGER's content octets.
-    pub serial: &'a [u8],
-    /// The revocationDate TLV (decoded by [`Memo::date`]).
-    pub date: &'a [u8],
-    /// The contents of crlEntryExtensions, when present.
-    pub extensions: Option<&'a [u8]>,
 }
 
 /// What the entry pass has already decoded: revocation dates and reason
@@ -190,41 +183,17 @@ fn peek(r: &SliceReader<'_>) -> Option<Tag> {
     }
 }
 
-/// Decodes one revokedCertificates entry.
-fn next_entry<'a>(r: &mut SliceReader<'a>) -> der::Result<Entry<'a>> {
-    let h = Header::decode(r)?;
-    h.tag.assert_eq(Tag::Sequence)?;
-    let body = r.read_slice(h.length)?;
-    let mut e = SliceReader::new(body)?;
-    let serial = IntRef::decode(&mut e)?.as_bytes();
-    let date = next_tlv(&mut e, body)?;
-    let extensions = if e.is_finished() {
-        None
-    } else {
-        let h = Header::decode(&mut e)?;
-        h.tag.assert_eq(Tag::Sequence)?;
-        Some(e.read_slice(h.length)?)
-    };
-    e.finish(())?;
-    Ok(Entry {
-        serial,
-        date,
-        extensions,
-    })
-}
-
 /// The one pass over the entries. Duplicates are found by sorting a
 /// 64-bit fingerprint per serial (8 bytes an entry, sequential memory; a
 /// hash set of a million serials was four times slower, all cache misses);
 /// only fingerprints that repeat are compared by value, in a second pass.
 fn check_entries(list: &[u8], head: &Head, f: &mut Findings) -> der::Result<()> {
-    let mut r = SliceReader::new(list)?;
     // ~35 bytes per entry: one allocation for the fingerprints.
     let mut prints: Vec<u64> = Vec::with_capacity(list.len() / 32);
     let this_update = unix(&head.this_update);
     let mut memo = Memo::default();
-    while !r.is_finished() {
-        let e = next_entry(&mut r)?;
+    for e in Entries::new(list) {
+        let e = e?;
         entry_serial(&e, f);
         entry_date(&e, this_update, &mut memo, f)?;
         entry_reason(&e, &mut memo, f)?;
@@ -259,9 +228,8 @@ fn fingerprint(serial: &[u8]) -> u64 {
 /// value.
 fn duplicate_serials(list: &[u8], repeated: &HashSet<u64>, f: &mut Findings) -> der::Result<()> {
     let mut seen: HashSet<&[u8]> = HashSet::new();
-    let mut r = SliceReader::new(list)?;
-    while !r.is_finished() {
-        let e = next_entry(&mut r)?;
+    for e in Entries::new(list) {
+        let e = e?;
         if repeated.contains(&fingerprint(e.serial)) && !seen.insert(e.serial) {
             f.push(
                 "crl.duplicate_serial",

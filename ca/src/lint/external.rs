@@ -14,16 +14,25 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
-use der::{Decode, Encode, Header, Length, Tag};
+use der::{Encode, Header, Length, Tag};
 use rcgen::{KeyPair, SignatureAlgorithm, SigningKey};
 use serde::Deserialize;
 use spki::AlgorithmIdentifierRef;
 
-use super::cert::Tbs;
 use super::Finding;
 
 /// How long one lint request may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The rules of the external linter's findings: pkilint found something
+/// at WARNING or above; it answered something that is not a lint result;
+/// it is unreachable or silent; the signed copy could not be made.
+pub const RULE_NAMES: &[&str] = &[
+    "external.pkilint",
+    "external.refused",
+    "external.unavailable",
+    "external.copy",
+];
 
 /// pkilint severities that refuse a signature.
 const REFUSING: &[&str] = &["FATAL", "ERROR", "WARNING"];
@@ -217,10 +226,11 @@ fn findings(r: &LintResults) -> Vec<Finding> {
 /// algorithm its signature field names.
 fn signed_copy(kind: Kind, tbs: &[u8], keys: &Keys) -> anyhow::Result<Vec<u8>> {
     let alg = match kind {
-        Kind::Certificate => Tbs::from_der(tbs)?.signature.to_der()?,
-        Kind::Crl => super::crl::decode_head(tbs)?.signature.to_der()?,
+        Kind::Certificate => super::tbs::decode(tbs)?.signature,
+        Kind::Crl => super::crl::decode_head(tbs)?.signature,
     };
-    let key = keys.for_algorithm(&AlgorithmIdentifierRef::from_der(&alg)?)?;
+    let key = keys.for_algorithm(&alg)?;
+    let alg = alg.to_der()?;
     let sig = key
         .sign(tbs)
         .map_err(|e| anyhow::anyhow!("signing the copy: {e}"))?;

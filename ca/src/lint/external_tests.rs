@@ -13,8 +13,8 @@ use der::{Decode, Encode};
 
 use super::*;
 use crate::keys::KeyType;
-use crate::lint::cert::{Tbs, OID_EKU};
-use crate::lint::test_support::{self, mutated, p256, rules, Fixture, RevReason, NOW};
+use crate::lint::cert::OID_EKU;
+use crate::lint::test_support::{self, mutated, p256, rules, Fixture, RevReason, Tbs, NOW};
 
 /// The pkilint release the test pins (as scripts/interop.sh does).
 const PKILINT: &str = "pkilint[rest]==0.13.3";

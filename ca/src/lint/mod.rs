@@ -4,8 +4,9 @@
 //! S/MIME BR §4.3.1.2).
 //!
 //! The input is the DER the CA key is about to sign (a TBSCertificate or a
-//! TBSCertList), decoded with x509-cert; every finding names the rule it
-//! broke. [`check_certificate`] and [`check_crl`] never panic on any input
+//! TBSCertList), read without copying it ([`tbs`], [`crl_entries`]) and
+//! decoded piece by piece with der and x509-cert; every finding names the
+//! rule it broke. [`check_certificate`] and [`check_crl`] never panic on any input
 //! (fuzz target `lint`); a TBS that does not decode is itself a finding.
 //! Each rule is a small function in [`cert`] or [`crl`] with a unit test
 //! that feeds it a mutated TBS. [`external`] adds an optional pkilint REST
@@ -13,6 +14,7 @@
 
 pub mod cert;
 pub mod crl;
+pub mod crl_entries;
 pub mod external;
 pub mod tbs;
 #[cfg(test)]

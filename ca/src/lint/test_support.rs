@@ -13,6 +13,19 @@ use crate::issuer::{self_signed_root, CaIssuer, CsrPublicKey};
 use crate::keys::KeyType;
 use crate::policy::CheckedCsr;
 
+/// Decodes serial numbers of any length, so tests can write over-long
+/// ones (the rule `cert.serial` judges them).
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct AnySerial;
+impl x509_cert::certificate::Profile for AnySerial {
+    fn check_serial_number(_: &x509_cert::serial_number::SerialNumber<Self>) -> der::Result<()> {
+        Ok(())
+    }
+}
+
+/// A decoded TBSCertificate as the rules see it.
+pub type Tbs = x509_cert::certificate::TbsCertificateInner<AnySerial>;
+
 /// The signing time every fixture uses (2027-01-15).
 pub const NOW: i64 = 1_800_000_000;
 
