@@ -29,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(csr upload json pem keyid address)
+ALL_TARGETS=(csr upload json pem keyid address lint)
 runs=10000000
 total_time=""
 targets=()

@@ -1,13 +1,8 @@
 //! The external linter against linters that are down or silent (always
 //! run) and against a real pkilint REST server (`pkilint_rest`, ignored:
 //! it needs python3 and, the first time, PyPI — run it with `cargo test -p
-//! mailid-ca pkilint_rest -- --ignored`; the virtualenv is
-//! `$MAILID_PKILINT_VENV`, by default `target/pkilint-rest-venv`, made
-//! with pinned pkilint and uvicorn when missing).
-
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+//! mailid-ca pkilint_rest -- --ignored`; the server comes from
+//! `mailid_tests::pkilint`, which the end-to-end tests share).
 
 use der::{Decode, Encode};
 
@@ -15,10 +10,6 @@ use super::*;
 use crate::keys::KeyType;
 use crate::lint::cert::OID_EKU;
 use crate::lint::test_support::{self, mutated, p256, rules, Fixture, RevReason, Tbs, NOW};
-
-/// The pkilint release the test pins (as scripts/interop.sh does).
-const PKILINT: &str = "pkilint[rest]==0.13.3";
-const UVICORN: &str = "uvicorn==0.38.0";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -94,102 +85,10 @@ fn the_copy_is_a_certificate_signed_under_the_tbs_algorithm() {
     }
 }
 
-/// A pkilint REST server on a kernel-picked loopback port, stopped on drop.
-struct Pkilint {
-    child: Child,
-    url: String,
-}
-
-impl Pkilint {
-    /// Waits (up to 5 minutes: importing pkilint takes half a minute on a
-    /// busy machine) until the server answers `GET /version`.
-    fn wait_ready(&self, rt: &tokio::runtime::Runtime) {
-        let url = format!("{}/version", self.url);
-        for _ in 0..600 {
-            if rt
-                .block_on(reqwest::get(&url))
-                .is_ok_and(|a| a.status().is_success())
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        panic!("pkilint at {} did not come up", self.url);
-    }
-}
-
-impl Drop for Pkilint {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn venv() -> PathBuf {
-    if let Some(v) = std::env::var_os("MAILID_PKILINT_VENV") {
-        return v.into();
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pkilint-rest-venv")
-}
-
-fn start_pkilint() -> Pkilint {
-    let venv = venv();
-    let python = venv.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import pkilint.rest, uvicorn"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "python3 -m venv {} failed", venv.display());
-        let ok = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                PKILINT,
-                UVICORN,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "installing pkilint into {} failed", venv.display());
-    }
-    // The socket is bound before uvicorn starts, so the port is known and
-    // connections made before the app is ready wait in the backlog.
-    let script = "import socket, uvicorn\n\
-        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(64)\n\
-        print(s.getsockname()[1], flush=True)\n\
-        from pkilint.rest import app\n\
-        uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[s])\n";
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .parse()
-        .expect("pkilint launcher printed its port");
-    Pkilint {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
 #[test]
 #[ignore]
 fn pkilint_rest() {
-    let server = start_pkilint();
+    let server = mailid_tests::pkilint::start();
     // pkilint flags reserved names (.example) in CRL and AIA URLs, so the CA
     // gets a public-looking base URL, as in scripts/interop.sh.
     let cfg = crate::config::Config {
@@ -198,7 +97,6 @@ fn pkilint_rest() {
     };
     let linter = ExternalLinter::new(&server.url, std::time::Duration::from_secs(20)).unwrap();
     let rt = runtime();
-    server.wait_ready(&rt);
     for kt in [KeyType::P256, KeyType::Rsa2048] {
         let fx = Fixture::with_config(kt, &cfg);
         let csr = Fixture::csr("alice@example.com", &p256());
