@@ -52,6 +52,34 @@ pg_url=$(scripts/pg-cluster.sh start "$pgdir")
 out=target/bench-results.md
 target/release/mailid-bench suite --out "$out" --pg "$pg_url"
 
+# The CA endpoint with the database on a core of its own, as on its own
+# host: the cluster's processes on the last CPU, the load generator and
+# both services on the others, SQLite pinned the same way (so the services
+# have the same CPU in both rows). Two rounds, back to back.
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  db_cpu=$((ncpu - 1)); svc_cpus="0-$((ncpu - 2))"
+  pin_db() { for p in $(pgrep -f "$pgdir/data" || true) $(pgrep -P "$(head -1 "$pgdir/data/postmaster.pid")" || true); do taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true; done; }
+  pin_db "$db_cpu"
+  {
+    echo
+    echo "#### CA endpoint at c32, PostgreSQL on CPU $db_cpu alone, services and load generator on CPU $svc_cpus"
+    echo
+    echo "| round | SQLite /s | PostgreSQL /s | ratio |"
+    echo "|---|---:|---:|---:|"
+    for round in 1 2; do
+      rate() { sed -nE 's/.*concurrency +32: +([0-9]+) enrollments.*/\1/p' | tail -1; }
+      lite=$(taskset -c "$svc_cpus" target/release/mailid-bench enroll --mode ca --concurrency 32 --runs 3 | rate)
+      db="bench_pinned_$round"
+      psql "$pg_url" -qc "CREATE DATABASE $db" >/dev/null
+      pg_db_url=$(printf '%s' "$pg_url" | sed -E "s#^postgresql:///[^?]*#postgresql:///$db#")
+      pg=$(MAILID_DATABASE="$pg_db_url" taskset -c "$svc_cpus" target/release/mailid-bench enroll --mode ca --concurrency 32 --runs 3 | rate)
+      echo "| $round | $lite | $pg | $((100 * pg / lite))% |"
+    done
+  } >>"$out"
+  pin_db "0-$db_cpu"
+fi
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 {

@@ -61,19 +61,26 @@ async fn seeded_ca(
     revoked: usize,
     valid: usize,
 ) -> anyhow::Result<Vec<String>> {
-    operator(
-        &bins.join("mailid-ca"),
-        dir,
-        &[
-            "init",
-            "--name",
-            "mailid CRL bench CA",
-            "--base-url",
-            "http://pki.example.com",
-        ],
-        None,
-    )
-    .await?;
+    seeded_ca_with(bins, dir, revoked, valid, &[]).await
+}
+
+/// [`seeded_ca`] with more `init` arguments (the CA key's type or URI).
+async fn seeded_ca_with(
+    bins: &Path,
+    dir: &Path,
+    revoked: usize,
+    valid: usize,
+    init_extra: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let mut init = vec![
+        "init",
+        "--name",
+        "mailid CRL bench CA",
+        "--base-url",
+        "http://pki.example.com",
+    ];
+    init.extend_from_slice(init_extra);
+    operator(&bins.join("mailid-ca"), dir, &init, None).await?;
     let db = dir.join("ca.sqlite");
     tokio::task::spawn_blocking(move || crate::seed::certificates(&db, revoked + valid, revoked))
         .await?
@@ -82,9 +89,19 @@ async fn seeded_ca(
 /// Signs a CRL of `entries` revoked certificates `runs` times with
 /// `mailid-ca crl --der --out`.
 pub async fn sign(bins: &Path, entries: usize, runs: usize) -> anyhow::Result<SignFigures> {
+    sign_with(bins, entries, runs, &[]).await
+}
+
+/// [`sign`] for a CA made with more `init` arguments.
+async fn sign_with(
+    bins: &Path,
+    entries: usize,
+    runs: usize,
+    init_extra: &[&str],
+) -> anyhow::Result<SignFigures> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("ca");
-    seeded_ca(bins, &dir, entries, 0).await?;
+    seeded_ca_with(bins, &dir, entries, 0, init_extra).await?;
     let out = tmp.path().join("crl.der");
     let mut times = Vec::new();
     let mut peak = 0;
@@ -187,4 +204,47 @@ pub async fn visibility(bins: &Path, entries: usize, runs: usize) -> anyhow::Res
     }
     ca.stop().await?;
     Ok(out)
+}
+
+/// `mailid-bench crl` options.
+#[derive(clap::Args)]
+pub struct Opts {
+    /// CRL sizes (revoked certificates), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub entries: Vec<usize>,
+    /// CA key type (as `mailid-ca init --key-type`); `softhsm-TYPE` keeps a
+    /// key of that type in a throwaway SoftHSM2 token (`init --key-uri`).
+    #[arg(long, default_value = "p256")]
+    pub ca_key_type: String,
+    /// Signings per size (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Directory holding the release binaries (default: beside this one).
+    #[arg(long)]
+    pub bin_dir: Option<std::path::PathBuf>,
+}
+
+/// `mailid-bench crl`: `mailid-ca crl` time and peak memory per size.
+pub async fn run(opts: Opts) -> anyhow::Result<()> {
+    let bins = crate::enroll::bin_dir(opts.bin_dir.as_deref())?;
+    let key_type = opts.ca_key_type.as_str();
+    let hsm = match key_type.strip_prefix("softhsm-") {
+        Some(_) => Some(crate::hsm::SoftHsm::new().await?),
+        None => None,
+    };
+    let mut init = vec![
+        "--key-type",
+        key_type.strip_prefix("softhsm-").unwrap_or(key_type),
+    ];
+    if let Some(h) = &hsm {
+        init.extend(["--key-uri", h.uri.as_str()]);
+    }
+    for &n in &opts.entries {
+        let f = sign_with(&bins, n, opts.runs, &init).await?;
+        println!(
+            "crl: CA key {key_type}, {} entries: {:.3} s, peak {:.0} MiB, {} bytes (median of {})",
+            f.entries, f.secs, f.peak_mib, f.bytes, opts.runs
+        );
+    }
+    Ok(())
 }

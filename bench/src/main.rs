@@ -31,6 +31,8 @@ enum Cmd {
     Validate(validate::Opts),
     /// Enrollments per second at the CA (with the real MTA).
     Enroll(enroll::Opts),
+    /// Time and peak memory of signing a CRL of N entries (`mailid-ca crl`).
+    Crl(crl::Opts),
     /// Every benchmark, as the Markdown tables of docs/BENCHMARKS.md.
     Suite(suite::Opts),
 }
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Validate(opts) => validate::run(opts).await,
             Cmd::Enroll(opts) => enroll::run(opts).await,
+            Cmd::Crl(opts) => crl::run(opts).await,
             Cmd::Suite(opts) => suite::run(opts).await,
         }
     });

@@ -106,6 +106,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// A configuration for unit tests: a CA named `name` with a P-256 key,
+    /// base URL `http://ca.example:7700/`, 365-day identities, 24-hour CRLs.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str) -> Config {
+        Config {
+            name: name.into(),
+            base_url: "http://ca.example:7700/".into(),
+            validity_days: 365,
+            key_type: KeyType::P256,
+            policy_oid: DEFAULT_POLICY_OID.into(),
+            crl_next_update_hours: 24,
+            imported: false,
+            rate_limits: Default::default(),
+            database: None,
+            key_uri: None,
+        }
+    }
+
     /// Checks the ranges of SPEC §5.
     pub fn validate(&self) -> anyhow::Result<()> {
         let name = self.name.trim();

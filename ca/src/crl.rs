@@ -201,18 +201,7 @@ mod tests {
     fn crl_times_numbers_and_expired_entries() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("ca.sqlite"), OpenMode::Create).unwrap();
-        let cfg = Config {
-            name: "T".into(),
-            base_url: "http://127.0.0.1:7700".into(),
-            validity_days: 365,
-            key_type: KeyType::P256,
-            policy_oid: crate::config::DEFAULT_POLICY_OID.into(),
-            crl_next_update_hours: 24,
-            imported: false,
-            rate_limits: Default::default(),
-            database: None,
-            key_uri: None,
-        };
+        let cfg = Config::for_tests("T");
         let key = CaKey::File(FileKey::generate(KeyType::P256).unwrap());
         let root = crate::issuer::self_signed_root("T", &key, 1_000).unwrap();
         let issuer = CaIssuer::new(vec![root], key, &cfg).unwrap();

@@ -7,18 +7,7 @@ use mailid_shared::protocol::RevocationReason;
 use rcgen::KeyPair;
 
 fn config() -> Config {
-    Config {
-        name: "Test CA".into(),
-        base_url: "http://ca.example:7700/".into(),
-        validity_days: 365,
-        key_type: KeyType::P256,
-        policy_oid: crate::config::DEFAULT_POLICY_OID.into(),
-        crl_next_update_hours: 24,
-        imported: false,
-        rate_limits: Default::default(),
-        database: None,
-        key_uri: None,
-    }
+    Config::for_tests("Test CA")
 }
 
 fn issuer(kt: KeyType) -> CaIssuer {

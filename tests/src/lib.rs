@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub mod pg;
 pub mod pkilint;
+pub mod softhsm;
 
 /// Binary name of the MTA auth service.
 pub const MTA_BIN: &str = "mailid-mta-auth";

@@ -246,34 +246,8 @@ fn an_existing_key_pair_is_used_and_serve_refuses_a_bad_token_set_up_in_one_line
 async fn an_intermediate_under_an_offline_root_keeps_its_key_in_the_token() {
     let hsm = Hsm::new();
     let uri = hsm.uri("int-key");
-    let offline = mailid_tests::temp_dir();
-    let p = |n: &str| offline.path().join(n).display().to_string();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-out",
-        &p("root.key"),
-    ]);
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        &p("root.key"),
-        "-subj",
-        "/O=Offline/CN=Offline Root",
-        "-days",
-        "3650",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
-        &p("root.pem"),
-    ]);
+    let offline = OfflineRoot::create();
+    let p = |n: &str| offline.path(n);
     // The intermediate's key pair is generated in the token, which signs
     // its CSR.
     let csr_out = run_env(
@@ -302,38 +276,7 @@ async fn an_intermediate_under_an_offline_root_keeps_its_key_in_the_token() {
             || String::from_utf8_lossy(&check.stdout).contains("verify OK"),
         "{check:?}"
     );
-    let ext = offline.path().join("ext.cnf");
-    std::fs::write(
-        &ext,
-        "[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("int.csr"),
-        "-CA",
-        &p("root.pem"),
-        "-CAkey",
-        &p("root.key"),
-        "-CAcreateserial",
-        "-days",
-        "1825",
-        "-extfile",
-        ext.to_str().unwrap(),
-        "-extensions",
-        "v3",
-        "-out",
-        &p("int.pem"),
-    ]);
-    let chain = p("chain.pem");
-    std::fs::write(
-        &chain,
-        std::fs::read_to_string(p("int.pem")).unwrap()
-            + &std::fs::read_to_string(p("root.pem")).unwrap(),
-    )
-    .unwrap();
+    let chain = offline.sign_intermediate(&p("int.csr"));
     let account = format!("ivy@{DOMAIN}");
     let env = start(
         &hsm,
@@ -371,14 +314,14 @@ async fn a_token_taken_away_while_serving_gives_503_and_signing_resumes() {
     let env = start(&hsm, &["--key-uri", &uri], &[], &[&alice]);
     let first = env.enroll_new(&alice, "p256").await;
     let first = first["serial"].as_str().unwrap().to_string();
-    let tokens = hsm.dir.path().join("tokens");
+    let tokens = hsm.token.dir.path().join("tokens");
     let token_dir = std::fs::read_dir(&tokens)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .expect("the token's directory");
-    let away = hsm.dir.path().join("away");
+    let away = hsm.token.dir.path().join("away");
     std::fs::rename(&token_dir, &away).unwrap();
 
     let csr = Csr::openssl(env.root.path(), "p256", &alice, &[]);

@@ -353,34 +353,8 @@ fn write(path: &Path, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_intermediate_under_an_offline_root_issues_verifiable_identities() {
-    let offline = mailid_tests::temp_dir();
-    let p = |n: &str| offline.path().join(n).display().to_string();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-out",
-        &p("root.key"),
-    ]);
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        &p("root.key"),
-        "-subj",
-        "/O=Offline/CN=Offline Root",
-        "-days",
-        "3650",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
-        &p("root.pem"),
-    ]);
+    let offline = OfflineRoot::create();
+    let p = |n: &str| offline.path(n);
     openssl(&[
         "genpkey",
         "-algorithm",
@@ -400,35 +374,9 @@ async fn an_intermediate_under_an_offline_root_issues_verifiable_identities() {
         "-out",
         &p("int.csr"),
     ]);
-    let ext = write(
-        &offline.path().join("ext.cnf"),
-        "[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("int.csr"),
-        "-CA",
-        &p("root.pem"),
-        "-CAkey",
-        &p("root.key"),
-        "-CAcreateserial",
-        "-days",
-        "1825",
-        "-extfile",
-        &ext,
-        "-extensions",
-        "v3",
-        "-out",
-        &p("int.pem"),
-    ]);
+    let chain = offline.sign_intermediate(&p("int.csr"));
     let root_pem = std::fs::read_to_string(p("root.pem")).unwrap();
     let int_pem = std::fs::read_to_string(p("int.pem")).unwrap();
-    let chain = write(
-        &offline.path().join("chain.pem"),
-        &format!("{int_pem}{root_pem}"),
-    );
 
     let account = format!("jane@{DOMAIN}");
     let env = Env::start(

@@ -422,3 +422,90 @@ pub fn code(v: &Value) -> String {
         .trim_start_matches("urn:mailid:error:")
         .to_string()
 }
+
+/// An offline root as an operator makes it with `openssl` (P-384,
+/// CA:TRUE, keyCertSign + cRLSign), in a directory of its own.
+pub struct OfflineRoot {
+    pub dir: tempfile::TempDir,
+}
+
+impl OfflineRoot {
+    /// Makes `root.key` and `root.pem`.
+    pub fn create() -> OfflineRoot {
+        let root = OfflineRoot {
+            dir: mailid_tests::temp_dir(),
+        };
+        let (key, cert) = (root.path("root.key"), root.path("root.pem"));
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-out",
+            &key,
+        ]);
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            "/O=Offline/CN=Offline Root",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &cert,
+        ]);
+        root
+    }
+
+    /// A file in the root's directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Signs the intermediate's CSR in `csr` (CA:TRUE pathlen 0,
+    /// keyCertSign + cRLSign, SKI and AKI) and writes `chain.pem`, the
+    /// intermediate first and the root last; gives the chain's path.
+    pub fn sign_intermediate(&self, csr: &str) -> String {
+        let ext = self.path("ext.cnf");
+        std::fs::write(
+            &ext,
+            "[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        )
+        .unwrap();
+        let (int, root) = (self.path("int.pem"), self.path("root.pem"));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            &root,
+            "-CAkey",
+            &self.path("root.key"),
+            "-CAcreateserial",
+            "-days",
+            "1825",
+            "-extfile",
+            &ext,
+            "-extensions",
+            "v3",
+            "-out",
+            &int,
+        ]);
+        let chain = self.path("chain.pem");
+        std::fs::write(
+            &chain,
+            std::fs::read_to_string(&int).unwrap() + &std::fs::read_to_string(&root).unwrap(),
+        )
+        .unwrap();
+        chain
+    }
+}

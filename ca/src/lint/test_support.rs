@@ -30,18 +30,7 @@ pub type Tbs = x509_cert::certificate::TbsCertificateInner<AnySerial>;
 pub const NOW: i64 = 1_800_000_000;
 
 pub fn config() -> Config {
-    Config {
-        name: "Lint Test CA".into(),
-        base_url: "http://ca.example:7700/".into(),
-        validity_days: 365,
-        key_type: KeyType::P256,
-        policy_oid: crate::config::DEFAULT_POLICY_OID.into(),
-        crl_next_update_hours: 24,
-        imported: false,
-        rate_limits: Default::default(),
-        database: None,
-        key_uri: None,
-    }
+    Config::for_tests("Lint Test CA")
 }
 
 /// A CA and the lint profile made from it.

@@ -7,23 +7,14 @@ use super::*;
 use crate::signer::token::{ecdsa_der, generate_pair};
 use crate::signer::{verify, CaKey};
 use cryptoki::object::{Attribute, AttributeType};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const PIN: &str = "1234";
 const TOKEN: &str = "unit";
 
 /// The SoftHSM2 module on this machine.
 pub(crate) fn module() -> PathBuf {
-    for p in [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-    ] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("SoftHSM2 is not installed (apt-get install softhsm2)");
+    mailid_tests::softhsm::module()
 }
 
 /// Sets up this process's token once (SOFTHSM2_CONF is read at
@@ -33,25 +24,10 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
     static ONCE: OnceLock<()> = OnceLock::new();
     static SERIAL: Mutex<()> = Mutex::new(());
     ONCE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        let out = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN])
-            .args(["--pin", PIN, "--so-pin", "5678"])
-            .output()
-            .expect("softhsm2-util (apt-get install softhsm2)");
-        assert!(out.status.success(), "{out:?}");
+        // Kept for the whole process (the module reads it once).
+        let token = mailid_tests::softhsm::SoftHsm::new(TOKEN, PIN, "5678");
+        std::env::set_var("SOFTHSM2_CONF", &token.conf);
+        std::mem::forget(token);
     });
     lock(&SERIAL)
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mailid_tests::softhsm::SoftHsm;
 use mailid_tests::{bin, free_port, run_env, CaFixture, MtaFixture, Server, CA_BIN};
 
 use super::support::{openssl, Env, PASSWORD};
@@ -19,54 +20,24 @@ pub const TOKEN: &str = "mailid";
 
 /// The SoftHSM2 module.
 pub fn module() -> String {
-    for p in [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-    ] {
-        if Path::new(p).exists() {
-            return p.to_string();
-        }
-    }
-    panic!("SoftHSM2 is not installed (apt-get install softhsm2 opensc)");
+    mailid_tests::softhsm::module().display().to_string()
 }
 
 /// A private SoftHSM2 configuration with one initialised token.
 pub struct Hsm {
-    pub dir: tempfile::TempDir,
+    pub token: SoftHsm,
     pub conf: String,
     pub pin_file: PathBuf,
 }
 
 impl Hsm {
     pub fn new() -> Hsm {
-        let dir = mailid_tests::temp_dir();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let pin_file = dir.path().join("pin");
-        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
-        let hsm = Hsm {
-            conf: conf.display().to_string(),
-            dir,
-            pin_file,
-        };
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN])
-            .args(["--pin", PIN, "--so-pin", SO_PIN])
-            .env("SOFTHSM2_CONF", &hsm.conf)
-            .output()
-            .expect("softhsm2-util (apt-get install softhsm2)");
-        assert!(out.status.success(), "{out:?}");
-        hsm
+        let token = SoftHsm::new(TOKEN, PIN, SO_PIN);
+        Hsm {
+            conf: token.conf.display().to_string(),
+            pin_file: token.pin_file.clone(),
+            token,
+        }
     }
 
     pub fn env(&self) -> Vec<(&str, &str)> {
@@ -126,7 +97,7 @@ impl Hsm {
             assert_eq!((der[0], usize::from(der[1])), (4, der.len() - 2));
             return der[2..].to_vec();
         }
-        let f = self.dir.path().join(format!("{object}.pub.der"));
+        let f = self.token.dir.path().join(format!("{object}.pub.der"));
         let out = f.display().to_string();
         self.tool(&[
             "--read-object",
