@@ -30,6 +30,7 @@ fn timed(program: &Path, args: &[std::ffi::OsString]) -> anyhow::Result<(Duratio
     let report = tempfile::NamedTempFile::new()?;
     let t0 = Instant::now();
     let out = std::process::Command::new("/usr/bin/time")
+        .envs(crate::server::child_env_vars())
         .args(["-f", "%M", "-o"])
         .arg(report.path())
         .arg(program)

@@ -19,11 +19,13 @@ pub fn child_env(key: &str, value: &str) {
     env.push((key.to_string(), value.to_string()));
 }
 
+/// The variables [`child_env`] set, for commands started elsewhere.
+pub fn child_env_vars() -> Vec<(String, String)> {
+    CHILD_ENV.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 fn with_child_env(cmd: &mut Command) -> &mut Command {
-    for (k, v) in CHILD_ENV.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        cmd.env(k, v);
-    }
-    cmd
+    cmd.envs(child_env_vars())
 }
 
 /// A `serve` child process.
