@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod pg;
 pub mod pkilint;
@@ -268,6 +268,44 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `bin --data-dir DIR serve --listen 127.0.0.1:0` that must fail:
+/// waits up to 30 s (kills it and panics if it is still running). `env`
+/// is added to the environment.
+pub fn serve_must_fail(bin_path: &Path, dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin_path);
+    cmd.args([
+        "--data-dir",
+        &dir.display().to_string(),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    // No ambient secret may rescue a start that must fail.
+    .env_remove("MAILID_CA_PASSPHRASE")
+    .env_remove("MAILID_PKCS11_PIN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn serve");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    panic!(
+        "{} serve kept running; stdout: {}",
+        bin_path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A fresh temporary directory that is removed when dropped.

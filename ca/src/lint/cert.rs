@@ -22,8 +22,8 @@ use mailid_shared::KeyId;
 
 use super::tbs::{self, ExtRef, TbsRef};
 use super::{
-    same_algorithm, serial_problem, time_encoding, unix, CertContext, Finding, Findings,
-    MAX_BACKDATE_SECS, MAX_FUTURE_SECS,
+    same_algorithm, serial_problem, start_time_problem, time_encoding, unix, CertContext, Finding,
+    Findings,
 };
 use crate::config::MAX_VALIDITY_DAYS;
 use crate::issuer::UB_COMMON_NAME;
@@ -254,21 +254,9 @@ fn validity(c: &Cert, _: &CertContext, f: &mut Findings) {
 
 /// notBefore backdated at most a minute and not in the future.
 fn not_before(c: &Cert, ctx: &CertContext, f: &mut Findings) {
-    let tbs = &c.tbs;
-    let nb = unix(&tbs.validity.not_before);
-    if ctx.now - nb > MAX_BACKDATE_SECS {
-        f.push(
-            "cert.not_before",
-            format!(
-                "notBefore is backdated {} s (at most {MAX_BACKDATE_SECS})",
-                ctx.now - nb
-            ),
-        );
-    } else if nb - ctx.now > MAX_FUTURE_SECS {
-        f.push(
-            "cert.not_before",
-            format!("notBefore is {} s in the future", nb - ctx.now),
-        );
+    let nb = unix(&c.tbs.validity.not_before);
+    if let Some(p) = start_time_problem("notBefore", nb, ctx.now) {
+        f.push("cert.not_before", p);
     }
 }
 

@@ -23,8 +23,8 @@ use x509_cert::time::Time;
 
 use super::crl_entries::{Entries, Entry};
 use super::{
-    next_tlv, same_algorithm, serial_problem, time_encoding, unix, CrlContext, Finding, Findings,
-    MAX_BACKDATE_SECS, MAX_FUTURE_SECS,
+    next_tlv, same_algorithm, serial_problem, start_time_problem, time_encoding, unix, CrlContext,
+    Finding, Findings,
 };
 use crate::config::MAX_CRL_HOURS;
 
@@ -125,11 +125,7 @@ pub fn check_crl(tbs_der: &[u8], ctx: &CrlContext) -> Vec<Finding> {
 
 /// Decodes the TBSCertList fields in order (RFC 5280 §5.1).
 pub fn decode_head(der: &[u8]) -> der::Result<Head<'_>> {
-    let mut outer = SliceReader::new(der)?;
-    let h = Header::decode(&mut outer)?;
-    h.tag.assert_eq(Tag::Sequence)?;
-    let body = outer.read_slice(h.length)?;
-    outer.finish(())?;
+    let body = super::sequence_body(der)?;
     let mut r = SliceReader::new(body)?;
     let version = match r.peek_tag()? {
         Tag::Integer => Some(u8::decode(&mut r)?),
@@ -381,19 +377,8 @@ fn issuer(h: &Head, ctx: &CrlContext, f: &mut Findings) {
 /// Backdated at most a minute, not in the future.
 fn this_update(h: &Head, ctx: &CrlContext, f: &mut Findings) {
     let t = unix(&h.this_update);
-    if ctx.now - t > MAX_BACKDATE_SECS {
-        f.push(
-            "crl.this_update",
-            format!(
-                "thisUpdate is backdated {} s (at most {MAX_BACKDATE_SECS})",
-                ctx.now - t
-            ),
-        );
-    } else if t - ctx.now > MAX_FUTURE_SECS {
-        f.push(
-            "crl.this_update",
-            format!("thisUpdate is {} s in the future", t - ctx.now),
-        );
+    if let Some(p) = start_time_problem("thisUpdate", t, ctx.now) {
+        f.push("crl.this_update", p);
     }
 }
 

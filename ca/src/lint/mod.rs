@@ -240,6 +240,34 @@ pub(crate) fn time_encoding(t: &x509_cert::time::Time) -> Option<String> {
     }
 }
 
+/// What is wrong with a start time `t` (notBefore, thisUpdate; Unix
+/// seconds) named `what`, signed at `now`: backdated more than
+/// [`MAX_BACKDATE_SECS`] or more than [`MAX_FUTURE_SECS`] ahead.
+pub(crate) fn start_time_problem(what: &str, t: i64, now: i64) -> Option<String> {
+    if now - t > MAX_BACKDATE_SECS {
+        Some(format!(
+            "{what} is backdated {} s (at most {MAX_BACKDATE_SECS})",
+            now - t
+        ))
+    } else if t - now > MAX_FUTURE_SECS {
+        Some(format!("{what} is {} s in the future", t - now))
+    } else {
+        None
+    }
+}
+
+/// The contents of the SEQUENCE that is the whole of `der` (a
+/// TBSCertificate or TBSCertList), nothing after it.
+pub(crate) fn sequence_body(der: &[u8]) -> der::Result<&[u8]> {
+    use der::Reader;
+    let mut outer = der::SliceReader::new(der)?;
+    let h = der::Header::decode(&mut outer)?;
+    h.tag.assert_eq(der::Tag::Sequence)?;
+    let body = outer.read_slice(h.length)?;
+    outer.finish(())?;
+    Ok(body)
+}
+
 /// An INTEGER's content octets (two's complement): what is wrong with it
 /// as a serial number (RFC 5280 §4.1.2.2: positive, at most 20 octets).
 pub(crate) fn serial_problem(content: &[u8]) -> Option<String> {

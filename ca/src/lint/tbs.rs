@@ -59,11 +59,7 @@ fn context(r: &SliceReader<'_>, constructed: bool, number: TagNumber) -> bool {
 /// Decodes a TBSCertificate (RFC 5280 §4.1) strictly: every field in
 /// order, nothing after the last.
 pub fn decode(der: &[u8]) -> der::Result<TbsRef<'_>> {
-    let mut outer = SliceReader::new(der)?;
-    let h = Header::decode(&mut outer)?;
-    h.tag.assert_eq(Tag::Sequence)?;
-    let body = outer.read_slice(h.length)?;
-    outer.finish(())?;
+    let body = super::sequence_body(der)?;
     let mut r = SliceReader::new(body)?;
     let version = if context(&r, true, TagNumber::N0) {
         let h = Header::decode(&mut r)?;

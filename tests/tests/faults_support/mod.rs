@@ -130,40 +130,7 @@ pub fn healthy(url: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `bin --data-dir DIR serve --listen 127.0.0.1:0` that must fail:
-/// waits up to 30 s (kills it and panics if it is still running).
-pub fn serve_must_fail(bin_path: &Path, dir: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(bin_path);
-    cmd.args([
-        "--data-dir",
-        &dir.display().to_string(),
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .env_remove("MAILID_CA_PASSPHRASE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn serve");
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    panic!(
-        "{} serve kept running; stdout: {}",
-        bin_path.display(),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
+pub use mailid_tests::serve_must_fail;
 
 /// Asserts exit status 1, no `listening on`, and exactly one stderr line
 /// starting with `prefix` and containing every one of `words`.

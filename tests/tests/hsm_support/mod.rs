@@ -4,8 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use mailid_tests::softhsm::SoftHsm;
 use mailid_tests::{bin, free_port, run_env, CaFixture, MtaFixture, Server, CA_BIN};
@@ -235,25 +234,7 @@ pub fn crl_verifies(dir: &Path, crl_pem: &str, ca: &Path) -> bool {
 
 /// Runs `serve`, which must exit (within 30 s); its output.
 pub fn serve_must_fail(hsm: &Hsm, dir: &Path) -> Output {
-    let mut cmd = Command::new(bin(CA_BIN));
-    cmd.args(["--data-dir", &dir.display().to_string()])
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .env_remove("MAILID_PKCS11_PIN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn serve");
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("serve kept running");
+    mailid_tests::serve_must_fail(&bin(CA_BIN), dir, &[("SOFTHSM2_CONF", &hsm.conf)])
 }
 
 /// Exit 1 with one line on stderr holding `words`, no panic.
