@@ -211,6 +211,7 @@ impl Signer {
             kind,
             dry_run: false,
             error: RefCell::new(None),
+            checked: RefCell::new(None),
         }
     }
 
@@ -237,12 +238,19 @@ pub struct Gated<'a> {
     kind: Kind<'a>,
     dry_run: bool,
     error: RefCell<Option<SignError>>,
+    /// On a dry run, the TBS the gate passed.
+    checked: RefCell<Option<Vec<u8>>>,
 }
 
 impl Gated<'_> {
     /// The error of the failed signature, if any.
     pub fn take_error(&self) -> Option<SignError> {
         self.error.borrow_mut().take()
+    }
+
+    /// On a dry run, the TBS DER the gate was shown and passed.
+    pub fn take_checked(&self) -> Option<Vec<u8>> {
+        self.checked.borrow_mut().take()
     }
 }
 
@@ -259,7 +267,10 @@ impl PublicKeyData for Gated<'_> {
 impl SigningKey for Gated<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let signed = if self.dry_run {
-            self.signer.check(msg, self.kind).map(|()| Vec::new())
+            self.signer.check(msg, self.kind).map(|()| {
+                *self.checked.borrow_mut() = Some(msg.to_vec());
+                Vec::new()
+            })
         } else {
             self.signer.sign(msg, self.kind)
         };
