@@ -142,6 +142,43 @@ pub struct PublishedIdentity {
     pub not_after: String,
 }
 
+/// `PUT /v1/backups/{key_id}` (MTA, SPEC §10): store one encrypted key.
+/// `encrypted_key` is a PEM `ENCRYPTED PRIVATE KEY` (PKCS#8 PBES2 with
+/// AES-256), at most [`BACKUP_MAX_PEM`] bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupUpload {
+    pub encrypted_key: String,
+}
+
+/// Largest `encrypted_key` the MTA keeps (16 KiB of PEM).
+pub const BACKUP_MAX_PEM: usize = 16 * 1024;
+/// Most backups the MTA keeps for one account.
+pub const BACKUP_MAX_PER_ACCOUNT: usize = 64;
+
+/// Answer to `PUT /v1/backups/{key_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupStored {
+    pub account: Address,
+    pub key_id: KeyId,
+    pub stored_at: String,
+}
+
+/// One stored backup, as `GET /v1/backups` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredBackup {
+    pub key_id: KeyId,
+    pub encrypted_key: String,
+    pub stored_at: String,
+}
+
+/// Answer to `GET /v1/backups`: the authenticated account's backups, by
+/// key ID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupList {
+    pub account: Address,
+    pub backups: Vec<StoredBackup>,
+}
+
 /// `POST /v1/certificates` (CA): enroll a CSR with a code.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnrollRequest {
