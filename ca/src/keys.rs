@@ -1,5 +1,5 @@
 //! The CA key: generation (rcgen with aws-lc-rs), the PKCS#8 key file
-//! (0600, PBES2 with PBKDF2-SHA256 and AES-256-CBC when a passphrase is
+//! (0600, encrypted by the shared [`pbes2`] helper when a passphrase is
 //! given, so `openssl pkey` reads it) and the passphrase sources.
 
 use std::fmt;
@@ -10,18 +10,15 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use pkcs8::der::Decode;
-use pkcs8::pkcs5::pbes2;
-use rand::RngCore;
 use rcgen::{KeyPair, RsaKeySize, SignatureAlgorithm};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use mailid_shared::pbes2;
 use mailid_shared::sigverify::oids;
 
 /// Environment variable that may hold the key passphrase.
 pub const PASSPHRASE_ENV: &str = "MAILID_CA_PASSPHRASE";
-/// PBKDF2-SHA256 iterations for an encrypted key file.
-pub const PBKDF2_ITERATIONS: u32 = 210_000;
 
 /// The CA key types `init` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,19 +150,11 @@ pub fn encode_key(pkcs8_der: &[u8], pass: Option<&str>) -> anyhow::Result<Zeroiz
             pkcs8_der,
         )));
     };
-    let info = pkcs8::PrivateKeyInfo::from_der(pkcs8_der).context("key is not PKCS#8")?;
-    let mut salt = [0u8; 16];
-    let mut iv = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut salt);
-    rand::rngs::OsRng.fill_bytes(&mut iv);
-    let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, &iv)
-        .map_err(|e| anyhow::anyhow!("PBES2 parameters: {e}"))?;
-    let doc = info
-        .encrypt_with_params(params, pass.as_bytes())
+    let doc = pbes2::encrypt(pkcs8_der, pass.as_bytes())
         .map_err(|e| anyhow::anyhow!("encrypting the CA key: {e}"))?;
     Ok(Zeroizing::new(mailid_shared::pem::encode(
         "ENCRYPTED PRIVATE KEY",
-        doc.as_bytes(),
+        &doc,
     )))
 }
 
@@ -185,12 +174,12 @@ pub fn decode_key(pem_text: &str, pass: Option<&str>) -> anyhow::Result<Zeroizin
                     "the CA key is encrypted: give --passphrase-file or set {PASSPHRASE_ENV}"
                 )
             })?;
-            let enc = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)
-                .context("encrypted key is malformed")?;
-            let doc = enc
-                .decrypt(pass.as_bytes())
-                .map_err(|_| anyhow::anyhow!("wrong passphrase for the CA key"))?;
-            Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+            pbes2::decrypt(&der, pass.as_bytes()).map_err(|e| match e {
+                pbes2::Pbes2Error::WrongPassphrase => {
+                    anyhow::anyhow!("wrong passphrase for the CA key")
+                }
+                other => anyhow::anyhow!("the CA key file: {other}"),
+            })
         }
         other => anyhow::bail!("key file holds a '{other}' block; PKCS#8 is required"),
     }

@@ -6,6 +6,7 @@
 //! * [`problem`]: RFC 9457 problem documents with the contract's codes.
 //! * [`pem`]: tolerant PEM decoding and encoding.
 //! * [`sigverify`]: signature checks and canonical SPKIs.
+//! * [`pbes2`]: PKCS#8 key encryption (PBES2, AES-256), one way for all.
 //! * [`timefmt`]: RFC 3339 UTC times; [`input`]: bounded CLI input;
 //!   [`cli`]: the SPEC §3 usage errors of all three binaries.
 //!
@@ -38,6 +39,7 @@ pub mod keyid;
 pub mod logging;
 #[cfg(feature = "server")]
 pub mod metrics;
+pub mod pbes2;
 pub mod pem;
 #[cfg(feature = "server")]
 pub mod pg;
