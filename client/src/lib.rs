@@ -13,6 +13,7 @@ pub mod error;
 pub mod keyfile;
 pub mod keys;
 pub mod lookup;
+pub mod recovery;
 pub mod revoke;
 pub mod secret;
 pub mod store;

@@ -148,10 +148,25 @@ pub struct PublishedIdentity {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupUpload {
     pub encrypted_key: String,
+    /// The key's certificate (PEM), so a recovering device can rebuild its
+    /// store; when given, the MTA checks that it names the account and
+    /// carries the key of `{key_id}`. Certificates are public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The certificate's chain (PEM bundle, issuer first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// Base URL of the CA that issued the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_url: Option<String>,
 }
 
 /// Largest `encrypted_key` the MTA keeps (16 KiB of PEM).
 pub const BACKUP_MAX_PEM: usize = 16 * 1024;
+/// Largest `certificate` or `chain` of a backup (PEM bytes each).
+pub const BACKUP_MAX_CERT_PEM: usize = 16 * 1024;
+/// Longest `ca_url` of a backup.
+pub const BACKUP_MAX_URL: usize = 2048;
 /// Most backups the MTA keeps for one account.
 pub const BACKUP_MAX_PER_ACCOUNT: usize = 64;
 
@@ -169,6 +184,12 @@ pub struct StoredBackup {
     pub key_id: KeyId,
     pub encrypted_key: String,
     pub stored_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_url: Option<String>,
 }
 
 /// Answer to `GET /v1/backups`: the authenticated account's backups, by
