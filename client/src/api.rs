@@ -2,7 +2,7 @@
 //! the answer is about what was asked.
 
 use mailid_shared::protocol::{
-    CertificateInfo, CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, IdentityUpload,
+    BackupList, BackupStored, BackupUpload, CertificateInfo, CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, IdentityUpload,
     IdentityUploaded, PublishedIdentity, RevocationReason, RevokeRequest, RevokeResponse,
     TotpRequest, TotpResponse,
 };
@@ -253,6 +253,88 @@ pub async fn published_identity(
     let what = format!("the look-up of {address}");
     http.json(mta, Method::GET, &path, Auth::Anonymous, NO_BODY, &what)
         .await
+}
+
+/// SPEC §10: stores one encrypted key at the MTA (`PUT /v1/backups/{key_id}`).
+pub async fn put_backup(
+    http: &Http,
+    mta: &Endpoint,
+    account: &Address,
+    creds: &Credentials,
+    key_id: &KeyId,
+    body: &BackupUpload,
+) -> Result<BackupStored> {
+    let path = format!("/v1/backups/{key_id}");
+    let what = format!("the backup of key ID {key_id} for {account}");
+    let resp: BackupStored = http
+        .json(
+            mta,
+            Method::PUT,
+            &path,
+            Auth::Holder(account, creds),
+            Some(body),
+            &what,
+        )
+        .await?;
+    if &resp.account != account || &resp.key_id != key_id {
+        return Err(bad_answer(
+            mta,
+            &path,
+            format!("it stored key ID {} for {}", resp.key_id, resp.account),
+        ));
+    }
+    Ok(resp)
+}
+
+/// SPEC §10: the account's backups at the MTA (`GET /v1/backups`).
+pub async fn list_backups(
+    http: &Http,
+    mta: &Endpoint,
+    account: &Address,
+    creds: &Credentials,
+) -> Result<BackupList> {
+    let path = "/v1/backups";
+    let what = format!("the backups of {account}");
+    let resp: BackupList = http
+        .json(
+            mta,
+            Method::GET,
+            path,
+            Auth::Holder(account, creds),
+            NO_BODY,
+            &what,
+        )
+        .await?;
+    if &resp.account != account {
+        return Err(bad_answer(
+            mta,
+            path,
+            format!("it listed the backups of {}", resp.account),
+        ));
+    }
+    Ok(resp)
+}
+
+/// SPEC §10: removes one backup (`DELETE /v1/backups/{key_id}`).
+pub async fn delete_backup(
+    http: &Http,
+    mta: &Endpoint,
+    account: &Address,
+    creds: &Credentials,
+    key_id: &KeyId,
+) -> Result<()> {
+    let path = format!("/v1/backups/{key_id}");
+    let what = format!("the removal of the backup of key ID {key_id} for {account}");
+    http.request(
+        mta,
+        Method::DELETE,
+        &path,
+        Auth::Holder(account, creds),
+        NO_BODY,
+        &what,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -64,6 +64,13 @@ pub fn key_id_of_bytes(bytes: &[u8], passphrase: Option<&[u8]>) -> Result<FileKe
     finish(kind, &spki)
 }
 
+/// The key ID of an unencrypted PKCS#8 private key; the key must load
+/// (aws-lc checks that its public half matches the private one).
+pub fn key_id_of_pkcs8(der: &[u8]) -> Result<FileKeyId> {
+    let (kind, spki) = private_spki(der)?;
+    finish(kind, &spki)
+}
+
 fn finish(kind: FileKind, spki: &SubjectPublicKeyInfoOwned) -> Result<FileKeyId> {
     let der = spki
         .to_der()

@@ -4,9 +4,12 @@
 //! * [`enroll()`]: steps 2–10 — key, CSR, TOTP, revocation at a previous
 //!   CA, enrollment, key store, publication — reporting each [`Step`].
 //! * [`revoke()`], [`lookup()`], [`key_id_of_file`]: the other commands.
+//! * [`backup()`], [`recover()`]: keys kept at the MTA under a recovery
+//!   key, and the store rebuilt from them on another device (SPEC §10).
 //! * [`Store`]: the local key store; [`transport`]: HTTPS and errors.
 
 pub mod api;
+pub mod backup;
 pub mod cert;
 pub mod enroll;
 pub mod error;
@@ -19,6 +22,7 @@ pub mod secret;
 pub mod store;
 pub mod transport;
 
+pub use backup::{backup, recover, BackedUp, BackupOptions, RecoverOptions, RecoverWith, Recovered, Secret};
 pub use enroll::{enroll, parse_address, publish, EnrollOptions, Outcome, Step};
 pub use error::{Error, Result, Service};
 pub use keyfile::{key_id_of_bytes, key_id_of_file, FileKeyId, FileKind};

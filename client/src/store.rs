@@ -263,21 +263,8 @@ impl Store {
     ) -> Result<StoredIdentity> {
         let _lock = self.lock()?;
         let mut index = self.load()?;
-        let rel = format!("{}/{}", dir_name(address), new.serial);
-        let dir = self.dir.join(&rel);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io(&dir, &e))?;
-        let key_pem = Zeroizing::new(match passphrase {
-            Some(p) => pem::encode("ENCRYPTED PRIVATE KEY", &encrypt_pkcs8(new.key_pkcs8, p)?),
-            None => pem::encode("PRIVATE KEY", new.key_pkcs8),
-        });
-        write_atomic(&dir, "key.pem", key_pem.as_bytes(), 0o600)?;
-        write_atomic(&dir, "cert.pem", new.certificate_pem.as_bytes(), 0o644)?;
-        write_atomic(&dir, "chain.pem", new.chain_pem.as_bytes(), 0o644)?;
-
+        let (stored, _) =
+            self.write_identity(address, new, IdentityStatus::Current, passphrase)?;
         let now = timefmt::rfc3339(timefmt::now_unix());
         let entry = index.accounts.entry(address.clone()).or_default();
         for old in entry.identities.iter_mut() {
@@ -293,7 +280,85 @@ impl Store {
             }
         }
         entry.identities.retain(|i| &i.serial != new.serial);
-        let stored = StoredIdentity {
+        entry.identities.push(stored.clone());
+        self.save(&index)?;
+        Ok(stored)
+    }
+
+    /// Rebuilds an account from recovered identities (SPEC §10), oldest
+    /// first, each with the status it gets. Refuses an account the store
+    /// already holds; on any failure the index is untouched and the files
+    /// written so far are removed.
+    pub fn restore(
+        &self,
+        address: &Address,
+        identities: &[(NewIdentity<'_>, IdentityStatus)],
+        passphrase: Option<&[u8]>,
+    ) -> Result<Vec<StoredIdentity>> {
+        let _lock = self.lock()?;
+        let mut index = self.load()?;
+        if index
+            .accounts
+            .get(address)
+            .is_some_and(|a| !a.identities.is_empty())
+        {
+            return Err(Error::Invalid(format!(
+                "the store at {} already holds identities of {address}: recover into an \
+                 empty store (--store DIR)",
+                self.dir.display()
+            )));
+        }
+        let account_dir = self.dir.join(dir_name(address));
+        let fresh_dir = !account_dir.exists();
+        let mut written: Vec<PathBuf> = Vec::new();
+        let mut stored = Vec::with_capacity(identities.len());
+        let result = (|| -> Result<()> {
+            for (new, status) in identities {
+                let (id, dir) = self.write_identity(address, new, *status, passphrase)?;
+                written.push(dir);
+                stored.push(id);
+            }
+            index
+                .accounts
+                .insert(address.clone(), AccountEntry { identities: stored.clone() });
+            self.save(&index)
+        })();
+        if let Err(e) = result {
+            for dir in &written {
+                let _ = fs::remove_dir_all(dir);
+            }
+            if fresh_dir {
+                let _ = fs::remove_dir(&account_dir);
+            }
+            return Err(e);
+        }
+        Ok(stored)
+    }
+
+    /// Writes one identity's files (key encrypted when a passphrase is
+    /// given) and returns its index entry and directory.
+    fn write_identity(
+        &self,
+        address: &Address,
+        new: &NewIdentity<'_>,
+        status: IdentityStatus,
+        passphrase: Option<&[u8]>,
+    ) -> Result<(StoredIdentity, PathBuf)> {
+        let rel = format!("{}/{}", dir_name(address), new.serial);
+        let dir = self.dir.join(&rel);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, &e))?;
+        let key_pem = Zeroizing::new(match passphrase {
+            Some(p) => pem::encode("ENCRYPTED PRIVATE KEY", &encrypt_pkcs8(new.key_pkcs8, p)?),
+            None => pem::encode("PRIVATE KEY", new.key_pkcs8),
+        });
+        write_atomic(&dir, "key.pem", key_pem.as_bytes(), 0o600)?;
+        write_atomic(&dir, "cert.pem", new.certificate_pem.as_bytes(), 0o644)?;
+        write_atomic(&dir, "chain.pem", new.chain_pem.as_bytes(), 0o644)?;
+        let id = StoredIdentity {
             serial: new.serial.clone(),
             key_id: new.key_id.clone(),
             key_type: new.key_type.to_string(),
@@ -301,17 +366,15 @@ impl Store {
             issuer: new.issuer.to_string(),
             not_before: new.not_before.to_string(),
             not_after: new.not_after.to_string(),
-            enrolled_at: now,
-            status: IdentityStatus::Current,
+            enrolled_at: timefmt::rfc3339(timefmt::now_unix()),
+            status,
             revoked_at: None,
             reason: None,
             key_encrypted: passphrase.is_some(),
             published_at: None,
             dir: rel,
         };
-        entry.identities.push(stored.clone());
-        self.save(&index)?;
-        Ok(stored)
+        Ok((id, dir))
     }
 
     /// Marks an identity revoked (reason `superseded` makes it superseded).
