@@ -6,51 +6,18 @@
 
 mod common;
 
+use common::backup::{aes256, encrypt, encrypted_key, new_key, RECOVERY};
 use common::pki::TestCa;
 use common::*;
 use mailid_shared::protocol::{BackupList, BackupStored, BACKUP_MAX_PEM, BACKUP_MAX_PER_ACCOUNT};
 use mailid_shared::{pem, KeyId};
 use pkcs8::der::Decode;
 use pkcs8::pkcs5::pbes2;
-use pkcs8::{EncryptedPrivateKeyInfo, PrivateKeyInfo};
-use rcgen::PublicKeyData;
+use pkcs8::EncryptedPrivateKeyInfo;
 
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
 const PW: &str = "backups-test-pw";
-const RECOVERY: &[u8] = b"a recovery key the MTA never sees";
-
-/// A fresh P-256 key: its strong key ID and its PKCS#8 DER.
-fn new_key() -> (KeyId, Vec<u8>) {
-    let kp = rcgen::KeyPair::generate().unwrap();
-    (
-        KeyId::of_spki(&kp.subject_public_key_info()),
-        kp.serialize_der(),
-    )
-}
-
-/// The key encrypted under [`RECOVERY`] with `params`, as PEM.
-fn encrypt(der: &[u8], params: pbes2::Parameters<'_>) -> String {
-    let doc = PrivateKeyInfo::from_der(der)
-        .unwrap()
-        .encrypt_with_params(params, RECOVERY)
-        .unwrap();
-    pem::encode("ENCRYPTED PRIVATE KEY", doc.as_bytes())
-}
-
-/// PBES2 with AES-256-CBC (a low PBKDF2 count: a test).
-fn aes256(der: &[u8]) -> String {
-    let (salt, iv) = (rand::random::<[u8; 16]>(), rand::random::<[u8; 16]>());
-    encrypt(
-        der,
-        pbes2::Parameters::pbkdf2_sha256_aes256cbc(1000, &salt, &iv).unwrap(),
-    )
-}
-
-fn encrypted_key() -> (KeyId, String) {
-    let (k, der) = new_key();
-    (k, aes256(&der))
-}
 
 async fn put_raw(
     c: &reqwest::Client,
