@@ -1,7 +1,9 @@
 //! The key backups API of SPEC §10 over real HTTP on loopback, with real
 //! PKCS#8 keys encrypted by the pkcs8 crate: the round trip, who may see
 //! and change what, every refusal (each stores nothing), the per-account
-//! limit, disabled accounts, a restart, and TLS client-certificate login.
+//! limit, disabled accounts, a restart, TLS client-certificate login, and
+//! keys encrypted by `openssl pkcs8 -topk8` (accepted with AES-256-CBC and
+//! read back by openssl; AES-128 and PBES1 refused).
 //! Runs on SQLite, or on PostgreSQL with `MAILID_TEST_BACKEND=postgres`.
 
 mod common;
@@ -443,4 +445,80 @@ async fn client_certificate_login_reaches_only_its_own_backups() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
+}
+
+/// Runs openssl with `args` in `dir`; must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_encrypted_by_openssl() {
+    let dir = data_dir();
+    add_account(dir.path(), ALICE, PW);
+    let srv = Server::start(dir.path(), &[]);
+    let c = client();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    openssl(
+        w,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "key.pem",
+        ],
+    );
+    let pass = "pass:recovery-words";
+    let topk8 = |out: &str, scheme: &[&str]| {
+        let mut args = vec![
+            "pkcs8", "-topk8", "-in", "key.pem", "-passout", pass, "-out", out,
+        ];
+        args.extend_from_slice(scheme);
+        openssl(w, &args);
+        std::fs::read_to_string(w.join(out)).unwrap()
+    };
+    let read = |name: &str| std::fs::read_to_string(w.join(name)).unwrap();
+    let cases = [
+        ("aes256.pem", vec!["-v2", "aes-256-cbc"], 200),
+        ("scrypt.pem", vec!["-v2", "aes-256-cbc", "-scrypt"], 200),
+        ("aes128.pem", vec!["-v2", "aes-128-cbc"], 400),
+        ("3des.pem", vec!["-v1", "PBE-SHA1-3DES"], 400),
+    ];
+    for (name, scheme, status) in cases {
+        let text = topk8(name, &scheme);
+        let k = key_id();
+        let body = serde_json::json!({ "encrypted_key": text });
+        let r = put_raw(&c, &srv.url, Some((ALICE, PW)), &k.to_string(), &body).await;
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        if status != 200 {
+            continue;
+        }
+        // openssl decrypts what the MTA hands back to the same key.
+        let l = list(&c, &srv.url, ALICE).await;
+        let got = l.backups.iter().find(|b| b.key_id == k).unwrap();
+        std::fs::write(w.join("got.pem"), &got.encrypted_key).unwrap();
+        openssl(
+            w,
+            &[
+                "pkcs8", "-in", "got.pem", "-passin", pass, "-out", "back.pem",
+            ],
+        );
+        openssl(
+            w,
+            &[
+                "pkcs8", "-in", "key.pem", "-nocrypt", "-topk8", "-out", "orig.pem",
+            ],
+        );
+        assert_eq!(read("back.pem"), read("orig.pem"), "{name}");
+    }
+    assert_eq!(list(&c, &srv.url, ALICE).await.backups.len(), 2);
 }
