@@ -29,7 +29,7 @@ const AES_BLOCK: usize = 16;
 /// The `{key_id}` of a backup route as a strong key ID; 400 otherwise.
 pub fn key_id(text: &str) -> Result<KeyId, Problem> {
     text.parse()
-        .map_err(|e| Problem::bad_request(format!("{text:?} is not a strong key ID: {e}")))
+        .map_err(|e| Problem::bad_request(format!("the path's key ID is not a strong key ID: {e}")))
 }
 
 /// Checks an uploaded `encrypted_key` and returns it as stored: its DER
