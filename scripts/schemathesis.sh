@@ -7,11 +7,12 @@
 #   not_a_server_error, status_code_conformance, content_type_conformance,
 #   response_schema_conformance
 # (no 5xx; every status, media type and body as documented). Real values
-# (serials, addresses, key IDs, a CSR, the certificate and chain) are mixed
-# into the generated data so requests get past validation. /v1/totp and
-# PUT /v1/identity get HTTP Basic credentials; /v1/validate is HMAC-signed,
-# which schemathesis cannot do, so its 401 problem answers are what is
-# checked there.
+# (serials, addresses, key IDs, a CSR, the certificate and chain, a key
+# encrypted by `openssl pkcs8 -topk8 -v2 aes-256-cbc`) are mixed into the
+# generated data so requests get past validation. /v1/totp,
+# PUT /v1/identity and /v1/backups get HTTP Basic credentials;
+# /v1/validate is HMAC-signed, which schemathesis cannot do, so its 401
+# problem answers are what is checked there.
 #
 # schemathesis (PyPI, pinned below) is installed into a virtualenv under
 # target/ on first use. Uses the debug binaries (built if needed) or those
@@ -97,11 +98,14 @@ KID="$("$BIN/mailid" key-id "$CERT")" || fatal "mailid key-id"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout csr.key \
   -subj "/CN=$ALICE" -addext "subjectAltName=email:$ALICE" -out csr.pem 2>/dev/null || fatal "openssl req"
 CSR_KID="$("$BIN/mailid" key-id csr.pem)" || fatal "mailid key-id csr.pem"
+# A key backup as the client makes one (PKCS#8, PBES2 with AES-256-CBC).
+openssl pkcs8 -topk8 -v2 aes-256-cbc -in csr.key -passout pass:schemathesis-recovery \
+  -out backup.pem 2>/dev/null || fatal "openssl pkcs8 -topk8"
 echo "schemathesis: MTA at $MTA_URL, CA at $CA_URL (serials $S1, $S2)"
 
 # Real values schemathesis mixes into what it generates (half the time for
 # each bound field): serials, addresses (plain and strong), key IDs, a CSR,
-# the identity certificate and its chain.
+# the identity certificate and its chain, an encrypted key.
 {
   echo '[dictionaries.serials]'
   echo "values = [\"$S1\", \"$S2\"]"
@@ -111,13 +115,14 @@ echo "schemathesis: MTA at $MTA_URL, CA at $CA_URL (serials $S1, $S2)"
   echo "values = [\"$KID\", \"$CSR_KID\"]"
   echo '[dictionaries.accounts]'
   echo "values = [\"$ALICE\"]"
-  for d in csrs:csr.pem certificates:"$CERT" chains:"store/$ALICE/$S2/chain.pem"; do
+  for d in csrs:csr.pem certificates:"$CERT" chains:"store/$ALICE/$S2/chain.pem" backups:backup.pem; do
     echo "[dictionaries.${d%%:*}]"
     printf "values = ['''\n%s\n''']\n" "$(cat "${d#*:}")"
   done
   echo '[parameters]'
   for b in path.serial:serials path.address:addresses body.key_id:key_ids body.serial:serials \
-    body.account:accounts body.csr:csrs body.certificate:certificates body.chain:chains; do
+    body.account:accounts body.csr:csrs body.certificate:certificates body.chain:chains \
+    path.key_id:key_ids body.encrypted_key:backups; do
     echo "\"${b%%:*}\" = { dictionary = \"${b#*:}\", probability = 0.5 }"
   done
 } >schemathesis.toml
@@ -161,7 +166,7 @@ for s in mta ca; do
   fi
 done
 echo "schemathesis: what the requests reached (from /metrics):"
-curl -fsS "$MTA_URL/metrics" | grep -E '^mailid_mta_(validations|codes_issued|identity_uploads)' | sed 's/^/  /'
+curl -fsS "$MTA_URL/metrics" | grep -E '^mailid_mta_(validations|codes_issued|identity_uploads|backup_writes)' | sed 's/^/  /'
 curl -fsS "$CA_URL/metrics" | grep -E '^mailid_ca_(enrollments|revocation_requests)_total' | sed 's/^/  /'
 for u in "$MTA_URL" "$CA_URL"; do
   if curl -fsS "$u/healthz" >/dev/null; then

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Path, State};
+use axum::http::StatusCode;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -14,7 +15,8 @@ use axum::{Extension, Json, Router};
 use mailid_shared::http::{harden, PeerAddr, PeerCertificate};
 use mailid_shared::problem::ErrorCode;
 use mailid_shared::protocol::{
-    IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse, ValidateRequest, ValidateResponse,
+    BackupStored, BackupUpload, IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse,
+    ValidateRequest, ValidateResponse,
 };
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::{ApiJson, KeyId, Problem, Serial};
@@ -22,6 +24,7 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::authz::Authenticator;
+use crate::backup;
 use crate::config::Config;
 use crate::identity::{self, crl::CrlChecker};
 use crate::metrics::Metrics;
@@ -100,6 +103,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/validate", post(validate))
         .route("/v1/identity", put(upload_identity))
         .route("/v1/identity/{address}", get(lookup_identity))
+        .route("/v1/backups", get(list_backups))
+        .route(
+            "/v1/backups/{key_id}",
+            put(put_backup).delete(delete_backup),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -271,6 +279,65 @@ async fn lookup_identity(
     identity::lookup(&st.store, &st.crls, &address, now_unix())
         .await
         .map(Json)
+}
+
+/// Counts a backup write's result and passes it on.
+fn count_backup<T>(st: &AppState, done: &str, res: Result<T, Problem>) -> Result<T, Problem> {
+    let label = match &res {
+        Ok(_) => done,
+        Err(p) => p.code.as_str(),
+    };
+    st.metrics.backup_writes.inc(label);
+    res
+}
+
+async fn put_backup(
+    State(st): St,
+    Path(key_id): Path<String>,
+    peer: Option<Extension<PeerCertificate>>,
+    addr: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    too_large(&body)?;
+    let ip = addr.map(|a| a.0 .0.ip());
+    let account = st.auth.holder(&headers, peer.as_deref(), ip).await?;
+    let key_id = backup::key_id(&key_id)?;
+    let req: BackupUpload = json_body(&headers, body).await?;
+    let res = backup::store(&st.store, &account, &key_id, &req).await;
+    let stored: BackupStored = count_backup(&st, "stored", res).inspect_err(|p| {
+        tracing::info!(%account, %key_id, problem = %p.code, "backup refused");
+    })?;
+    tracing::info!(%account, %key_id, "backup stored");
+    Ok(no_store(Json(stored).into_response()))
+}
+
+async fn list_backups(
+    State(st): St,
+    peer: Option<Extension<PeerCertificate>>,
+    addr: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let ip = addr.map(|a| a.0 .0.ip());
+    let account = st.auth.holder(&headers, peer.as_deref(), ip).await?;
+    let list = backup::list(&st.store, &account).await?;
+    Ok(no_store(Json(list).into_response()))
+}
+
+async fn delete_backup(
+    State(st): St,
+    Path(key_id): Path<String>,
+    peer: Option<Extension<PeerCertificate>>,
+    addr: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Problem> {
+    let ip = addr.map(|a| a.0 .0.ip());
+    let account = st.auth.holder(&headers, peer.as_deref(), ip).await?;
+    let key_id = backup::key_id(&key_id)?;
+    let res = backup::delete(&st.store, &account, &key_id).await;
+    count_backup(&st, "deleted", res)?;
+    tracing::info!(%account, %key_id, "backup deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// 200 `ok`, or 503 `unavailable` while the database is unreachable.

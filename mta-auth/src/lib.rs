@@ -3,12 +3,14 @@
 //! A request flows through [`api`] (HTTP, problem documents), [`authz`]
 //! (who is calling), [`identity`] (upload checks, CRLs) and [`validate`]
 //! (issuing and validating codes with the pure [`totp`] / [`lockout`]
-//! logic), down to [`store`] (SQLite or PostgreSQL). [`cli`] is the operator command
+//! logic) or [`backup`] (key backups, SPEC §10), down to [`store`] (SQLite
+//! or PostgreSQL). [`cli`] is the operator command
 //! line, [`server`] starts the service (with [`client_crl`] for TLS client
 //! certificates).
 
 pub mod api;
 pub mod authz;
+pub mod backup;
 pub mod cli;
 pub mod client_crl;
 pub mod config;

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub lockouts: AtomicU64,
     /// Identity uploads by result (`accepted` or the problem code).
     pub identity_uploads: LabeledCounter,
+    /// Backup writes by result (`stored`, `deleted` or the problem code
+    /// of a refused upload or delete).
+    pub backup_writes: LabeledCounter,
     /// Request latency by route.
     pub latency: Arc<LabeledHistogram>,
 }
@@ -48,6 +51,12 @@ impl Metrics {
             &mut out,
             "mailid_mta_identity_uploads_total",
             "Identity uploads by result.",
+            "result",
+        );
+        self.backup_writes.render(
+            &mut out,
+            "mailid_mta_backup_writes_total",
+            "Key backup uploads and deletions by result.",
             "result",
         );
         self.latency.render(

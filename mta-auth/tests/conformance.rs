@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mailid_mta_auth::lockout::LockoutPolicy;
 use mailid_mta_auth::store::{
-    CodeSnapshot, CrlRow, IdentityRow, KeyWrite, LockState, Store, StoreError,
+    BackupPut, CodeSnapshot, CrlRow, IdentityRow, KeyWrite, LockState, Store, StoreError,
 };
 use mailid_mta_auth::totp::TotpParams;
 use mailid_mta_auth::validate::{self, Presented, Validation};
@@ -76,6 +76,8 @@ both!(lockout_rows);
 both!(concurrent_validations);
 both!(identities);
 both!(crls);
+both!(backups);
+both!(concurrent_backups);
 
 async fn accounts(s: Store) {
     let (a, b) = (addr("b@example.org"), addr("a@example.org"));
@@ -439,4 +441,107 @@ async fn crls(s: Store) {
         .unwrap();
     assert_eq!(s.crl("http://other.example/c").await.unwrap(), Some(other));
     assert_eq!(s.crl(url).await.unwrap(), Some(row(3, 1100)));
+}
+
+/// The stored key IDs of an account, in listing order.
+async fn backup_keys(s: &Store, a: &Address) -> Vec<Vec<u8>> {
+    let rows = s.backups(a).await.unwrap();
+    rows.into_iter().map(|r| r.key_id).collect()
+}
+
+async fn backups(s: Store) {
+    let (a, b) = (addr("holder@example.org"), addr("other@example.org"));
+    for who in [&a, &b] {
+        s.add_account(who, "h".into(), secret(1)).await.unwrap();
+    }
+    assert!(s.backups(&a).await.unwrap().is_empty());
+    let put = |who: &Address, n: u8, text: &str| {
+        let (s, who, text) = (s.clone(), who.clone(), text.to_string());
+        async move { s.put_backup(&who, &key(n), text, 3).await }
+    };
+    assert!(matches!(put(&a, 1, "one").await, Ok(BackupPut::Stored(_))));
+    assert!(matches!(put(&a, 2, "two").await, Ok(BackupPut::Stored(_))));
+    assert!(matches!(
+        put(&b, 1, "b-one").await,
+        Ok(BackupPut::Stored(_))
+    ));
+    // Replaced in place: the same key ID keeps one row.
+    assert!(matches!(put(&a, 1, "one'").await, Ok(BackupPut::Stored(_))));
+    let rows = s.backups(&a).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let one = rows.iter().find(|r| r.key_id == key(1).as_bytes()).unwrap();
+    assert_eq!(one.encrypted_key, "one'");
+    // Ordered by stored_at, then key ID.
+    let mut sorted = rows.clone();
+    sorted.sort_by(|x, y| (x.stored_at, &x.key_id).cmp(&(y.stored_at, &y.key_id)));
+    assert_eq!(rows, sorted);
+    // The limit counts other keys: a third fits, a fourth does not, a
+    // replacement still does.
+    assert!(matches!(
+        put(&a, 3, "three").await,
+        Ok(BackupPut::Stored(_))
+    ));
+    assert_eq!(put(&a, 4, "four").await.unwrap(), BackupPut::Full);
+    assert!(matches!(put(&a, 3, "3'").await, Ok(BackupPut::Stored(_))));
+    assert_eq!(backup_keys(&s, &a).await.len(), 3);
+    // Accounts are apart.
+    assert_eq!(backup_keys(&s, &b).await, vec![key(1).as_bytes().to_vec()]);
+    assert!(matches!(
+        s.delete_backup(&b, &key(2)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(backup_keys(&s, &a).await.len(), 3);
+    s.delete_backup(&a, &key(2)).await.unwrap();
+    assert!(matches!(
+        s.delete_backup(&a, &key(2)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(backup_keys(&s, &a).await.len(), 2);
+    // Unknown or disabled accounts store nothing; disabling keeps backups.
+    let nobody = addr("nobody@example.org");
+    assert!(matches!(
+        put(&nobody, 1, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.set_enabled(&a, false).await.unwrap();
+    assert!(matches!(
+        put(&a, 5, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(backup_keys(&s, &a).await.len(), 2);
+}
+
+/// Many tasks upload backups of different keys of one account at once,
+/// round after round: the account never holds more than the limit.
+async fn concurrent_backups(s: Store) {
+    const TASKS: u8 = 12;
+    const MAX: usize = 5;
+    let a = addr("holder@example.org");
+    s.add_account(&a, "h".into(), secret(1)).await.unwrap();
+    for round in 0..4u8 {
+        let gate = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
+        let mut tasks = Vec::new();
+        for n in 0..TASKS {
+            let (s, a, gate) = (s.clone(), a.clone(), gate.clone());
+            let k = key(round * TASKS + n);
+            tasks.push(tokio::spawn(async move {
+                gate.wait().await;
+                s.put_backup(&a, &k, "pem".into(), MAX).await.unwrap()
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            if let BackupPut::Stored(_) = t.await.unwrap() {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, MAX, "round {round}");
+        let keys = backup_keys(&s, &a).await;
+        assert_eq!(keys.len(), MAX, "round {round}");
+        for k in keys {
+            s.delete_backup(&a, &KeyId::from_bytes(&k).unwrap())
+                .await
+                .unwrap();
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! The database going away under load (SPEC §8): on a private PostgreSQL
 //! cluster, stopped and then killed (-9) while clients issue and validate
-//! codes, every answer is 200 or 503 `unavailable` with `Retry-After` (no
-//! 500, no hang: each request has 10 s and must finish), `/healthz` says
-//! 503, and once the cluster is back the same process serves again; every
-//! code validated before is still used afterwards.
+//! codes and store and list key backups, every answer is 200 or 503
+//! `unavailable` with `Retry-After` (no 500, no hang: each request has 10 s
+//! and must finish), `/healthz` says 503, and once the cluster is back the
+//! same process serves again; every code validated before is still used
+//! afterwards and every backup acknowledged is still listed.
 
 mod common;
 
@@ -28,6 +29,8 @@ struct Seen {
     wrong: Vec<String>,
     /// Codes validated (valid: true): must stay used.
     validated: Vec<(KeyId, String)>,
+    /// Key IDs with an acknowledged backup: must stay listed.
+    backed_up: Vec<KeyId>,
 }
 
 fn http() -> reqwest::Client {
@@ -68,10 +71,27 @@ async fn record(
     None
 }
 
-/// Issues and validates codes until `stop`.
+/// Issues and validates codes, and stores (one key ID per worker, so the
+/// per-account limit is never reached) and lists backups, until `stop`.
 async fn load(url: String, cred: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
     let c = http();
+    let (bk, backup) = common::backup::encrypted_key();
     while !stop.load(Ordering::Relaxed) {
+        let resp = c
+            .put(format!("{url}/v1/backups/{bk}"))
+            .basic_auth(ME, Some(PW))
+            .json(&serde_json::json!({ "encrypted_key": backup }))
+            .send()
+            .await;
+        if record(&seen, "backup", resp).await.is_some() {
+            seen.lock().unwrap().backed_up.push(bk.clone());
+        }
+        let resp = c
+            .get(format!("{url}/v1/backups"))
+            .basic_auth(ME, Some(PW))
+            .send()
+            .await;
+        record(&seen, "backups", resp).await;
         let k = key_id();
         let resp = c
             .post(format!("{url}/v1/totp"))
@@ -194,6 +214,12 @@ async fn database_stopped_and_killed_under_load_answers_503_then_recovers() {
     for (k, code) in &seen.validated {
         let r = validate(&c, &url, "ca1", &cred, ME, code, k).await;
         assert!(!r.valid, "a validated code validated again: {r:?}");
+    }
+    let listed = common::backup::list_backups(&c, &url, ME, PW).await;
+    let listed: Vec<KeyId> = listed.backups.into_iter().map(|b| b.key_id).collect();
+    assert!(!seen.backed_up.is_empty());
+    for k in &seen.backed_up {
+        assert!(listed.contains(k), "an acknowledged backup is gone: {k}");
     }
     srv.stop();
 }

@@ -1,5 +1,7 @@
-//! No password, code, credential or TOTP secret in the logs, even at
-//! RUST_LOG=trace: the real binary's stderr is captured and searched.
+//! No password, code, credential, TOTP secret or key (a backup's
+//! ciphertext, or a plaintext key a client sent by mistake) in the logs,
+//! even at RUST_LOG=trace: the real binary's stderr is captured and
+//! searched.
 
 mod common;
 
@@ -74,6 +76,20 @@ async fn secrets_never_reach_the_logs() {
     )
     .await;
     assert_eq!(resp.status().as_u16(), 400);
+    // A key backup, and a plaintext key offered as one (refused).
+    let (bk, backup) = common::backup::encrypted_key();
+    common::backup::put_backup(&c, &srv.url, ME, PW, &bk, &backup).await;
+    let (pk, plain_der) = common::backup::new_key();
+    let plain = mailid_shared::pem::encode("PRIVATE KEY", &plain_der);
+    let resp = c
+        .put(format!("{}/v1/backups/{pk}", srv.url))
+        .basic_auth(ME, Some(PW))
+        .json(&serde_json::json!({ "encrypted_key": plain }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let pem_body = |text: &str| text.lines().nth(1).unwrap().to_string();
 
     let secret = totp_secret(dir.path());
     assert_eq!(secret.len(), 32);
@@ -83,6 +99,7 @@ async fn secrets_never_reach_the_logs() {
         "{log}"
     );
     assert!(log.contains("code valid"), "the run was logged: {log}");
+    assert!(log.contains("backup stored"), "{log}");
     let mut needles = vec![
         PW.to_string(),
         "wrong-password-qqq".to_string(),
@@ -97,6 +114,10 @@ async fn secrets_never_reach_the_logs() {
         format!("{secret:?}"),
         format!("{:?}", BASE64URL_NOPAD.decode(cred.as_bytes()).unwrap()),
         "$argon2id$".to_string(),
+        pem_body(&backup),
+        pem_body(&plain),
+        BASE64.encode(&plain_der),
+        format!("{plain_der:?}"),
     ];
     needles.extend(codes);
     let cli_logs = format!(

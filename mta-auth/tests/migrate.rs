@@ -1,11 +1,12 @@
 //! `db migrate --to URL` over the real binary: a populated SQLite data dir
 //! (accounts, a disabled one, a lockout, a used code, a registered CA, a
-//! published identity, a stored CRL) moved to PostgreSQL keeps everything
+//! published identity, a stored CRL, key backups) moved to PostgreSQL keeps everything
 //! and is served from there; a non-empty target is refused with one line
 //! and nothing changed. Needs the cluster of `MAILID_TEST_PG_URL`.
 
 mod common;
 
+use common::backup::{encrypted_key, list_backups, put_backup};
 use common::pki::TestCa;
 use common::*;
 use mailid_shared::protocol::ValidateReason;
@@ -71,6 +72,13 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
         .unwrap();
     assert_eq!(up.status().as_u16(), 200);
     assert_eq!(lookup(&c, &srv.url, ALICE).await, 200);
+    // Key backups: two of ALICE's, one of BOB's.
+    for who in [ALICE, ALICE, BOB] {
+        let (k, text) = encrypted_key();
+        put_backup(&c, &srv.url, who, PW, &k, &text).await;
+    }
+    let alice_backups = serde_json::to_value(list_backups(&c, &srv.url, ALICE, PW).await).unwrap();
+    let bob_backups = serde_json::to_value(list_backups(&c, &srv.url, BOB, PW).await).unwrap();
     srv.stop();
 
     // A target holding rows is refused: one line, neither it nor
@@ -96,7 +104,9 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
     let target = pg::fresh_database("mtapg_target");
     let out = mta_ok(d, &["db", "migrate", "--to", target.url()], None);
     assert!(
-        out.starts_with("copied 3 accounts, 1 cas, 2 totp_keys, 1 identities, 1 crls to "),
+        out.starts_with(
+            "copied 3 accounts, 1 cas, 2 totp_keys, 1 identities, 1 crls, 3 backups to "
+        ),
         "{out}"
     );
     for (table, n) in [
@@ -105,6 +115,7 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
         ("totp_keys", "2"),
         ("identities", "1"),
         ("crls", "1"),
+        ("backups", "3"),
     ] {
         assert_eq!(count(&target, table), n, "{table}");
     }
@@ -123,6 +134,11 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
     assert!(mta_ok(d, &["ca", "list"], None).starts_with("ca1\ttrusted-cert"));
     let srv = Server::start(d, &[]);
     assert_eq!(lookup(&c, &srv.url, ALICE).await, 200);
+    // The backups, byte for byte.
+    let moved = serde_json::to_value(list_backups(&c, &srv.url, ALICE, PW).await).unwrap();
+    assert_eq!(moved, alice_backups);
+    let moved = serde_json::to_value(list_backups(&c, &srv.url, BOB, PW).await).unwrap();
+    assert_eq!(moved, bob_backups);
     // The lockout holds, even for the right code.
     let r = validate(&c, &srv.url, "ca1", &cred, ALICE, &live.totp, &ka).await;
     assert_eq!(r.reason, Some(ValidateReason::Locked), "{r:?}");

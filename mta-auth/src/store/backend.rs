@@ -7,7 +7,9 @@
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
-use super::rows::{AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite};
+use super::rows::{
+    AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite,
+};
 use super::StoreError;
 
 /// The storage primitives; each method is one transaction, committed
@@ -82,4 +84,21 @@ pub(crate) trait Backend {
     async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError>;
     /// Keeps a CRL unless a newer one (by thisUpdate) is kept.
     async fn put_crl(&self, url: &str, row: CrlRow, now: i64) -> Result<(), StoreError>;
+
+    /// Stores (or replaces) the backup of (account, key) unless the account
+    /// holds `max` backups of other keys (`Full`); counted and written in
+    /// one transaction serialised per account. `NotFound` for an unknown
+    /// or disabled account.
+    async fn put_backup(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        encrypted_key: String,
+        max: usize,
+        now: i64,
+    ) -> Result<BackupPut, StoreError>;
+    /// The account's backups, by `stored_at` then key ID.
+    async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError>;
+    /// Deletes the backup of (account, key); `NotFound` if there is none.
+    async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError>;
 }

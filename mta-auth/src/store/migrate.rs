@@ -72,6 +72,12 @@ fn columns(table: &str) -> &'static [(&'static str, Kind)] {
             ("next_update", OptInt),
             ("fetched_at", Int),
         ],
+        "backups" => &[
+            ("account", Text),
+            ("key_id", Blob),
+            ("encrypted_key", Text),
+            ("stored_at", Int),
+        ],
         other => unreachable!("no table {other}"),
     }
 }

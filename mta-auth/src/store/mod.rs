@@ -27,8 +27,8 @@ use zeroize::Zeroizing;
 use backend::Backend;
 pub use migrate::{sqlite_to_pg, MigrateError};
 pub use rows::{
-    AccountCodes, AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyRow, KeyState,
-    KeyWrite, LockState,
+    AccountCodes, AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow,
+    IssueRow, KeyRow, KeyState, KeyWrite, LockState,
 };
 
 /// A storage failure or a refused change.
@@ -283,5 +283,33 @@ impl Store {
     pub async fn put_crl(&self, url: &str, row: CrlRow) -> Result<(), StoreError> {
         let now = now_unix();
         dispatch!(self, b => b.put_crl(url, row, now).await)
+    }
+
+    /// Stores the backup of (account, key), replacing one for the same key;
+    /// `Full` (nothing stored) when the account already holds `max`
+    /// backups of other keys. The count and the write are one transaction
+    /// serialised per account (SQLite: the one writer; PostgreSQL: a lock
+    /// on the account's row), so the limit holds across replicas.
+    /// `NotFound` for an unknown or disabled account.
+    pub async fn put_backup(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        encrypted_key: String,
+        max: usize,
+    ) -> Result<BackupPut, StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.put_backup(address, key_id, encrypted_key, max, now).await)
+    }
+
+    /// The account's backups, by `stored_at` then key ID.
+    pub async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError> {
+        dispatch!(self, b => b.backups(address).await)
+    }
+
+    /// Deletes the backup of (account, key); `NotFound` if the account has
+    /// none for that key.
+    pub async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError> {
+        dispatch!(self, b => b.delete_backup(address, key_id).await)
     }
 }

@@ -127,3 +127,24 @@ pub struct CrlRow {
     pub this_update: i64,
     pub next_update: Option<i64>,
 }
+
+/// One stored key backup: an opaque ciphertext the service cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRow {
+    /// Binary strong key ID.
+    pub key_id: Vec<u8>,
+    /// The PEM text as stored.
+    pub encrypted_key: String,
+    /// Unix time it was stored (or last replaced).
+    pub stored_at: i64,
+}
+
+/// What storing a backup did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupPut {
+    /// Stored (added or replaced) at this Unix time.
+    Stored(i64),
+    /// Not stored: the account already holds the most backups allowed, none
+    /// of them for this key ID.
+    Full,
+}

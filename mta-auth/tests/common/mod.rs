@@ -4,6 +4,7 @@
 //! `MAILID_TEST_PG_URL`), real HTTP on loopback.
 #![allow(dead_code)]
 
+pub mod backup;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -10,6 +10,7 @@
 //! [`DbError::Unavailable`]: mailid_shared::db::DbError::Unavailable
 
 mod accounts;
+mod backups;
 mod codes;
 mod identities;
 
@@ -21,7 +22,9 @@ use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use super::backend::Backend;
-use super::rows::{AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite};
+use super::rows::{
+    AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite,
+};
 use super::StoreError;
 
 /// The service's name in `mailid_schema`.
@@ -29,12 +32,21 @@ pub(crate) const SERVICE: &str = "mailid-mta-auth";
 
 /// The tables of this service, parents first (the order rows are copied
 /// in by `db migrate`).
-pub(crate) const TABLES: &[&str] = &["accounts", "cas", "totp_keys", "identities", "crls"];
+pub(crate) const TABLES: &[&str] = &[
+    "accounts",
+    "cas",
+    "totp_keys",
+    "identities",
+    "crls",
+    "backups",
+];
 
 /// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
-/// The same tables and meaning as SQLite's version 2, without the
-/// account-wide lockout columns no version reads any more.
-const MIGRATIONS: &[&str] = &["
+/// Version 1 has the same tables and meaning as SQLite's version 2, without
+/// the account-wide lockout columns no version reads any more; version 2 is
+/// SQLite's version 3 (key backups).
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE accounts (
     address       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -78,7 +90,19 @@ CREATE TABLE crls (
     next_update BIGINT,
     fetched_at  BIGINT NOT NULL
 );
-"];
+",
+    "
+-- Key backups (SPEC §10): PEM `ENCRYPTED PRIVATE KEY` texts under a
+-- recovery key the service never sees; kept when the account is disabled.
+CREATE TABLE backups (
+    account       TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
+    key_id        BYTEA NOT NULL,
+    encrypted_key TEXT NOT NULL,
+    stored_at     BIGINT NOT NULL,
+    PRIMARY KEY (account, key_id)
+);
+",
+];
 
 /// The PostgreSQL backend.
 #[derive(Clone)]
@@ -186,5 +210,21 @@ impl Backend for PgStore {
     }
     async fn put_crl(&self, url: &str, row: CrlRow, now: i64) -> Result<(), StoreError> {
         identities::put_crl(&self.db, url, row, now).await
+    }
+    async fn put_backup(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        encrypted_key: String,
+        max: usize,
+        now: i64,
+    ) -> Result<BackupPut, StoreError> {
+        backups::put(&self.db, address, key_id, encrypted_key, max, now).await
+    }
+    async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError> {
+        backups::list(&self.db, address).await
+    }
+    async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError> {
+        backups::delete(&self.db, address, key_id).await
     }
 }

@@ -3,6 +3,7 @@
 //! read-modify-write and makes it durable before it answers.
 
 mod accounts;
+mod backups;
 mod cas;
 mod codes;
 mod identities;
@@ -14,7 +15,9 @@ use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use super::backend::Backend;
-use super::rows::{AccountRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite};
+use super::rows::{
+    AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite,
+};
 use super::StoreError;
 
 /// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
@@ -74,6 +77,18 @@ UPDATE accounts SET failures = 0, lockouts = 0, locked_until = 0;
 -- in by `Store::open`).
 ALTER TABLE identities ADD COLUMN ca_name TEXT;
 CREATE INDEX identities_by_ca ON identities (ca_name);
+",
+    "
+-- Version 3. Key backups (SPEC §10): PEM `ENCRYPTED PRIVATE KEY` texts
+-- under a recovery key the service never sees; kept when the account is
+-- disabled.
+CREATE TABLE backups (
+    account       TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
+    key_id        BLOB NOT NULL,
+    encrypted_key TEXT NOT NULL,
+    stored_at     INTEGER NOT NULL,
+    PRIMARY KEY (account, key_id)
+) WITHOUT ROWID;
 ",
 ];
 
@@ -172,5 +187,21 @@ impl Backend for SqliteStore {
     }
     async fn put_crl(&self, url: &str, row: CrlRow, now: i64) -> Result<(), StoreError> {
         identities::put_crl(&self.db, url, row, now).await
+    }
+    async fn put_backup(
+        &self,
+        address: &Address,
+        key_id: &KeyId,
+        encrypted_key: String,
+        max: usize,
+        now: i64,
+    ) -> Result<BackupPut, StoreError> {
+        backups::put(&self.db, address, key_id, encrypted_key, max, now).await
+    }
+    async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError> {
+        backups::list(&self.db, address).await
+    }
+    async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError> {
+        backups::delete(&self.db, address, key_id).await
     }
 }
