@@ -522,3 +522,96 @@ async fn keys_encrypted_by_openssl() {
     }
     assert_eq!(list(&c, &srv.url, ALICE).await.backups.len(), 2);
 }
+
+/// The optional public parts: a certificate naming the account and
+/// carrying the key of the path's key ID is kept with its chain and CA URL
+/// and listed back; any other certificate, a chain that is not
+/// certificates, or a bad URL is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificates_must_name_the_account_and_carry_the_key() {
+    use rcgen::PublicKeyData;
+    let dir = data_dir();
+    add_account(dir.path(), ALICE, PW);
+    let srv = Server::start(dir.path(), &[]);
+    let c = client();
+    let ca = TestCa::new("Backup Test CA");
+    let leaf = ca.valid_identity(ALICE, 7, "http://127.0.0.1:9/crl");
+    let leaf_key = rcgen::KeyPair::from_pem(&leaf.key_pem).unwrap();
+    let k = KeyId::of_spki(&leaf_key.subject_public_key_info());
+    let text = aes256(&leaf_key.serialize_der());
+    let bob_leaf = ca.valid_identity(BOB, 8, "http://127.0.0.1:9/crl");
+    let (other_k, _) = new_key();
+    let chain = ca.pem.clone();
+
+    let good = serde_json::json!({
+        "encrypted_key": text, "certificate": leaf.cert_pem, "chain": chain,
+        "ca_url": "https://ca.example.org",
+    });
+    let resp = put_raw(&c, &srv.url, Some((ALICE, PW)), &k.to_string(), &good).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let l = list(&c, &srv.url, ALICE).await;
+    let b = &l.backups[0];
+    assert_eq!(b.certificate.as_deref(), Some(leaf.cert_pem.as_str()));
+    assert_eq!(b.chain.as_deref(), Some(chain.as_str()));
+    assert_eq!(b.ca_url.as_deref(), Some("https://ca.example.org"));
+
+    let with = |field: &str, v: serde_json::Value| {
+        let mut body = serde_json::json!({ "encrypted_key": text, "certificate": leaf.cert_pem });
+        body[field] = v;
+        body
+    };
+    let cases = [
+        (
+            "another account's certificate",
+            k.clone(),
+            with("certificate", bob_leaf.cert_pem.clone().into()),
+            "does not name alice@example.org",
+        ),
+        (
+            "the certificate of another key",
+            other_k.clone(),
+            with("certificate", leaf.cert_pem.clone().into()),
+            "is not for the key",
+        ),
+        (
+            "two certificates",
+            k.clone(),
+            with("certificate", format!("{}{}", leaf.cert_pem, chain).into()),
+            "exactly one PEM certificate",
+        ),
+        (
+            "a chain of junk",
+            k.clone(),
+            with("chain", "junk".into()),
+            "chain",
+        ),
+        (
+            "a CA URL that is not http(s)",
+            k.clone(),
+            with("ca_url", "file:///etc/passwd".into()),
+            "ca_url",
+        ),
+    ];
+    for (what, key, body, detail) in cases {
+        let resp = put_raw(&c, &srv.url, Some((ALICE, PW)), &key.to_string(), &body).await;
+        assert_eq!(resp.status().as_u16(), 400, "{what}");
+        let doc: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(doc["type"], "urn:mailid:error:bad-request", "{what}");
+        let d = doc["detail"].as_str().unwrap();
+        assert!(d.contains(detail), "{what}: {d}");
+    }
+    // Nothing of the refusals was stored: the one good backup is unchanged.
+    let after = list(&c, &srv.url, ALICE).await;
+    assert_eq!(keys(&after), vec![k]);
+    assert_eq!(after.backups[0].chain.as_deref(), Some(chain.as_str()));
+    let big = "A".repeat(mailid_shared::protocol::BACKUP_MAX_CERT_PEM + 1);
+    let resp = put_raw(
+        &c,
+        &srv.url,
+        Some((ALICE, PW)),
+        &after.backups[0].key_id.to_string(),
+        &with("chain", big.into()),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 413);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mailid_mta_auth::lockout::LockoutPolicy;
 use mailid_mta_auth::store::{
-    BackupPut, CodeSnapshot, CrlRow, IdentityRow, KeyWrite, LockState, Store, StoreError,
+    BackupPut, BackupWrite, CodeSnapshot, CrlRow, IdentityRow, KeyWrite, LockState, Store, StoreError,
 };
 use mailid_mta_auth::totp::TotpParams;
 use mailid_mta_auth::validate::{self, Presented, Validation};
@@ -443,6 +443,16 @@ async fn crls(s: Store) {
     assert_eq!(s.crl(url).await.unwrap(), Some(row(3, 1100)));
 }
 
+/// A backup of only a ciphertext text.
+fn bw(text: &str) -> BackupWrite {
+    BackupWrite {
+        encrypted_key: text.to_string(),
+        certificate: None,
+        chain: None,
+        ca_url: None,
+    }
+}
+
 /// The stored key IDs of an account, in listing order.
 async fn backup_keys(s: &Store, a: &Address) -> Vec<Vec<u8>> {
     let rows = s.backups(a).await.unwrap();
@@ -457,7 +467,7 @@ async fn backups(s: Store) {
     assert!(s.backups(&a).await.unwrap().is_empty());
     let put = |who: &Address, n: u8, text: &str| {
         let (s, who, text) = (s.clone(), who.clone(), text.to_string());
-        async move { s.put_backup(&who, &key(n), text, 3).await }
+        async move { s.put_backup(&who, &key(n), bw(&text), 3).await }
     };
     assert!(matches!(put(&a, 1, "one").await, Ok(BackupPut::Stored(_))));
     assert!(matches!(put(&a, 2, "two").await, Ok(BackupPut::Stored(_))));
@@ -471,6 +481,20 @@ async fn backups(s: Store) {
     assert_eq!(rows.len(), 2);
     let one = rows.iter().find(|r| r.key_id == key(1).as_bytes()).unwrap();
     assert_eq!(one.encrypted_key, "one'");
+    assert_eq!((&one.certificate, &one.chain, &one.ca_url), (&None, &None, &None));
+    // The public parts are kept, and replaced with the rest.
+    let full = BackupWrite {
+        encrypted_key: "two'".into(),
+        certificate: Some("cert".into()),
+        chain: Some("chain".into()),
+        ca_url: Some("https://ca.example".into()),
+    };
+    s.put_backup(&a, &key(2), full, 3).await.unwrap();
+    let rows = s.backups(&a).await.unwrap();
+    let two = rows.iter().find(|r| r.key_id == key(2).as_bytes()).unwrap();
+    assert_eq!(two.certificate.as_deref(), Some("cert"));
+    assert_eq!(two.chain.as_deref(), Some("chain"));
+    assert_eq!(two.ca_url.as_deref(), Some("https://ca.example"));
     // Ordered by stored_at, then key ID.
     let mut sorted = rows.clone();
     sorted.sort_by(|x, y| (x.stored_at, &x.key_id).cmp(&(y.stored_at, &y.key_id)));
@@ -526,7 +550,7 @@ async fn concurrent_backups(s: Store) {
             let k = key(round * TASKS + n);
             tasks.push(tokio::spawn(async move {
                 gate.wait().await;
-                s.put_backup(&a, &k, "pem".into(), MAX).await.unwrap()
+                s.put_backup(&a, &k, bw("pem"), MAX).await.unwrap()
             }));
         }
         let mut stored = 0;

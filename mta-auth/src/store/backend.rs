@@ -8,7 +8,8 @@ use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use super::rows::{
-    AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite,
+    AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow,
+    KeyWrite,
 };
 use super::StoreError;
 
@@ -93,7 +94,7 @@ pub(crate) trait Backend {
         &self,
         address: &Address,
         key_id: &KeyId,
-        encrypted_key: String,
+        backup: BackupWrite,
         max: usize,
         now: i64,
     ) -> Result<BackupPut, StoreError>;

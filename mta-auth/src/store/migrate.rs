@@ -20,6 +20,7 @@ enum Kind {
     Text,
     Blob,
     OptBlob,
+    OptText,
     Int,
     OptInt,
     Int4,
@@ -77,6 +78,9 @@ fn columns(table: &str) -> &'static [(&'static str, Kind)] {
             ("key_id", Blob),
             ("encrypted_key", Text),
             ("stored_at", Int),
+            ("certificate", OptText),
+            ("chain", OptText),
+            ("ca_url", OptText),
         ],
         other => unreachable!("no table {other}"),
     }
@@ -89,7 +93,8 @@ fn param(kind: Kind, v: Value) -> Result<Box<dyn ToSql + Sync + Send>, String> {
         other => Err(format!("expected an integer, found {other:?}")),
     };
     Ok(match (kind, v) {
-        (Kind::Text | Kind::TextOrEmpty, Value::Text(s)) => Box::new(s),
+        (Kind::Text | Kind::TextOrEmpty | Kind::OptText, Value::Text(s)) => Box::new(s),
+        (Kind::OptText, Value::Null) => Box::new(None::<String>),
         (Kind::TextOrEmpty, Value::Null) => Box::new(String::new()),
         (Kind::Blob | Kind::OptBlob, Value::Blob(b)) => Box::new(b),
         (Kind::OptBlob, Value::Null) => Box::new(None::<Vec<u8>>),

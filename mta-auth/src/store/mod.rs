@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 use backend::Backend;
 pub use migrate::{sqlite_to_pg, MigrateError};
 pub use rows::{
-    AccountCodes, AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow,
+    AccountCodes, AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
     IssueRow, KeyRow, KeyState, KeyWrite, LockState,
 };
 
@@ -295,11 +295,11 @@ impl Store {
         &self,
         address: &Address,
         key_id: &KeyId,
-        encrypted_key: String,
+        backup: BackupWrite,
         max: usize,
     ) -> Result<BackupPut, StoreError> {
         let now = now_unix();
-        dispatch!(self, b => b.put_backup(address, key_id, encrypted_key, max, now).await)
+        dispatch!(self, b => b.put_backup(address, key_id, backup, max, now).await)
     }
 
     /// The account's backups, by `stored_at` then key ID.

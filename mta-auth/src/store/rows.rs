@@ -137,6 +137,21 @@ pub struct BackupRow {
     pub encrypted_key: String,
     /// Unix time it was stored (or last replaced).
     pub stored_at: i64,
+    /// The key's certificate, chain and issuing CA's URL, when given.
+    pub certificate: Option<String>,
+    pub chain: Option<String>,
+    pub ca_url: Option<String>,
+}
+
+/// A checked backup, as written.
+#[derive(Debug, Clone)]
+pub struct BackupWrite {
+    /// The ciphertext's PEM text.
+    pub encrypted_key: String,
+    /// The key's certificate (PEM), its chain and its CA's URL: public.
+    pub certificate: Option<String>,
+    pub chain: Option<String>,
+    pub ca_url: Option<String>,
 }
 
 /// What storing a backup did.

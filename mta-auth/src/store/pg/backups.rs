@@ -7,13 +7,13 @@
 use mailid_shared::pg::PgDb;
 use mailid_shared::{Address, KeyId};
 
-use crate::store::{BackupPut, BackupRow, StoreError};
+use crate::store::{BackupPut, BackupRow, BackupWrite, StoreError};
 
 pub(super) async fn put(
     db: &PgDb,
     address: &Address,
     key_id: &KeyId,
-    encrypted_key: String,
+    backup: BackupWrite,
     max: usize,
     now: i64,
 ) -> Result<BackupPut, StoreError> {
@@ -21,7 +21,7 @@ pub(super) async fn put(
     let key = key_id.as_bytes().to_vec();
     let max = i64::try_from(max).unwrap_or(i64::MAX);
     db.write(move |tx| {
-        let (addr, key, pem) = (addr.clone(), key.clone(), encrypted_key.clone());
+        let (addr, key, b) = (addr.clone(), key.clone(), backup.clone());
         Box::pin(async move {
             let enabled: Option<bool> = tx
                 .query_opt(
@@ -44,11 +44,22 @@ pub(super) async fn put(
                 return Ok(BackupPut::Full);
             }
             tx.execute(
-                "INSERT INTO backups (account, key_id, encrypted_key, stored_at)
-                 VALUES ($1, $2, $3, $4)
+                "INSERT INTO backups
+                   (account, key_id, encrypted_key, stored_at, certificate, chain, ca_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (account, key_id) DO UPDATE SET
-                   encrypted_key = excluded.encrypted_key, stored_at = excluded.stored_at",
-                &[&addr, &key, &pem, &now],
+                   encrypted_key = excluded.encrypted_key, stored_at = excluded.stored_at,
+                   certificate = excluded.certificate, chain = excluded.chain,
+                   ca_url = excluded.ca_url",
+                &[
+                    &addr,
+                    &key,
+                    &b.encrypted_key,
+                    &now,
+                    &b.certificate,
+                    &b.chain,
+                    &b.ca_url,
+                ],
             )
             .await?;
             Ok(BackupPut::Stored(now))
@@ -64,8 +75,8 @@ pub(super) async fn list(db: &PgDb, address: &Address) -> Result<Vec<BackupRow>,
         Box::pin(async move {
             Ok(tx
                 .query(
-                    "SELECT key_id, encrypted_key, stored_at FROM backups
-                     WHERE account = $1 ORDER BY stored_at, key_id",
+                    "SELECT key_id, encrypted_key, stored_at, certificate, chain, ca_url
+                     FROM backups WHERE account = $1 ORDER BY stored_at, key_id",
                     &[&addr],
                 )
                 .await?
@@ -74,6 +85,9 @@ pub(super) async fn list(db: &PgDb, address: &Address) -> Result<Vec<BackupRow>,
                     key_id: r.get(0),
                     encrypted_key: r.get(1),
                     stored_at: r.get(2),
+                    certificate: r.get(3),
+                    chain: r.get(4),
+                    ca_url: r.get(5),
                 })
                 .collect())
         })

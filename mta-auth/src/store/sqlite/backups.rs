@@ -6,13 +6,13 @@ use mailid_shared::db::Db;
 use mailid_shared::{Address, KeyId};
 use rusqlite::OptionalExtension;
 
-use crate::store::{BackupPut, BackupRow, StoreError};
+use crate::store::{BackupPut, BackupRow, BackupWrite, StoreError};
 
 pub(super) async fn put(
     db: &Db,
     address: &Address,
     key_id: &KeyId,
-    encrypted_key: String,
+    backup: BackupWrite,
     max: usize,
     now: i64,
 ) -> Result<BackupPut, StoreError> {
@@ -33,12 +33,23 @@ pub(super) async fn put(
             return Ok(BackupPut::Full);
         }
         c.prepare_cached(
-            "INSERT INTO backups (account, key_id, encrypted_key, stored_at)
-             VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO backups
+               (account, key_id, encrypted_key, stored_at, certificate, chain, ca_url)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(account, key_id) DO UPDATE SET
-               encrypted_key = excluded.encrypted_key, stored_at = excluded.stored_at",
+               encrypted_key = excluded.encrypted_key, stored_at = excluded.stored_at,
+               certificate = excluded.certificate, chain = excluded.chain,
+               ca_url = excluded.ca_url",
         )?
-        .execute((&addr, &key, &encrypted_key, now))?;
+        .execute((
+            &addr,
+            &key,
+            &backup.encrypted_key,
+            now,
+            &backup.certificate,
+            &backup.chain,
+            &backup.ca_url,
+        ))?;
         Ok(BackupPut::Stored(now))
     })
     .await
@@ -48,7 +59,7 @@ pub(super) async fn list(db: &Db, address: &Address) -> Result<Vec<BackupRow>, S
     let addr = address.as_str().to_string();
     db.read(move |c| -> Result<Vec<BackupRow>, StoreError> {
         let mut st = c.prepare_cached(
-            "SELECT key_id, encrypted_key, stored_at FROM backups
+            "SELECT key_id, encrypted_key, stored_at, certificate, chain, ca_url FROM backups
              WHERE account = ?1 ORDER BY stored_at, key_id",
         )?;
         let rows = st.query_map([&addr], |r| {
@@ -56,6 +67,9 @@ pub(super) async fn list(db: &Db, address: &Address) -> Result<Vec<BackupRow>, S
                 key_id: r.get(0)?,
                 encrypted_key: r.get(1)?,
                 stored_at: r.get(2)?,
+                certificate: r.get(3)?,
+                chain: r.get(4)?,
+                ca_url: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

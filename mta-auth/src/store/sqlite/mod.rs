@@ -16,7 +16,8 @@ use zeroize::Zeroizing;
 
 use super::backend::Backend;
 use super::rows::{
-    AccountRow, BackupPut, BackupRow, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow, KeyWrite,
+    AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow,
+    KeyWrite,
 };
 use super::StoreError;
 
@@ -87,6 +88,11 @@ CREATE TABLE backups (
     key_id        BLOB NOT NULL,
     encrypted_key TEXT NOT NULL,
     stored_at     INTEGER NOT NULL,
+    -- The key's public certificate, chain and CA URL, when the client
+    -- gave them (a new device rebuilds its store from them).
+    certificate   TEXT,
+    chain         TEXT,
+    ca_url        TEXT,
     PRIMARY KEY (account, key_id)
 ) WITHOUT ROWID;
 ",
@@ -192,11 +198,11 @@ impl Backend for SqliteStore {
         &self,
         address: &Address,
         key_id: &KeyId,
-        encrypted_key: String,
+        backup: BackupWrite,
         max: usize,
         now: i64,
     ) -> Result<BackupPut, StoreError> {
-        backups::put(&self.db, address, key_id, encrypted_key, max, now).await
+        backups::put(&self.db, address, key_id, backup, max, now).await
     }
     async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError> {
         backups::list(&self.db, address).await
