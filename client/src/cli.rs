@@ -49,6 +49,9 @@ pub enum Command {
     /// Print the strong key ID of a certificate, CSR, public or private key
     /// (PEM or DER).
     KeyId(KeyIdArgs),
+    /// Write an identity (key, certificate, chain) to a PKCS#12 file for
+    /// mail programs.
+    Export(ExportArgs),
 }
 
 /// How the holder signs in to the MTA.
@@ -145,4 +148,26 @@ pub struct LookupArgs {
 pub struct KeyIdArgs {
     /// Certificate, CSR, public key or private key file.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// The PKCS#12 file to create (an existing file is never replaced).
+    #[arg(long, value_name = "FILE")]
+    pub p12: PathBuf,
+    /// Serial (hex) of an earlier identity in the store (default: the
+    /// current one).
+    #[arg(long, value_name = "SERIAL", value_parser = mailid_shared::cli::serial_arg)]
+    pub serial: Option<String>,
+    /// 3DES and a SHA-1 MAC, for importers that cannot read AES-256 and
+    /// SHA-256.
+    #[arg(long)]
+    pub legacy: bool,
+    /// Read the PKCS#12 password from one line of stdin (or set
+    /// MAILID_P12_PASSWORD).
+    #[arg(long)]
+    pub p12_password_stdin: bool,
 }

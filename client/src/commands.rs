@@ -210,6 +210,26 @@ pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
             }
             Ok(())
         }
+        Command::Export(a) => {
+            let password = mailid_client::export::password(a.p12_password_stdin)?;
+            let done = mailid_client::export::export_p12(
+                &Store::open(&ctx.store_dir()?)?,
+                &mailid_client::export::ExportOptions {
+                    address: &a.email,
+                    serial: a.serial.as_deref(),
+                    legacy: a.legacy,
+                    out: &a.p12,
+                    password: &password,
+                    passphrase: ctx.passphrase.as_deref().map(|p| p.as_slice()),
+                },
+            )?;
+            if ctx.json {
+                print_json(&json!(done));
+            } else {
+                out(done);
+            }
+            Ok(())
+        }
         Command::KeyId(a) => {
             let pass = ctx.passphrase.as_deref().map(|p| p.as_slice());
             let k = key_id_of_file(&a.file, pass)?;

@@ -4,12 +4,14 @@
 //! * [`enroll()`]: steps 2–10 — key, CSR, TOTP, revocation at a previous
 //!   CA, enrollment, key store, publication — reporting each [`Step`].
 //! * [`revoke()`], [`lookup()`], [`key_id_of_file`]: the other commands.
+//! * [`export::export_p12`]: an identity as a PKCS#12 file (SPEC §10).
 //! * [`Store`]: the local key store; [`transport`]: HTTPS and errors.
 
 pub mod api;
 pub mod cert;
 pub mod enroll;
 pub mod error;
+pub mod export;
 pub mod keyfile;
 pub mod keys;
 pub mod lookup;
