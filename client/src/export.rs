@@ -26,9 +26,10 @@ use crate::store::{Store, StoredIdentity};
 use crate::{cert, key_id_of_bytes, secret};
 
 /// Iterations of the key derivation for encryption and for the MAC alike
-/// (a MAC with fewer would be the cheaper way to test guessed passwords).
-/// The store's count (OWASP 2023 advice for PBKDF2-HMAC-SHA-256): OpenSSL 3
-/// and NSS read any count, and p12-keystore reads up to 1,000,000.
+/// (a MAC with fewer would be the cheaper way to test guessed passwords):
+/// the store's count, OWASP's 2023 advice for PBKDF2-HMAC-SHA-256. OpenSSL
+/// 3.0 and NSS read it (tests/tests/client_p12.rs); p12-keystore reads up
+/// to 1,000,000.
 pub const P12_ITERATIONS: u32 = secret::PBKDF2_ITERATIONS;
 
 /// The environment variable that may hold the PKCS#12 password.

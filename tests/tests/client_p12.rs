@@ -421,3 +421,24 @@ fn failures_leave_no_file_and_an_earlier_serial_exports() {
     assert_eq!(v["key_id"], key_id);
     check_openssl(&p12, &dir, &["MAC: sha256"]);
 }
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["export", "--email", ALICE][..],
+        &[
+            "export", "--email", ALICE, "--p12", "x.p12", "--serial", "not-hex",
+        ],
+        &["export", "--p12", "x.p12"],
+    ] {
+        let out = Command::new(bin(CLIENT_BIN))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mailid");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!Path::new("x.p12").exists());
+    }
+}
