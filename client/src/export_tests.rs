@@ -1,6 +1,6 @@
 use std::os::unix::fs::PermissionsExt;
 
-use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
+use p12_keystore::{KeyStore, Pkcs12Archive, Pkcs12ImportPolicy};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData};
 
 use super::*;
@@ -89,6 +89,15 @@ fn exports_key_certificate_and_chain_that_read_back() {
             done.key_id
         );
         assert!(KeyStore::from_pkcs12(&bytes, "p12 pX", Pkcs12ImportPolicy::Strict).is_err());
+        // In the file itself: leaf (paired by localKeyId), issuer, root.
+        let bags = Pkcs12Archive::from_pkcs12(&bytes, "p12 pw").unwrap();
+        let order: Vec<&[u8]> = bags.certs.iter().map(|b| b.cert.as_der()).collect();
+        assert_eq!(order, [&leaf[..], &chain[0][..], &chain[1][..]]);
+        assert_eq!(
+            bags.certs[0].local_key_id.as_deref(),
+            Some(done.key_id.as_bytes())
+        );
+        assert_eq!(bags.keys[0].friendly_name.as_deref(), Some(ALICE));
         // No temporary file is left beside it.
         let names: Vec<_> = fs::read_dir(tmp.path())
             .unwrap()
