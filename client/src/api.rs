@@ -2,9 +2,9 @@
 //! the answer is about what was asked.
 
 use mailid_shared::protocol::{
-    BackupList, BackupStored, BackupUpload, CertificateInfo, CheckRequest, CheckResponse, EnrollRequest, EnrollResponse, IdentityUpload,
-    IdentityUploaded, PublishedIdentity, RevocationReason, RevokeRequest, RevokeResponse,
-    TotpRequest, TotpResponse,
+    BackupList, BackupStored, BackupUpload, CertificateInfo, CheckRequest, CheckResponse,
+    EnrollRequest, EnrollResponse, IdentityUpload, IdentityUploaded, PublishedIdentity,
+    RevocationReason, RevokeRequest, RevokeResponse, TotpRequest, TotpResponse,
 };
 use mailid_shared::{pem, Address, KeyId, Serial, StrongAddress};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};

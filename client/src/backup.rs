@@ -81,7 +81,9 @@ pub async fn backup(opts: &BackupOptions) -> Result<BackedUp> {
         (Some((k, n)), dir) => {
             let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
             let texts = key.split(k, n, &account)?;
-            let names: Vec<String> = (1..=texts.len()).map(|i| format!("share-{i}.txt")).collect();
+            let names: Vec<String> = (1..=texts.len())
+                .map(|i| format!("share-{i}.txt"))
+                .collect();
             let files = write_secrets(&dir, &names, &texts)?;
             Secret::Shares { k, n, files }
         }
@@ -214,7 +216,11 @@ fn incomplete(e: Error, n: usize) -> Error {
 
 /// Writes secret files in `dir` (made 0700 if missing), each created
 /// exclusively with mode 0600; none is left behind on failure.
-fn write_secrets(dir: &Path, names: &[String], texts: &[Zeroizing<String>]) -> Result<Vec<PathBuf>> {
+fn write_secrets(
+    dir: &Path,
+    names: &[String],
+    texts: &[Zeroizing<String>],
+) -> Result<Vec<PathBuf>> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -292,8 +298,9 @@ pub async fn recover(opts: &RecoverOptions) -> Result<Recovered> {
     let account = parse_address(&opts.address)?;
     let mta = Endpoint::parse(Service::Mta, &opts.mta_url)?;
     let key = match &opts.with {
-        RecoverWith::KeyFile(p) => RecoveryKey::parse(&read_secret(p)?)
-            .map_err(|e| Error::file(p, e.to_string()))?,
+        RecoverWith::KeyFile(p) => {
+            RecoveryKey::parse(&read_secret(p)?).map_err(|e| Error::file(p, e.to_string()))?
+        }
         RecoverWith::Shares(paths) => {
             let mut files = Vec::with_capacity(paths.len());
             for p in paths {
@@ -350,11 +357,7 @@ pub async fn recover(opts: &RecoverOptions) -> Result<Recovered> {
             (new, status)
         })
         .collect();
-    let identities = store.restore(
-        &account,
-        &news,
-        opts.passphrase.as_deref().map(|p| &p[..]),
-    )?;
+    let identities = store.restore(&account, &news, opts.passphrase.as_deref().map(|p| &p[..]))?;
     Ok(Recovered {
         account,
         store_dir: store.dir().to_path_buf(),
@@ -380,7 +383,10 @@ fn open(b: &StoredBackup, account: &Address, pass: &[u8]) -> Result<Opened> {
     let found = key_id_of_pkcs8(&key)
         .map_err(|e| damaged(format!("holds no usable key (altered?): {e}")))?;
     if &found.key_id != kid {
-        return Err(damaged(format!("holds the key {} (altered?)", found.key_id)));
+        return Err(damaged(format!(
+            "holds the key {} (altered?)",
+            found.key_id
+        )));
     }
     let certificate = b
         .certificate
@@ -394,8 +400,14 @@ fn open(b: &StoredBackup, account: &Address, pass: &[u8]) -> Result<Opened> {
             summary.key_id
         )));
     }
-    if !summary.emails.iter().any(|e| e.eq_ignore_ascii_case(account.as_str())) {
-        return Err(damaged(format!("has a certificate that does not name {account}")));
+    if !summary
+        .emails
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(account.as_str()))
+    {
+        return Err(damaged(format!(
+            "has a certificate that does not name {account}"
+        )));
     }
     Ok(Opened {
         key,

@@ -49,6 +49,15 @@ pub enum Command {
     /// Print the strong key ID of a certificate, CSR, public or private key
     /// (PEM or DER).
     KeyId(KeyIdArgs),
+    /// Write an identity (key, certificate, chain) to a PKCS#12 file for
+    /// mail programs.
+    Export(ExportArgs),
+    /// Back up every stored key of an account at its MTA, encrypted under a
+    /// fresh recovery key (shown once, or split into shares).
+    Backup(BackupArgs),
+    /// Rebuild the store on a new device from the account's backups at its
+    /// MTA, with the recovery key or two of its shares.
+    Recover(RecoverArgs),
 }
 
 /// How the holder signs in to the MTA.
@@ -145,4 +154,77 @@ pub struct LookupArgs {
 pub struct KeyIdArgs {
     /// Certificate, CSR, public key or private key file.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// The PKCS#12 file to create (an existing file is never replaced).
+    #[arg(long, value_name = "FILE")]
+    pub p12: PathBuf,
+    /// Serial (hex) of an earlier identity in the store (default: the
+    /// current one).
+    #[arg(long, value_name = "SERIAL", value_parser = mailid_shared::cli::serial_arg)]
+    pub serial: Option<String>,
+    /// 3DES and a SHA-1 MAC, for importers that cannot read AES-256 and
+    /// SHA-256.
+    #[arg(long)]
+    pub legacy: bool,
+    /// Read the PKCS#12 password from one line of stdin (or set
+    /// MAILID_P12_PASSWORD).
+    #[arg(long)]
+    pub p12_password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// Base URL of the MTA auth service.
+    #[arg(long, value_name = "URL")]
+    pub mta: String,
+    /// Split the recovery key into N shares, any K of which recover it,
+    /// instead of showing it (e.g. 2-of-3).
+    #[arg(long, value_name = "K-of-N", value_parser = split_arg)]
+    pub split: Option<(u8, u8)>,
+    /// Directory for the share files (share-1.txt…, mode 0600; default:
+    /// the current directory); without --split, recovery-key.txt is
+    /// written there as well as shown.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("secret").required(true).args(["recovery_key_file", "share_file"])))]
+pub struct RecoverArgs {
+    /// The account's mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: String,
+    /// Base URL of the MTA auth service.
+    #[arg(long, value_name = "URL")]
+    pub mta: String,
+    /// File holding the recovery key `mailid backup` showed.
+    #[arg(long, value_name = "F")]
+    pub recovery_key_file: Option<PathBuf>,
+    /// A share file of the recovery key; give as many as the split needs.
+    #[arg(long, value_name = "F")]
+    pub share_file: Vec<PathBuf>,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+/// `K-of-N` with 2 <= K <= N <= 16.
+fn split_arg(text: &str) -> Result<(u8, u8), String> {
+    let bad = || format!("'{text}' is not K-of-N with 2 <= K <= N <= 16 (e.g. 2-of-3)");
+    let (k, n) = text.split_once("-of-").ok_or_else(bad)?;
+    let (k, n): (u8, u8) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if k < 2 || n < k || n > 16 {
+        return Err(bad());
+    }
+    Ok((k, n))
 }

@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use mailid_client::{
+    backup, recover, BackedUp, BackupOptions, RecoverOptions, RecoverWith, Secret,
+};
+use mailid_client::{
     enroll, key_id_of_file, lookup, parse_address, publish, revoke, ClientCert, Credentials,
     EnrollOptions, Error, Http, Result, RevokeOptions, Service, Step, Store, StoredIdentity,
     TlsOptions,
@@ -210,6 +213,87 @@ pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
             }
             Ok(())
         }
+        Command::Export(a) => {
+            let password = mailid_client::export::password(a.p12_password_stdin)?;
+            let done = mailid_client::export::export_p12(
+                &Store::open(&ctx.store_dir()?)?,
+                &mailid_client::export::ExportOptions {
+                    address: &a.email,
+                    serial: a.serial.as_deref(),
+                    legacy: a.legacy,
+                    out: &a.p12,
+                    password: &password,
+                    passphrase: ctx.passphrase.as_deref().map(|p| p.as_slice()),
+                },
+            )?;
+            if ctx.json {
+                print_json(&json!(done));
+            } else {
+                out(done);
+            }
+            Ok(())
+        }
+        Command::Backup(a) => {
+            let opts = BackupOptions {
+                address: a.email.clone(),
+                mta_url: a.mta.clone(),
+                credentials: creds.ok_or_else(need)?,
+                store_dir: ctx.store_dir()?,
+                passphrase: ctx.passphrase.clone(),
+                tls: ctx.tls_with(&a.login),
+                split: a.split,
+                out_dir: a.out_dir.clone(),
+            };
+            let done = backup(&opts).await?;
+            print_backup(&ctx, &done);
+            Ok(())
+        }
+        Command::Recover(a) => {
+            let with = match &a.recovery_key_file {
+                Some(f) => RecoverWith::KeyFile(f.clone()),
+                None => RecoverWith::Shares(a.share_file.clone()),
+            };
+            let opts = RecoverOptions {
+                address: a.email.clone(),
+                mta_url: a.mta.clone(),
+                credentials: creds.ok_or_else(need)?,
+                store_dir: ctx.store_dir()?,
+                passphrase: ctx.passphrase.clone(),
+                tls: ctx.tls_with(&a.login),
+                with,
+            };
+            let done = recover(&opts).await?;
+            if ctx.json {
+                print_json(&json!({
+                    "account": done.account,
+                    "store": done.store_dir,
+                    "identities": done.identities,
+                }));
+            } else {
+                for id in &done.identities {
+                    out(format!(
+                        "recovered serial {} (key ID {}, {}, valid to {}): {}",
+                        id.serial,
+                        id.key_id,
+                        id.key_type,
+                        id.not_after,
+                        id.status.as_str()
+                    ));
+                }
+                out(format!(
+                    "rebuilt {} in the store at {}{}",
+                    done.account,
+                    done.store_dir.display(),
+                    if ctx.passphrase.is_some() {
+                        " (keys encrypted with the store passphrase)"
+                    } else {
+                        " (keys not encrypted: give MAILID_PASSPHRASE or --passphrase-file to \
+                         encrypt them)"
+                    }
+                ));
+            }
+            Ok(())
+        }
         Command::KeyId(a) => {
             let pass = ctx.passphrase.as_deref().map(|p| p.as_slice());
             let k = key_id_of_file(&a.file, pass)?;
@@ -306,4 +390,55 @@ fn show(ctx: &Ctx, email: &str) -> Result<()> {
         out(format!("{}: {}", id.status.as_str(), describe(id)));
     }
     Ok(())
+}
+
+/// What `backup` stored and how the holder keeps the recovery key.
+fn print_backup(ctx: &Ctx, done: &BackedUp) {
+    let keys: Vec<_> = done
+        .keys
+        .iter()
+        .map(|(k, s)| json!({"key_id": k, "serial": s}))
+        .collect();
+    if ctx.json {
+        let mut v = json!({"account": done.account, "keys": keys, "removed": done.removed});
+        match &done.secret {
+            Secret::Key { text, file } => {
+                v["recovery_key"] = json!(text.as_str());
+                v["recovery_key_file"] = json!(file);
+            }
+            Secret::Shares { k, n, files } => {
+                v["split"] = json!(format!("{k}-of-{n}"));
+                v["shares"] = json!(files);
+            }
+        }
+        print_json(&v);
+        return;
+    }
+    for (k, s) in &done.keys {
+        out(format!("backed up key ID {k} (serial {s})"));
+    }
+    for k in &done.removed {
+        out(format!("removed the older backup of key ID {k}"));
+    }
+    match &done.secret {
+        Secret::Key { text, file } => {
+            out(format!(
+                "recovery key for {} (shown only this once; keep it safe, apart from your \
+                 devices):",
+                done.account
+            ));
+            out(text.as_str());
+            if let Some(f) = file {
+                out(format!("also written to {} (mode 0600)", f.display()));
+            }
+        }
+        Secret::Shares { k, n, files } => {
+            for f in files {
+                out(format!("wrote {} (mode 0600)", f.display()));
+            }
+            out(format!(
+                "any {k} of these {n} shares recover the keys; keep each in a different place"
+            ));
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! * [`revoke()`], [`lookup()`], [`key_id_of_file`]: the other commands.
 //! * [`backup()`], [`recover()`]: keys kept at the MTA under a recovery
 //!   key, and the store rebuilt from them on another device (SPEC §10).
+//! * [`export::export_p12`]: an identity as a PKCS#12 file (SPEC §10).
 //! * [`Store`]: the local key store; [`transport`]: HTTPS and errors.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod backup;
 pub mod cert;
 pub mod enroll;
 pub mod error;
+pub mod export;
 pub mod keyfile;
 pub mod keys;
 pub mod lookup;
@@ -22,7 +24,9 @@ pub mod secret;
 pub mod store;
 pub mod transport;
 
-pub use backup::{backup, recover, BackedUp, BackupOptions, RecoverOptions, RecoverWith, Recovered, Secret};
+pub use backup::{
+    backup, recover, BackedUp, BackupOptions, RecoverOptions, RecoverWith, Recovered, Secret,
+};
 pub use enroll::{enroll, parse_address, publish, EnrollOptions, Outcome, Step};
 pub use error::{Error, Result, Service};
 pub use keyfile::{key_id_of_bytes, key_id_of_file, FileKeyId, FileKind};

@@ -34,6 +34,8 @@ fn real_main() -> ExitCode {
         Command::Enroll(a) => Some(&a.login),
         Command::Revoke(a) => Some(&a.login),
         Command::Upload(a) => Some(&a.login),
+        Command::Backup(a) => Some(&a.login),
+        Command::Recover(a) => Some(&a.login),
         _ => None,
     };
     let creds = match login.map(commands::credentials) {

@@ -263,8 +263,7 @@ impl Store {
     ) -> Result<StoredIdentity> {
         let _lock = self.lock()?;
         let mut index = self.load()?;
-        let (stored, _) =
-            self.write_identity(address, new, IdentityStatus::Current, passphrase)?;
+        let (stored, _) = self.write_identity(address, new, IdentityStatus::Current, passphrase)?;
         let now = timefmt::rfc3339(timefmt::now_unix());
         let entry = index.accounts.entry(address.clone()).or_default();
         for old in entry.identities.iter_mut() {
@@ -318,9 +317,12 @@ impl Store {
                 written.push(dir);
                 stored.push(id);
             }
-            index
-                .accounts
-                .insert(address.clone(), AccountEntry { identities: stored.clone() });
+            index.accounts.insert(
+                address.clone(),
+                AccountEntry {
+                    identities: stored.clone(),
+                },
+            );
             self.save(&index)
         })();
         if let Err(e) = result {

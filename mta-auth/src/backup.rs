@@ -11,8 +11,8 @@
 //! the MTA checks that it names the account and carries the key of
 //! `{key_id}`.
 
-use mailid_shared::problem::ErrorCode;
 use mailid_shared::pbes2::{self, Pbes2Error};
+use mailid_shared::problem::ErrorCode;
 use mailid_shared::protocol::{
     BackupList, BackupStored, BackupUpload, StoredBackup, BACKUP_MAX_CERT_PEM, BACKUP_MAX_PEM,
     BACKUP_MAX_PER_ACCOUNT, BACKUP_MAX_URL,
@@ -99,7 +99,10 @@ fn check_public_parts(
     account: &Address,
     key_id: &KeyId,
 ) -> Result<(), Problem> {
-    for (what, text) in [("certificate", &upload.certificate), ("chain", &upload.chain)] {
+    for (what, text) in [
+        ("certificate", &upload.certificate),
+        ("chain", &upload.chain),
+    ] {
         if text.as_ref().is_some_and(|t| t.len() > BACKUP_MAX_CERT_PEM) {
             return Err(Problem::new(
                 ErrorCode::PayloadTooLarge,
@@ -119,8 +122,8 @@ fn check_public_parts(
                 "certificate does not name {account} as its one address"
             )));
         }
-        let spki = x509::spki_der(cert)
-            .map_err(|e| Problem::bad_request(format!("certificate: {e}")))?;
+        let spki =
+            x509::spki_der(cert).map_err(|e| Problem::bad_request(format!("certificate: {e}")))?;
         if &KeyId::of_spki(&spki) != key_id {
             return Err(Problem::bad_request(format!(
                 "certificate is not for the key {key_id}"

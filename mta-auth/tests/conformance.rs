@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use mailid_mta_auth::lockout::LockoutPolicy;
 use mailid_mta_auth::store::{
-    BackupPut, BackupWrite, CodeSnapshot, CrlRow, IdentityRow, KeyWrite, LockState, Store, StoreError,
+    BackupPut, BackupWrite, CodeSnapshot, CrlRow, IdentityRow, KeyWrite, LockState, Store,
+    StoreError,
 };
 use mailid_mta_auth::totp::TotpParams;
 use mailid_mta_auth::validate::{self, Presented, Validation};
@@ -481,7 +482,10 @@ async fn backups(s: Store) {
     assert_eq!(rows.len(), 2);
     let one = rows.iter().find(|r| r.key_id == key(1).as_bytes()).unwrap();
     assert_eq!(one.encrypted_key, "one'");
-    assert_eq!((&one.certificate, &one.chain, &one.ca_url), (&None, &None, &None));
+    assert_eq!(
+        (&one.certificate, &one.chain, &one.ca_url),
+        (&None, &None, &None)
+    );
     // The public parts are kept, and replaced with the rest.
     let full = BackupWrite {
         encrypted_key: "two'".into(),

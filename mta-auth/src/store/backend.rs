@@ -8,8 +8,8 @@ use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use super::rows::{
-    AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow,
-    KeyWrite,
+    AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
+    IssueRow, KeyWrite,
 };
 use super::StoreError;
 

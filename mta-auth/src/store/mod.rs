@@ -27,8 +27,8 @@ use zeroize::Zeroizing;
 use backend::Backend;
 pub use migrate::{sqlite_to_pg, MigrateError};
 pub use rows::{
-    AccountCodes, AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
-    IssueRow, KeyRow, KeyState, KeyWrite, LockState,
+    AccountCodes, AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow,
+    IdentityRow, IssueRow, KeyRow, KeyState, KeyWrite, LockState,
 };
 
 /// A storage failure or a refused change.

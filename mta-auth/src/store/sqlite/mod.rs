@@ -16,8 +16,8 @@ use zeroize::Zeroizing;
 
 use super::backend::Backend;
 use super::rows::{
-    AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow, IssueRow,
-    KeyWrite,
+    AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
+    IssueRow, KeyWrite,
 };
 use super::StoreError;
 
