@@ -24,6 +24,8 @@ command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # SoftHSM2 and OpenSC's pkcs11-tool: the PKCS#11 token of the HSM tests.
 command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need_pkgs+=(opensc)
+# NSS's pk12util and certutil: PKCS#12 import checks (tests/client_p12.rs).
+command -v pk12util >/dev/null 2>&1 || need_pkgs+=(libnss3-tools)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -86,7 +88,7 @@ log "cargo test on PostgreSQL (the integration tests of enrollment, single use, 
 # SQLite (each says why).
 export MAILID_TEST_BACKEND=postgres
 cargo test -p mailid-mta-auth --test auth --test codes --test lockout --test throttle \
-  --test identity --test withdraw --test logs 2>&1 | tee target/cargo-test-pg.log
+  --test identity --test withdraw --test logs --test backups 2>&1 | tee target/cargo-test-pg.log
 cargo test -p mailid-tests --test ca_enroll --test ca_revoke --test ca_ops --test ca_preflight \
   --test ca_crash --test crash --test client_enroll --test client_step5 --test faults_mta \
   2>&1 | tee -a target/cargo-test-pg.log

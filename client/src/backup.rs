@@ -137,17 +137,7 @@ fn held_keys(store: &Store, account: &Address, pass: Option<&[u8]>) -> Result<Ve
         if held.iter().any(|h| h.id.key_id == id.key_id) {
             continue;
         }
-        let key = store.key_pkcs8(id, pass)?;
-        let found = key_id_of_pkcs8(&key)?;
-        if found.key_id != id.key_id {
-            return Err(Error::file(
-                &store.path_of(id).join("key.pem"),
-                format!(
-                    "holds the key {}, not the key {} of serial {}",
-                    found.key_id, id.key_id, id.serial
-                ),
-            ));
-        }
+        let key = store.checked_key(id, pass)?;
         held.push(Held {
             certificate: store.certificate_pem(id)?,
             chain: store.chain_pem(id)?,

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::store::{Store, StoredIdentity};
-use crate::{cert, key_id_of_bytes, secret};
+use crate::{cert, secret};
 
 /// Iterations of the key derivation for encryption and for the MAC alike
 /// (a MAC with fewer would be the cheaper way to test guessed passwords):
@@ -124,26 +124,13 @@ pub fn export_p12(store: &Store, opts: &ExportOptions<'_>) -> Result<Exported> {
     }
     let address = crate::parse_address(opts.address)?;
     let id = pick(store, &address, opts.serial)?;
-    let key = store.key_pkcs8(&id, opts.passphrase)?;
+    let key = store.checked_key(&id, opts.passphrase)?;
     let cert_der = cert::pem_to_der(&store.certificate_pem(&id)?)?;
     let chain_path = store.path_of(&id).join("chain.pem");
     let chain = pem::decode_chain(&store.chain_pem(&id)?, "CERTIFICATE")
         .map_err(|e| Error::file(&chain_path, e.to_string()))?;
     if chain.is_empty() {
         return Err(Error::file(&chain_path, "no certificates in the chain"));
-    }
-    // The pair must belong together: importers pair them, and a mismatch
-    // means a damaged store.
-    let cert_key_id = cert::summarize(&cert_der)?.key_id;
-    let key_key_id = key_id_of_bytes(&key, None)?.key_id;
-    if cert_key_id != key_key_id || cert_key_id != id.key_id {
-        return Err(Error::file(
-            &store.path_of(&id),
-            format!(
-                "the stored key does not match the certificate of serial {}",
-                id.serial
-            ),
-        ));
     }
     let bytes = pkcs12(&address, &id.key_id, &key, &cert_der, &chain, opts)?;
     write_new(opts.out, &bytes)?;

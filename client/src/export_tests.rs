@@ -1,9 +1,12 @@
+//! Unit tests of the PKCS#12 export.
+
 use std::os::unix::fs::PermissionsExt;
 
 use p12_keystore::{KeyStore, Pkcs12Archive, Pkcs12ImportPolicy};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData};
 
 use super::*;
+use crate::key_id_of_bytes;
 use crate::store::NewIdentity;
 
 const ALICE: &str = "alice@example.com";

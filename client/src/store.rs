@@ -449,6 +449,30 @@ impl Store {
         fs::read_to_string(&p).map_err(|e| Error::io(&p, &e))
     }
 
+    /// [`Store::key_pkcs8`], checked to be the key of the identity's key ID
+    /// and of its certificate: what leaves the store (a backup, a PKCS#12
+    /// file) must be a pair that belongs together.
+    pub fn checked_key(
+        &self,
+        id: &StoredIdentity,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let key = self.key_pkcs8(id, passphrase)?;
+        let key_kid = crate::keyfile::key_id_of_pkcs8(&key)?.key_id;
+        let cert_der = crate::cert::pem_to_der(&self.certificate_pem(id)?)?;
+        let cert_kid = crate::cert::summarize(&cert_der)?.key_id;
+        if key_kid != id.key_id || cert_kid != id.key_id {
+            return Err(Error::file(
+                &self.path_of(id),
+                format!(
+                    "the stored key does not match the certificate of serial {}",
+                    id.serial
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
     /// The identity's private key as unencrypted PKCS#8 DER.
     pub fn key_pkcs8(
         &self,
