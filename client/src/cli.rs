@@ -195,6 +195,10 @@ pub struct BackupArgs {
     /// written there as well as shown.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Also drop the MTA's backups of keys this store does not hold (made
+    /// on another device); without it such backups make `backup` refuse.
+    #[arg(long)]
+    pub replace: bool,
     #[command(flatten)]
     pub login: Login,
 }

@@ -243,9 +243,13 @@ pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
                 tls: ctx.tls_with(&a.login),
                 split: a.split,
                 out_dir: a.out_dir.clone(),
+                replace: a.replace,
             };
-            let done = backup(&opts).await?;
-            print_backup(&ctx, &done);
+            let json = ctx.json;
+            let done = backup(&opts, &mut |plan| deliver_backup(json, plan)).await?;
+            if !json {
+                backed_up(&done);
+            }
             Ok(())
         }
         Command::Recover(a) => {
@@ -392,16 +396,26 @@ fn show(ctx: &Ctx, email: &str) -> Result<()> {
     Ok(())
 }
 
-/// What `backup` stored and how the holder keeps the recovery key.
-fn print_backup(ctx: &Ctx, done: &BackedUp) {
-    let keys: Vec<_> = done
-        .keys
-        .iter()
-        .map(|(k, s)| json!({"key_id": k, "serial": s}))
-        .collect();
-    if ctx.json {
-        let mut v = json!({"account": done.account, "keys": keys, "removed": done.removed});
-        match &done.secret {
+/// Writes to stdout and reports a failure: a recovery key that was not
+/// delivered must not count as kept.
+fn out_checked(text: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{text}")
+        .and_then(|()| o.flush())
+        .map_err(|e| Error::Invalid(format!("cannot write to standard output: {e}")))
+}
+
+/// Hands the recovery key (or the share files' names) to the holder before
+/// `backup` changes anything at the MTA; with `--json` the whole result.
+fn deliver_backup(json: bool, plan: &BackedUp) -> Result<()> {
+    if json {
+        let keys: Vec<_> = plan
+            .keys
+            .iter()
+            .map(|(k, s)| json!({"key_id": k, "serial": s}))
+            .collect();
+        let mut v = json!({"account": plan.account, "keys": keys, "removed": plan.removed});
+        match &plan.secret {
             Secret::Key { text, file } => {
                 v["recovery_key"] = json!(text.as_str());
                 v["recovery_key_file"] = json!(file);
@@ -411,34 +425,43 @@ fn print_backup(ctx: &Ctx, done: &BackedUp) {
                 v["shares"] = json!(files);
             }
         }
-        print_json(&v);
-        return;
+        let text = Zeroizing::new(serde_json::to_string_pretty(&v).unwrap_or_default());
+        return out_checked(&text);
     }
+    match &plan.secret {
+        Secret::Key { text, file } => {
+            out_checked(&format!(
+                "recovery key for {} (shown only this once; keep it safe, apart from your \
+                 devices):\n{}",
+                plan.account,
+                text.as_str()
+            ))?;
+            if let Some(f) = file {
+                out_checked(&format!("also written to {} (mode 0600)", f.display()))?;
+            }
+        }
+        Secret::Shares { files, .. } => {
+            for f in files {
+                out_checked(&format!("wrote {} (mode 0600)", f.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `backup` stored, once it is stored.
+fn backed_up(done: &BackedUp) {
     for (k, s) in &done.keys {
         out(format!("backed up key ID {k} (serial {s})"));
     }
     for k in &done.removed {
-        out(format!("removed the older backup of key ID {k}"));
+        out(format!(
+            "removed the backup of key ID {k}, which this store does not hold"
+        ));
     }
-    match &done.secret {
-        Secret::Key { text, file } => {
-            out(format!(
-                "recovery key for {} (shown only this once; keep it safe, apart from your \
-                 devices):",
-                done.account
-            ));
-            out(text.as_str());
-            if let Some(f) = file {
-                out(format!("also written to {} (mode 0600)", f.display()));
-            }
-        }
-        Secret::Shares { k, n, files } => {
-            for f in files {
-                out(format!("wrote {} (mode 0600)", f.display()));
-            }
-            out(format!(
-                "any {k} of these {n} shares recover the keys; keep each in a different place"
-            ));
-        }
+    if let Secret::Shares { k, n, .. } = &done.secret {
+        out(format!(
+            "any {k} of these {n} shares recover the keys; keep each in a different place"
+        ));
     }
 }

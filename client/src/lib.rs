@@ -18,20 +18,20 @@ pub mod export;
 pub mod keyfile;
 pub mod keys;
 pub mod lookup;
+pub mod recover;
 pub mod recovery;
 pub mod revoke;
 pub mod secret;
 pub mod store;
 pub mod transport;
 
-pub use backup::{
-    backup, recover, BackedUp, BackupOptions, RecoverOptions, RecoverWith, Recovered, Secret,
-};
+pub use backup::{backup, BackedUp, BackupOptions, Secret};
 pub use enroll::{enroll, parse_address, publish, EnrollOptions, Outcome, Step};
 pub use error::{Error, Result, Service};
 pub use keyfile::{key_id_of_bytes, key_id_of_file, FileKeyId, FileKind};
 pub use keys::{KeyType, NewKey};
 pub use lookup::{lookup, Found};
+pub use recover::{recover, RecoverOptions, RecoverWith, Recovered};
 pub use revoke::{revoke, RevokeOptions, Revoked};
 pub use store::{IdentityStatus, Store, StoredIdentity};
 pub use transport::{ClientCert, Credentials, Endpoint, Http, TlsOptions};

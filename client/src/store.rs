@@ -186,6 +186,19 @@ impl Store {
         })
     }
 
+    /// The store in `dir` if that directory exists; `None` (and nothing
+    /// created) otherwise.
+    pub fn existing(dir: &Path) -> Result<Option<Store>> {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(Some(Store {
+                dir: dir.to_path_buf(),
+            })),
+            Ok(_) => Err(Error::file(dir, "is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(dir, &e)),
+        }
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -313,6 +326,13 @@ impl Store {
         let mut stored = Vec::with_capacity(identities.len());
         let result = (|| -> Result<()> {
             for (new, status) in identities {
+                let before = self.dir.join(dir_name(address)).join(new.serial.as_str());
+                if before.exists() {
+                    return Err(Error::file(
+                        &before,
+                        "already exists though the index does not name it; move it away",
+                    ));
+                }
                 let (id, dir) = self.write_identity(address, new, *status, passphrase)?;
                 written.push(dir);
                 stored.push(id);

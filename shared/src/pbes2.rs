@@ -157,6 +157,20 @@ pub fn require_aes256(encrypted_der: &[u8]) -> Result<()> {
     )))
 }
 
+/// The PBKDF2 iteration count of an EncryptedPrivateKeyInfo DER; refuses
+/// any other key derivation. A reader of ciphertexts from elsewhere (a
+/// backup fetched from the MTA) bounds its work with this before
+/// decrypting.
+pub fn pbkdf2_iterations(encrypted_der: &[u8]) -> Result<u32> {
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(encrypted_der)
+        .map_err(|e| Pbes2Error::Malformed(format!("not an encrypted PKCS#8 key: {e}")))?;
+    info.encryption_algorithm
+        .pbes2()
+        .and_then(|p| p.kdf.pbkdf2())
+        .map(|k| k.iteration_count)
+        .ok_or_else(|| Pbes2Error::Unsupported("the key's key derivation is not PBKDF2".into()))
+}
+
 type FastPath<'a> = (
     pbkdf2::Algorithm,
     &'a pbes2::Pbkdf2Params<'a>,
@@ -261,6 +275,8 @@ mod tests {
             assert_eq!(*decrypt(enc.as_bytes(), b"pw").unwrap(), plain);
             assert!(decrypt(enc.as_bytes(), b"pX").is_err());
             assert_eq!(require_aes256(enc.as_bytes()).is_ok(), aes256);
+            let iterations = pbkdf2_iterations(enc.as_bytes()).ok();
+            assert!(matches!(iterations, Some(2048) | None));
         }
     }
 

@@ -380,8 +380,6 @@ fn refusals_change_nothing() {
     std::fs::write(&wrong_key, "AAAAA-".repeat(10) + "AA\n").unwrap();
     let wk = wrong_key.display().to_string();
 
-    // A store that already holds an identity of another kind stays as it
-    // is too: the target store has alice's account from device 1's copy.
     let dev = env.path("device2");
     let before = snapshot(&dev);
     let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
@@ -436,6 +434,7 @@ fn refusals_change_nothing() {
         let line = one_line_failure(&recover(&env, &dev, &args, pw));
         assert!(line.contains(expect), "{what}: {line}");
         assert_eq!(snapshot(&dev), before, "{what} changed the store");
+        assert!(!dev.exists(), "{what} created the store directory");
     }
 
     // A tampered ciphertext at the MTA (one byte of the encrypted data).
@@ -503,7 +502,7 @@ fn refusals_change_nothing() {
     let sc = c.display().to_string();
     let line = one_line_failure(&backup(&env, &["--split", "2-of-3", "--out-dir", &sc]));
     assert!(line.contains("cannot reach the MTA"), "{line}");
-    assert!(snapshot(&c).is_empty(), "{:?}", snapshot(&c));
+    assert!(!c.exists(), "a failed backup left its --out-dir behind");
 
     // Neither a key file nor shares is a usage error.
     let out = recover(&env, &dev, &[], "");
@@ -527,4 +526,166 @@ fn recover_refuses_a_store_that_holds_the_account() {
     ));
     assert!(line.contains("already holds identities"), "{line}");
     assert_eq!(snapshot(&env.store()), before);
+}
+
+/// The MTA's backups as (key ID, ciphertext), sorted: what "unchanged"
+/// means at the MTA.
+fn mta_set(env: &Env) -> Vec<(String, String)> {
+    let list: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/backups", env.mta.url()))
+        .basic_auth(ALICE, Some(PASSWORD))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut v: Vec<(String, String)> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["key_id"].as_str().unwrap().to_string(),
+                b["encrypted_key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A device that lacks a key the MTA holds a backup of refuses to replace
+/// the set (it would make the other device's recovery key useless); with
+/// `--replace` it may.
+#[test]
+fn backup_keeps_the_keys_of_another_device() {
+    let env = Env::start(1);
+    two_identities(&env);
+    let v: Value = serde_json::from_str(&ok(&backup(&env, &["--json"]))).unwrap();
+    let key_file = env.path("k.txt");
+    std::fs::write(&key_file, v["recovery_key"].as_str().unwrap()).unwrap();
+    let kf = key_file.display().to_string();
+    let dev2 = env.path("device2");
+    ok(&recover(
+        &env,
+        &dev2,
+        &["--recovery-key-file", &kf],
+        PASSWORD,
+    ));
+    // Device 1 gets a third key and backs it up.
+    env.enroll(0, &[], &[("MAILID_PASSPHRASE", DEV1_PASS)]);
+    let v: Value = serde_json::from_str(&ok(&backup(&env, &["--json"]))).unwrap();
+    std::fs::write(&key_file, v["recovery_key"].as_str().unwrap()).unwrap();
+    let before = mta_set(&env);
+    assert_eq!(before.len(), 3);
+    // Device 2 knows only two of them.
+    let mta = env.mta.url();
+    let args = [
+        "backup",
+        "--email",
+        ALICE,
+        "--mta",
+        &mta,
+        "--password-stdin",
+    ];
+    let line = one_line_failure(&on(&dev2, &args, PASSWORD, "new device pass"));
+    assert!(line.contains("this store does not hold"), "{line}");
+    assert!(line.contains("--replace"), "{line}");
+    assert_eq!(mta_set(&env), before);
+    // Device 1's recovery key still opens everything.
+    ok(&recover(
+        &env,
+        &env.path("device3"),
+        &["--recovery-key-file", &kf],
+        PASSWORD,
+    ));
+    // With --replace, device 2's set replaces it, and says what it dropped.
+    let mut args = args.to_vec();
+    args.push("--replace");
+    let out = ok(&on(&dev2, &args, PASSWORD, "new device pass"));
+    assert!(out.contains("removed the backup of key ID"), "{out}");
+    assert_eq!(mta_set(&env).len(), 2);
+}
+
+/// A backup that fails part-way (here the MTA's 64-backup limit refuses
+/// the second key) puts the earlier ciphertexts back: the MTA's set is
+/// unchanged, the earlier recovery key still opens it, and the new share
+/// files are gone. A recovery key that cannot be delivered (stdout on a
+/// full device) changes nothing either.
+#[test]
+fn a_failed_backup_leaves_the_earlier_one_working() {
+    let env = Env::start(1);
+    let vars = [("MAILID_PASSPHRASE", DEV1_PASS)];
+    env.enroll(0, &[], &vars);
+    let v: Value = serde_json::from_str(&ok(&backup(&env, &["--json"]))).unwrap();
+    let key_file = env.path("k.txt");
+    std::fs::write(&key_file, v["recovery_key"].as_str().unwrap()).unwrap();
+    // 63 backups of other keys (another device's, say): 64 in all.
+    let (k1, text) = mta_set(&env).remove(0);
+    let http = reqwest::blocking::Client::new();
+    for i in 0..63u32 {
+        let other = mailid_shared::KeyId::of_spki(&i.to_be_bytes());
+        let resp = http
+            .put(format!("{}/v1/backups/{other}", env.mta.url()))
+            .basic_auth(ALICE, Some(PASSWORD))
+            .json(&serde_json::json!({ "encrypted_key": text }))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    env.enroll(0, &[], &vars);
+    let before = mta_set(&env);
+    assert_eq!(before.len(), 64);
+    let shares = env.path("shares");
+    let sh = shares.display().to_string();
+    let line = one_line_failure(&backup(
+        &env,
+        &["--replace", "--split", "2-of-3", "--out-dir", &sh],
+    ));
+    assert!(line.contains("409"), "{line}");
+    assert!(line.contains("earlier backups were put back"), "{line}");
+    assert_eq!(mta_set(&env), before, "the MTA's set changed");
+    assert!(!shares.exists(), "the void shares were left behind");
+    // The earlier key still opens k1 (the others are not alice's keys, so a
+    // full recovery would fail on them; decrypt k1 with OpenSSL instead).
+    let f = env.path("k1.pem");
+    std::fs::write(&f, &before.iter().find(|(k, _)| k == &k1).unwrap().1).unwrap();
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let pass = format!("pass:{}", key.trim().replace('-', ""));
+    openssl_ok(&["pkcs8", "-in", &f.display().to_string(), "-passin", &pass]);
+
+    // Standard output that cannot be written: exit 1, nothing changed.
+    let store = env.store().display().to_string();
+    let mta = env.mta.url();
+    let mut child = std::process::Command::new(bin(CLIENT_BIN))
+        .args([
+            "--store",
+            &store,
+            "backup",
+            "--email",
+            ALICE,
+            "--mta",
+            &mta,
+            "--password-stdin",
+            "--replace",
+        ])
+        .env("MAILID_PASSPHRASE", DEV1_PASS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("cannot write to standard output"), "{line}");
+    assert_eq!(mta_set(&env), before, "an undelivered key changed the MTA");
 }
