@@ -689,3 +689,88 @@ fn a_failed_backup_leaves_the_earlier_one_working() {
     assert!(line.contains("cannot write to standard output"), "{line}");
     assert_eq!(mta_set(&env), before, "an undelivered key changed the MTA");
 }
+
+/// P-384 and RSA-3072 keys go through backup and recovery alike; a wrong
+/// account password or a missing store passphrase stops `backup` before
+/// any secret exists or anything reaches the MTA.
+#[test]
+fn other_key_types_and_backup_refusals() {
+    let env = Env::start(1);
+    let vars = [("MAILID_PASSPHRASE", DEV1_PASS)];
+    env.enroll(0, &["--key-type", "p384"], &vars);
+    env.enroll(0, &["--key-type", "rsa3072"], &vars);
+    let shares = env.path("shares");
+    let sh = shares.display().to_string();
+    let mta = env.mta.url();
+    let args = [
+        "backup",
+        "--email",
+        ALICE,
+        "--mta",
+        &mta,
+        "--password-stdin",
+        "--split",
+        "2-of-3",
+        "--out-dir",
+        &sh,
+    ];
+    let line = one_line_failure(&on(&env.store(), &args, "not the password", DEV1_PASS));
+    assert!(line.contains("password"), "{line}");
+    assert!(!shares.exists());
+    let no_pass = run_env(
+        &bin(CLIENT_BIN),
+        &[&["--store", &env.store().display().to_string()], &args[..]].concat(),
+        Some(&format!("{PASSWORD}\n")),
+        &[],
+    );
+    let line = one_line_failure(&no_pass);
+    assert!(line.contains("passphrase"), "{line}");
+    assert!(!shares.exists());
+    assert!(mta_set(&env).is_empty(), "a refused backup reached the MTA");
+
+    ok(&backup(&env, &["--split", "2-of-3", "--out-dir", &sh]));
+    let dev = env.path("device2");
+    let (s2, s3) = (
+        shares.join("share-2.txt").display().to_string(),
+        shares.join("share-3.txt").display().to_string(),
+    );
+    ok(&recover(
+        &env,
+        &dev,
+        &["--share-file", &s2, "--share-file", &s3],
+        PASSWORD,
+    ));
+    let v = show(&dev, "new device pass");
+    let ids = v["identities"].as_array().unwrap();
+    let mut types: Vec<&str> = ids
+        .iter()
+        .map(|i| i["key_type"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(types.len(), 2, "{v}");
+    assert!(
+        types[0].starts_with("P-384") && types[1].starts_with("RSA"),
+        "{types:?}"
+    );
+    for id in ids {
+        let dir = dev.join(id["dir"].as_str().unwrap());
+        let key = dir.join("key.pem").display().to_string();
+        let cert = dir.join("cert.pem").display().to_string();
+        let from_key = openssl_ok(&[
+            "pkey",
+            "-in",
+            &key,
+            "-passin",
+            "pass:new device pass",
+            "-pubout",
+        ]);
+        let from_cert = openssl_ok(&["x509", "-in", &cert, "-pubkey", "-noout"]);
+        assert_eq!(from_key, from_cert, "{}", id["serial"]);
+    }
+    assert_eq!(
+        v["current"]["key_type"]
+            .as_str()
+            .map(|t| t.starts_with("RSA")),
+        Some(true)
+    );
+}
