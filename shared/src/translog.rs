@@ -8,7 +8,7 @@ use aws_lc_rs::signature::{self as ring_sig, KeyPair, UnparsedPublicKey};
 use data_encoding::BASE64;
 use serde::{Deserialize, Serialize};
 use signed_note::{Note, VerificationError, Verifier, Verifiers};
-pub use tlog_tiles::{Hash, EMPTY_HASH};
+pub use tlog_tiles::{self, Hash, EMPTY_HASH};
 
 /// The entry format this code writes and reads.
 pub const ENTRY_VERSION: u8 = 1;
@@ -361,6 +361,10 @@ impl LogVerifier {
     }
     pub fn key_hash(&self) -> u32 {
         self.id
+    }
+    /// The 32-byte public key.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public
     }
 
     /// Verifies a signed checkpoint note and parses it: signed by this key,

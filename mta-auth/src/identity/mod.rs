@@ -183,6 +183,7 @@ pub async fn lookup(
         key_id,
         serial,
         not_after: mailid_shared::timefmt::rfc3339(row.not_after),
+        history: None,
     })
 }
 

@@ -4,9 +4,14 @@
 //!
 //! [`Store`]: super::Store
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mailid_shared::translog::{Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
+use super::log::{CheckpointRow, LogDump, LogEntryRow};
 use super::rows::{
     AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
     IssueRow, KeyWrite,
@@ -102,4 +107,28 @@ pub(crate) trait Backend {
     async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError>;
     /// Deletes the backup of (account, key); `NotFound` if there is none.
     async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError>;
+
+    /// Records the log key (origin, vkey) unless one is recorded; returns
+    /// the recorded one.
+    async fn log_bind(&self, origin: String, vkey: String) -> Result<(String, String), StoreError>;
+    /// The recorded log key (origin, vkey), if any.
+    async fn log_bound(&self) -> Result<Option<(String, String)>, StoreError>;
+    /// One sequencer run (see `Store::log_sequence`).
+    async fn log_sequence(
+        &self,
+        signer: Arc<LogSigner>,
+        min_interval_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// The newest signed checkpoint.
+    async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
+    /// The account's blind and its entries by seq.
+    async fn log_history(
+        &self,
+        address: &Address,
+    ) -> Result<([u8; 32], Vec<LogEntryRow>), StoreError>;
+    /// The stored hashes at `indexes` (absent ones left out).
+    async fn log_hashes(&self, indexes: Vec<u64>) -> Result<HashMap<u64, Hash>, StoreError>;
+    /// Every log row in one snapshot (`log verify`).
+    async fn log_dump(&self) -> Result<LogDump, StoreError>;
 }

@@ -1,15 +1,31 @@
 //! Published identities and the CRLs seen for them, in PostgreSQL.
 
+use std::sync::Arc;
+
 use mailid_shared::pg::PgDb;
 use mailid_shared::Address;
 
+use zeroize::Zeroizing;
+
 use crate::store::{CrlRow, IdentityRow, StoreError};
 
-pub(super) async fn put(db: &PgDb, row: IdentityRow, now: i64) -> Result<(), StoreError> {
-    let row = std::sync::Arc::new(row);
+/// Publishes the identity and, in the same transaction, appends its log
+/// entry (published, or superseded when another identity was live) under
+/// the lock of the account's log head; the identical certificate uploaded
+/// again is not logged again.
+pub(super) async fn put(
+    db: &PgDb,
+    row: IdentityRow,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let row = Arc::new(row);
     db.write(move |tx| {
-        let row = row.clone();
+        let (row, key) = (row.clone(), blind_key.clone());
         Box::pin(async move {
+            if let Some(event) = super::log::event_for(tx, &key, &row).await? {
+                super::log::append(tx, &key, &row, event, now).await?;
+            }
             tx.execute(
                 "INSERT INTO identities
                    (address, certificate, chain, key_id, serial, not_after, uploaded_at, ca_name)

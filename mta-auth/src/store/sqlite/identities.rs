@@ -5,15 +5,38 @@
 //! account is enabled.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use mailid_shared::db::Db;
+use mailid_shared::translog::Event;
 use mailid_shared::{pem, Address};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use zeroize::Zeroizing;
 
 use crate::store::{CrlRow, IdentityRow, StoreError};
 
-pub(super) async fn put(db: &Db, row: IdentityRow, now: i64) -> Result<(), StoreError> {
+/// Publishes the identity and, in the same transaction, appends its log
+/// entry (published, or superseded when another identity was live); the
+/// identical certificate uploaded again is not logged again.
+pub(super) async fn put(
+    db: &Db,
+    row: IdentityRow,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<(), StoreError> {
     db.write(move |c| -> Result<(), StoreError> {
+        let current: Option<(String, Vec<u8>)> = c
+            .prepare_cached("SELECT serial, certificate FROM identities WHERE address = ?1")?
+            .query_row([row.address.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let event = match &current {
+            None => Some(Event::Published),
+            Some((serial, cert)) if *serial == row.serial && *cert == row.certificate => None,
+            Some(_) => Some(Event::Superseded),
+        };
+        if let Some(event) = event {
+            super::log::append(c, &blind_key, &row, event, now)?;
+        }
         c.execute(
             "INSERT INTO identities
                (address, certificate, chain, key_id, serial, not_after, uploaded_at, ca_name)
