@@ -244,7 +244,7 @@ fn history_entry(seq: u64, leaf_index: Option<u64>, bytes: &[u8]) -> HistoryEntr
         key_id: decoded
             .as_ref()
             .and_then(|e| KeyId::from_bytes(&e.key_id).ok())
-            .map(|k| k.to_base32())
+            .map(|k| k.to_string())
             .unwrap_or_default(),
         serial: decoded
             .as_ref()
