@@ -284,7 +284,18 @@ async fn lookup_identity(
     State(st): St,
     Path(address): Path<String>,
 ) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
-    let mut published = identity::lookup(&st.store, &st.crls, &address, now_unix()).await?;
+    let mut published = match identity::lookup(&st.store, &st.crls, &address, now_unix()).await {
+        Ok(p) => p,
+        Err(p) if p.code == ErrorCode::NotFound => {
+            return Err(
+                match crate::idlog::withdrawn_detail(&st.store, &address).await? {
+                    Some(detail) => Problem::not_found(detail),
+                    None => p,
+                },
+            )
+        }
+        Err(p) => return Err(p),
+    };
     published.history = st.idlog.history(&st.store, &published.account).await?;
     Ok(Json(published))
 }

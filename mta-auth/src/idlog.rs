@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use data_encoding::BASE64;
 use mailid_shared::translog::{
-    self, Entry, History, HistoryEntry, InclusionProof, LogSigner, LogVerifier,
+    self, Entry, Event, History, HistoryEntry, InclusionProof, LogSigner, LogVerifier,
 };
 use mailid_shared::{Address, KeyId, Serial};
 use tokio::sync::Notify;
@@ -228,6 +228,31 @@ impl IdLog {
             }));
         }
     }
+}
+
+/// Why an address has no identity when its newest log entry withdrew it
+/// (and, for a strong address, withdrew the key it names): the 404
+/// detail a lookup answers with, as on the lookup that noticed it.
+pub async fn withdrawn_detail(store: &Store, asked: &str) -> Result<Option<String>, StoreError> {
+    let Ok(strong) = mailid_shared::StrongAddress::parse(asked) else {
+        return Ok(None);
+    };
+    let (_, rows) = store.log_history(&strong.address).await?;
+    let Some(newest) = rows.last().and_then(|r| Entry::decode(&r.entry).ok()) else {
+        return Ok(None);
+    };
+    if let Some(kid) = &strong.key_id {
+        if kid.as_bytes() != newest.key_id.as_slice() {
+            return Ok(None);
+        }
+    }
+    let why = match newest.event {
+        Event::WithdrawnExpired => "has expired",
+        Event::WithdrawnRevoked => "was revoked by its CA",
+        Event::WithdrawnCaRemoved => "was withdrawn: its CA was removed from this MTA",
+        Event::Published | Event::Superseded => return Ok(None),
+    };
+    Ok(Some(format!("the identity published for {asked} {why}")))
 }
 
 /// One served entry: the bytes, and their fields decoded for reading.

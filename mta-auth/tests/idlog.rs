@@ -581,3 +581,76 @@ async fn a_burst_of_uploads_gets_at_most_one_checkpoint_a_second() {
     assert_eq!(signed.last().unwrap().0, 18);
     mta_ok(dir.path(), &["log", "verify"], None);
 }
+
+/// The events of ME's history, in order.
+async fn events(c: &reqwest::Client, url: &str) -> Vec<String> {
+    let got = lookup(c, url, ME).await;
+    got["history"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn withdrawals_are_logged_in_the_chain() {
+    let ca = TestCa::new("Log CA");
+    let dir = setup(data_dir(), &ca, &[]);
+    let crl = empty_crl_server(&ca).await;
+    let srv = Server::start(dir.path(), &[]);
+    let c = client();
+
+    // Expired, noticed at the next lookup.
+    let now = time::OffsetDateTime::now_utc();
+    let short = ca.identity(
+        ME,
+        1,
+        Some(&crl),
+        now - time::Duration::hours(1),
+        now + time::Duration::seconds(2),
+    );
+    upload(&c, &srv.url, ME, &short).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let r = c
+        .get(format!("{}/v1/identity/{ME}", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not-found").await;
+    upload(&c, &srv.url, ME, &ca.valid_identity(ME, 2, &crl)).await;
+    assert_eq!(
+        events(&c, &srv.url).await,
+        ["published", "withdrawn-expired", "published"]
+    );
+
+    // Its CA removed: withdrawn in the same transaction.
+    let out = mta_ok(dir.path(), &["ca", "remove", "testca"], None);
+    assert!(out.contains('1'), "{out}");
+    let ca_file = dir.path().join("ca.pem");
+    mta_ok(
+        dir.path(),
+        &[
+            "ca",
+            "add",
+            "testca",
+            "--trust-cert",
+            ca_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    upload(&c, &srv.url, ME, &ca.valid_identity(ME, 3, &crl)).await;
+    assert_eq!(
+        events(&c, &srv.url).await,
+        [
+            "published",
+            "withdrawn-expired",
+            "published",
+            "withdrawn-ca-removed",
+            "published"
+        ]
+    );
+    drop(srv);
+    let out = mta_ok(dir.path(), &["log", "verify"], None);
+    assert!(out.starts_with("ok: 5 entries in the tree"), "{out}");
+}

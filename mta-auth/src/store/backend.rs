@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mailid_shared::translog::{Hash, LogSigner};
+use mailid_shared::translog::{Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
@@ -86,6 +86,15 @@ pub(crate) trait Backend {
     async fn put_identity(&self, row: IdentityRow, now: i64) -> Result<(), StoreError>;
     /// The identity of an enabled account chaining to a registered CA.
     async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError>;
+    /// Deletes the account's identity if it still has `serial`, and logs
+    /// `event` in the same transaction; whether it did.
+    async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// The CRL kept for a distribution point.
     async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError>;
     /// Keeps a CRL unless a newer one (by thisUpdate) is kept.

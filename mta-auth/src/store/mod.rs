@@ -23,7 +23,7 @@ use std::time::Duration;
 use mailid_shared::db::{AsDbError, DbError, OpenMode};
 use mailid_shared::pg::PgUrl;
 use mailid_shared::timefmt::now_unix;
-use mailid_shared::translog::{tlog_tiles, Hash, LogSigner};
+use mailid_shared::translog::{tlog_tiles, Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
@@ -217,8 +217,8 @@ impl Store {
     }
 
     /// Removes a CA and, in the same transaction, withdraws the identities
-    /// that chain to its trusted certificate; returns how many were
-    /// withdrawn. `NotFound` (and nothing changes) if there is no such CA.
+    /// that chain to its trusted certificate (each logged as
+    /// withdrawn-ca-removed); returns how many were withdrawn. `NotFound` (and nothing changes) if there is no such CA.
     pub async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
         dispatch!(self, b => b.remove_ca(name).await)
     }
@@ -279,6 +279,19 @@ impl Store {
     /// certificate.
     pub async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
         dispatch!(self, b => b.identity(address).await)
+    }
+
+    /// Withdraws the account's identity because it expired or its CA
+    /// revoked it (`event`), if it is still the one with `serial` (a newer
+    /// upload wins): deleted and logged in one transaction. Whether it was.
+    pub async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+    ) -> Result<bool, StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.withdraw_identity(address, serial, event, now).await)
     }
 
     /// The latest CRL kept for a distribution point URL.

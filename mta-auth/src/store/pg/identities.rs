@@ -5,6 +5,7 @@ use std::sync::Arc;
 use mailid_shared::pg::PgDb;
 use mailid_shared::Address;
 
+use mailid_shared::translog::Event;
 use zeroize::Zeroizing;
 
 use crate::store::{CrlRow, IdentityRow, StoreError};
@@ -48,6 +49,64 @@ pub(super) async fn put(
             )
             .await?;
             Ok(())
+        })
+    })
+    .await
+}
+
+/// Deletes the identities matching `cond` and returns them.
+pub(super) async fn delete_returning(
+    tx: &tokio_postgres::Transaction<'_>,
+    cond: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<IdentityRow>, StoreError> {
+    let rows = tx
+        .query(
+            &format!(
+                "DELETE FROM identities WHERE {cond}
+                 RETURNING address, certificate, chain, key_id, serial, not_after, ca_name"
+            ),
+            params,
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(IdentityRow {
+                address: r.get::<_, String>(0).parse().ok()?,
+                certificate: r.get(1),
+                chain: r.get(2),
+                key_id: r.get(3),
+                serial: r.get(4),
+                not_after: r.get(5),
+                ca_name: r.get(6),
+            })
+        })
+        .collect())
+}
+
+/// Withdraws the identity of `address` if it is still the one with
+/// `serial`, logging `event` under the account's head lock in the same
+/// transaction; whether it was.
+pub(super) async fn withdraw(
+    db: &PgDb,
+    address: &Address,
+    serial: String,
+    event: Event,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let addr = address.as_str().to_string();
+    db.write(move |tx| {
+        let (addr, serial, key) = (addr.clone(), serial.clone(), blind_key.clone());
+        Box::pin(async move {
+            super::log::lock_head(tx, &key, &addr).await?;
+            let rows =
+                delete_returning(tx, "address = $1 AND serial = $2", &[&addr, &serial]).await?;
+            for row in &rows {
+                super::log::append(tx, &key, row, event, now).await?;
+            }
+            Ok(!rows.is_empty())
         })
     })
     .await

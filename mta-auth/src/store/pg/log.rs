@@ -70,15 +70,14 @@ pub(super) fn open(db: &PgDb) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     Ok(Zeroizing::new(key))
 }
 
-/// Whether the identity is being logged, and as what: locks the
-/// account's head first (every change of one account's identity goes
-/// through it), then compares with the live identity.
-pub(super) async fn event_for(
+/// Locks the account's log head (made if missing): every change of one
+/// account's identity goes through it, so its entries chain in order.
+pub(super) async fn lock_head(
     tx: &Transaction<'_>,
     key: &[u8],
-    row: &IdentityRow,
-) -> Result<Option<Event>, StoreError> {
-    let blind = log::blind(key, row.address.as_str());
+    address: &str,
+) -> Result<(), StoreError> {
+    let blind = log::blind(key, address);
     tx.execute(
         "INSERT INTO log_heads (blind, seq, head) VALUES ($1, -1, $2) ON CONFLICT DO NOTHING",
         &[&&blind[..], &&[0u8; 32][..]],
@@ -89,6 +88,17 @@ pub(super) async fn event_for(
         &[&&blind[..]],
     )
     .await?;
+    Ok(())
+}
+
+/// Whether the identity is being logged, and as what: locks the
+/// account's head first, then compares with the live identity.
+pub(super) async fn event_for(
+    tx: &Transaction<'_>,
+    key: &[u8],
+    row: &IdentityRow,
+) -> Result<Option<Event>, StoreError> {
+    lock_head(tx, key, row.address.as_str()).await?;
     let current = tx
         .query_opt(
             "SELECT serial, certificate FROM identities WHERE address = $1",

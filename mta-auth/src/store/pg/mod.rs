@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use mailid_shared::db::OpenMode;
 use mailid_shared::pg::{PgDb, PgUrl};
-use mailid_shared::translog::{Hash, LogSigner};
+use mailid_shared::translog::{Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
@@ -228,7 +228,8 @@ impl Backend for PgStore {
         accounts::list_cas(&self.db).await
     }
     async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
-        accounts::remove_ca(&self.db, name).await
+        let now = mailid_shared::timefmt::now_unix();
+        accounts::remove_ca(&self.db, name, self.blind_key.clone(), now).await
     }
     async fn ca_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         accounts::ca_secret(&self.db, name).await
@@ -263,6 +264,23 @@ impl Backend for PgStore {
     }
     async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
         identities::get(&self.db, address).await
+    }
+    async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        identities::withdraw(
+            &self.db,
+            address,
+            serial,
+            event,
+            self.blind_key.clone(),
+            now,
+        )
+        .await
     }
     async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError> {
         identities::crl(&self.db, url).await

@@ -62,6 +62,66 @@ pub(super) async fn put(
     .await
 }
 
+/// Deletes the identities matching `cond` and returns them.
+pub(super) fn delete_returning(
+    c: &Connection,
+    cond: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<IdentityRow>, StoreError> {
+    let mut st = c.prepare(&format!(
+        "DELETE FROM identities WHERE {cond}
+         RETURNING address, certificate, chain, key_id, serial, not_after, ca_name"
+    ))?;
+    let raw = st
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(a, certificate, chain, key_id, serial, not_after, ca)| {
+            Some(IdentityRow {
+                address: a.parse().ok()?,
+                certificate,
+                chain,
+                key_id,
+                serial,
+                not_after,
+                ca_name: ca.unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// Withdraws the identity of `address` if it is still the one with
+/// `serial`, logging `event` in the same transaction; whether it was.
+pub(super) async fn withdraw(
+    db: &Db,
+    address: &Address,
+    serial: String,
+    event: Event,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let addr = address.as_str().to_string();
+    db.write(move |c| -> Result<bool, StoreError> {
+        let rows = delete_returning(c, "address = ?1 AND serial = ?2", &[&addr, &serial])?;
+        for row in &rows {
+            super::log::append(c, &blind_key, row, event, now)?;
+        }
+        Ok(!rows.is_empty())
+    })
+    .await
+}
+
 /// Two primary-key lookups joined to the identity's.
 pub(super) async fn get(db: &Db, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
     let addr = address.clone();

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mailid_shared::db::{Db, OpenMode};
-use mailid_shared::translog::{Hash, LogSigner};
+use mailid_shared::translog::{Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
@@ -204,7 +204,8 @@ impl Backend for SqliteStore {
         cas::list(&self.db).await
     }
     async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
-        cas::remove(&self.db, name).await
+        let now = mailid_shared::timefmt::now_unix();
+        cas::remove(&self.db, name, self.blind_key.clone(), now).await
     }
     async fn ca_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         cas::secret(&self.db, name).await
@@ -239,6 +240,23 @@ impl Backend for SqliteStore {
     }
     async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
         identities::get(&self.db, address).await
+    }
+    async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        identities::withdraw(
+            &self.db,
+            address,
+            serial,
+            event,
+            self.blind_key.clone(),
+            now,
+        )
+        .await
     }
     async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError> {
         identities::crl(&self.db, url).await
