@@ -453,7 +453,15 @@ async fn healthz(State(st): St) -> Response {
 }
 
 async fn metrics(State(st): St) -> Response {
-    let mut resp = st.metrics.render().into_response();
+    let mut text = st.metrics.render();
+    mailid_shared::metrics::render_value(
+        &mut text,
+        "mailid_mta_log_checkpoints_signed_total",
+        "Identity log checkpoints this process signed (at most one a second across replicas).",
+        "counter",
+        st.idlog.signed.load(Ordering::Relaxed) as f64,
+    );
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -135,6 +135,33 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
     if root.0[..] != d.state.1[..] {
         return Err("the log state's root does not match the entries".into());
     }
+    // Published identities = the live newest entries.
+    let mut live: HashMap<&[u8], [u8; 32]> = HashMap::new();
+    for (blind, chain) in &chains {
+        if let Some(e) = chain.last().and_then(|l| Entry::decode(l.1).ok()) {
+            if e.event.is_live() {
+                live.insert(blind, e.cert);
+            }
+        }
+    }
+    for (blind, cert) in &d.identities {
+        let who = format!("account {}", &hex(blind)[..16]);
+        match live.remove(&blind[..]) {
+            Some(logged) if logged == *cert => {}
+            Some(_) => {
+                return Err(format!(
+                    "{who}: its published certificate is not the logged one"
+                ))
+            }
+            None => return Err(format!("{who}: its published identity is not logged")),
+        }
+    }
+    if let Some(blind) = live.keys().next() {
+        return Err(format!(
+            "account {}: its logged identity is not published (deleted without a log entry)",
+            &hex(blind)[..16]
+        ));
+    }
     // Checkpoints: signed by the recorded key, roots of the tree.
     let vkey = d.vkey.as_deref().ok_or("no log key is recorded")?;
     let verifier = LogVerifier::from_vkey(vkey).map_err(|e| format!("recorded log key: {e}"))?;

@@ -509,6 +509,24 @@ async fn log_verify_finds_tampering_and_no_address_is_stored() {
         .unwrap();
     mta_ok(dir.path(), &["log", "verify"], None);
 
+    // A replaced certificate.
+    let cert: Vec<u8> = db
+        .query_row(
+            "SELECT certificate FROM identities WHERE address = ?1",
+            [&bob],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let set_cert = "UPDATE identities SET certificate = ?2 WHERE address = ?1";
+    db.execute(set_cert, (&bob, &b"not the logged one"[..]))
+        .unwrap();
+    verify_fails(
+        dir.path(),
+        "its published certificate is not the logged one",
+    );
+    db.execute(set_cert, (&bob, &cert)).unwrap();
+    mta_ok(dir.path(), &["log", "verify"], None);
+
     // A checkpoint signed by another key.
     let other = mailid_shared::translog::LogSigner::from_seed("x/mailid-log", &[3; 32]).unwrap();
     let (size, root): (i64, Vec<u8>) = db
@@ -560,6 +578,21 @@ async fn a_burst_of_uploads_gets_at_most_one_checkpoint_a_second() {
         let h = lookup(&c, &srv.url, o).await;
         assert_eq!(h["history"]["entries"].as_array().unwrap().len(), 3);
     }
+    let metrics = c
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let signed_metric: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mailid_mta_log_checkpoints_signed_total "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     srv.stop();
     let db = rusqlite::Connection::open(db_path(dir.path())).unwrap();
     let mut st = db
@@ -579,6 +612,7 @@ async fn a_burst_of_uploads_gets_at_most_one_checkpoint_a_second() {
         assert!(w[1].0 > w[0].0, "{signed:?}");
     }
     assert_eq!(signed.last().unwrap().0, 18);
+    assert_eq!(signed_metric, signed.len() as u64, "{signed:?}");
     mta_ok(dir.path(), &["log", "verify"], None);
 }
 
@@ -653,4 +687,42 @@ async fn withdrawals_are_logged_in_the_chain() {
     drop(srv);
     let out = mta_ok(dir.path(), &["log", "verify"], None);
     assert!(out.starts_with("ok: 5 entries in the tree"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identities_published_before_the_log_are_logged_once_at_upgrade() {
+    let ca = TestCa::new("Log CA");
+    let dir = setup(sqlite_data_dir(), &ca, &[]);
+    let crl = empty_crl_server(&ca).await;
+    let srv = Server::start(dir.path(), &[]);
+    let c = client();
+    upload(&c, &srv.url, ME, &ca.valid_identity(ME, 1, &crl)).await;
+    srv.stop();
+    // Back to schema version 3: no log, no log key.
+    {
+        let db = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        db.execute_batch(
+            "DROP TABLE log_config; DROP TABLE log_heads; DROP TABLE log_entries; \
+             DROP TABLE log_hashes; DROP TABLE log_state; DROP TABLE log_checkpoints; \
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(dir.path().join("log-key.pem")).unwrap();
+    for _ in 0..2 {
+        let srv = Server::start(dir.path(), &[]);
+        let got = lookup(&c, &srv.url, ME).await;
+        let entries = got["history"]["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{got}");
+        assert_eq!(entries[0]["event"], "published");
+        assert!(got["history"]["inclusion"].is_object(), "{got}");
+        srv.stop();
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("log-key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    mta_ok(dir.path(), &["log", "verify"], None);
 }

@@ -64,6 +64,13 @@ pub struct LogDump {
     pub heads: Vec<(Vec<u8>, i64, Vec<u8>)>,
     /// The bound log key, if any.
     pub vkey: Option<String>,
+    /// Every published identity: (blind, SHA-256 of its certificate).
+    pub identities: Vec<([u8; 32], [u8; 32])>,
+}
+
+/// (blind, certificate hash) of an identities row.
+pub(crate) fn identity_digest(key: &[u8], address: &str, cert: &[u8]) -> ([u8; 32], [u8; 32]) {
+    (blind(key, address), Sha256::digest(cert).into())
 }
 
 /// The blind of an account: HMAC-SHA-256 under the log's blind key.

@@ -377,8 +377,9 @@ pub(super) async fn hashes(db: &PgDb, indexes: Vec<u64>) -> Result<HashMap<u64, 
 
 /// Every log row, in one snapshot (REPEATABLE READ would be needed under
 /// concurrent writes; `log verify` reports pending entries either way).
-pub(super) async fn dump(db: &PgDb) -> Result<LogDump, StoreError> {
+pub(super) async fn dump(db: &PgDb, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogDump, StoreError> {
     db.read(move |tx| {
+        let key = key.clone();
         Box::pin(async move {
             let entries = tx
                 .query(
@@ -431,6 +432,12 @@ pub(super) async fn dump(db: &PgDb) -> Result<LogDump, StoreError> {
                 .query_opt("SELECT vkey FROM log_config WHERE id = 1", &[])
                 .await?
                 .and_then(|r| r.get(0));
+            d.identities = tx
+                .query("SELECT address, certificate FROM identities", &[])
+                .await?
+                .iter()
+                .map(|r| log::identity_digest(&key, r.get::<_, &str>(0), r.get::<_, &[u8]>(1)))
+                .collect();
             Ok(d)
         })
     })

@@ -337,6 +337,6 @@ impl Backend for PgStore {
         log::hashes(&self.db, indexes).await
     }
     async fn log_dump(&self) -> Result<LogDump, StoreError> {
-        log::dump(&self.db).await
+        log::dump(&self.db, self.blind_key.clone()).await
     }
 }

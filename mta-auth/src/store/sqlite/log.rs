@@ -284,7 +284,7 @@ pub(super) async fn hashes(db: &Db, indexes: Vec<u64>) -> Result<HashMap<u64, Ha
 }
 
 /// Every log row, in one snapshot.
-pub(super) async fn dump(db: &Db) -> Result<LogDump, StoreError> {
+pub(super) async fn dump(db: &Db, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogDump, StoreError> {
     db.read(move |c| -> Result<LogDump, StoreError> {
         let mut d = LogDump::default();
         let mut st = c.prepare(
@@ -325,6 +325,16 @@ pub(super) async fn dump(db: &Db) -> Result<LogDump, StoreError> {
             .query_row("SELECT vkey FROM log_config WHERE id = 1", [], |r| r.get(0))
             .optional()?
             .flatten();
+        let mut st = c.prepare("SELECT address, certificate FROM identities")?;
+        d.identities = st
+            .query_map([], |r| {
+                Ok(log::identity_digest(
+                    &key,
+                    &r.get::<_, String>(0)?,
+                    &r.get::<_, Vec<u8>>(1)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
         Ok(d)
     })
     .await
