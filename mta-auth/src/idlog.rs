@@ -25,6 +25,8 @@ const KEY_LABEL: &str = "PRIVATE KEY";
 pub const MIN_SIGN_INTERVAL_MS: i64 = 1000;
 /// How often the sequencer looks for entries another replica appended.
 const POLL: Duration = Duration::from_millis(250);
+/// Least time between two warnings of failing sequencer runs.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How long a lookup waits for its newest entry to be in a checkpoint.
 const INCLUSION_WAIT: Duration = Duration::from_secs(2);
 
@@ -159,17 +161,28 @@ impl IdLog {
         let Some(signer) = self.keys.signer.clone() else {
             return;
         };
+        let mut last_warning: Option<tokio::time::Instant> = None;
         loop {
-            match store
-                .log_sequence(signer.clone(), MIN_SIGN_INTERVAL_MS, now_ms())
-                .await
-            {
+            let run = async {
+                if !store.log_has_work().await? {
+                    return Ok(None);
+                }
+                store
+                    .log_sequence(signer.clone(), MIN_SIGN_INTERVAL_MS, now_ms())
+                    .await
+            };
+            match run.await {
                 Ok(Some(size)) => {
                     self.signed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(size, "log checkpoint signed");
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "log sequencer run failed"),
+                // One warning per WARN_EVERY while the database fails.
+                Err(e) if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
+                    last_warning = Some(tokio::time::Instant::now());
+                    tracing::warn!(error = %e, "log sequencer run failed");
+                }
+                Err(_) => {}
             }
             tokio::select! {
                 _ = self.poke.notified() => {}

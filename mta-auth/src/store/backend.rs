@@ -129,6 +129,9 @@ pub(crate) trait Backend {
         min_interval_ms: i64,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError>;
+    /// Whether a sequencer run has work: unsequenced entries, or no
+    /// checkpoint yet (a read, no lock).
+    async fn log_has_work(&self) -> Result<bool, StoreError>;
     /// The newest signed checkpoint.
     async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
     /// The account's blind and its entries by seq.

@@ -363,6 +363,12 @@ impl Store {
         dispatch!(self, b => b.log_sequence(signer, min_interval_ms, now_ms).await)
     }
 
+    /// Whether the sequencer has work: unsequenced entries, or no
+    /// checkpoint signed yet (a read on the pending index).
+    pub async fn log_has_work(&self) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.log_has_work().await)
+    }
+
     /// The newest signed checkpoint.
     pub async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
         dispatch!(self, b => b.log_checkpoint().await)

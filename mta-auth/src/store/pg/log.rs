@@ -301,6 +301,22 @@ fn to_checkpoint(r: &tokio_postgres::Row) -> Result<CheckpointRow, StoreError> {
     })
 }
 
+/// Whether there are unsequenced entries or no checkpoint.
+pub(super) async fn has_work(db: &PgDb) -> Result<bool, StoreError> {
+    db.single(move |c| {
+        Box::pin(async move {
+            Ok(c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM log_entries WHERE leaf_index IS NULL)
+                     OR NOT EXISTS (SELECT 1 FROM log_checkpoints)",
+                &[],
+            )
+            .await?
+            .get(0))
+        })
+    })
+    .await
+}
+
 /// The newest signed checkpoint.
 pub(super) async fn checkpoint(db: &PgDb) -> Result<Option<CheckpointRow>, StoreError> {
     db.read(move |tx| {

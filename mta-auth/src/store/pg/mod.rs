@@ -319,6 +319,9 @@ impl Backend for PgStore {
     ) -> Result<Option<u64>, StoreError> {
         log::sequence(&self.db, signer, min_interval_ms).await
     }
+    async fn log_has_work(&self) -> Result<bool, StoreError> {
+        log::has_work(&self.db).await
+    }
     async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
         log::checkpoint(&self.db).await
     }

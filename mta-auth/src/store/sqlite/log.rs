@@ -226,6 +226,18 @@ fn to_checkpoint(t: (i64, Vec<u8>, String, i64)) -> Result<CheckpointRow, StoreE
     })
 }
 
+/// Whether there are unsequenced entries or no checkpoint.
+pub(super) async fn has_work(db: &Db) -> Result<bool, StoreError> {
+    db.read(move |c| -> Result<bool, StoreError> {
+        Ok(c.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM log_entries WHERE leaf_index IS NULL)
+                 OR NOT EXISTS (SELECT 1 FROM log_checkpoints)",
+        )?
+        .query_row([], |r| r.get(0))?)
+    })
+    .await
+}
+
 /// The newest signed checkpoint.
 pub(super) async fn checkpoint(db: &Db) -> Result<Option<CheckpointRow>, StoreError> {
     db.read(move |c| -> Result<Option<CheckpointRow>, StoreError> {
