@@ -726,3 +726,93 @@ async fn identities_published_before_the_log_are_logged_once_at_upgrade() {
     assert_eq!(mode & 0o777, 0o600);
     mta_ok(dir.path(), &["log", "verify"], None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_log_survives_kill_9_during_uploads() {
+    let ca = TestCa::new("Log CA");
+    let users: Vec<String> = (0..4).map(|i| format!("k{i}@example.org")).collect();
+    let dir = setup(data_dir(), &ca, &users);
+    let crl = empty_crl_server(&ca).await;
+    let mut srv = Server::start(dir.path(), &[]);
+    let c = client();
+    for u in &users {
+        upload(&c, &srv.url, u, &ca.valid_identity(u, 1, &crl)).await;
+    }
+    lookup(&c, &srv.url, &users[3]).await;
+    let before = parse_checkpoint(&checkpoint(&c, &srv.url).await);
+
+    // Uploads until the service dies; the acknowledged ones are recorded.
+    let leaves: Vec<(String, u64, Leaf)> = (0..40u64)
+        .map(|k| {
+            let u = users[k as usize % users.len()].clone();
+            let l = ca.valid_identity(&u, 100 + k, &crl);
+            (u, 100 + k, l)
+        })
+        .collect();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let (c2, url, acked2) = (c.clone(), srv.url.clone(), acked.clone());
+    let uploader = tokio::spawn(async move {
+        for (u, serial, l) in leaves {
+            let r = c2
+                .put(format!("{url}/v1/identity"))
+                .basic_auth(&u, Some(PW))
+                .json(&serde_json::json!({ "certificate": l.cert_pem }))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 200 => acked2.lock().unwrap().push((u, serial)),
+                _ => break,
+            }
+        }
+    });
+    while acked.lock().unwrap().len() < 6 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    uploader.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 6);
+
+    let srv = Server::start(dir.path(), &[]);
+    for u in &users {
+        let got = lookup(&c, &srv.url, u).await;
+        let serials: Vec<String> = got["history"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["serial"].as_str().unwrap().to_string())
+            .collect();
+        for (_, s) in acked.iter().filter(|(a, _)| a == u) {
+            let hex = format!("{s:02x}");
+            assert!(
+                serials.contains(&hex),
+                "{u}: acknowledged {hex} lost: {serials:?}"
+            );
+        }
+        assert!(got["history"]["inclusion"].is_object());
+    }
+    let after = parse_checkpoint(&checkpoint(&c, &srv.url).await);
+    assert!(after.0 >= before.0 + acked.len() as u64);
+    let r: serde_json::Value = c
+        .get(format!(
+            "{}/v1/log/consistency?from={}&to={}",
+            srv.url, before.0, after.0
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(verify_consistency(
+        before.0,
+        after.0,
+        before.1,
+        after.1,
+        &hashes(&r["proof"])
+    ));
+    srv.stop();
+    let out = mta_ok(dir.path(), &["log", "verify"], None);
+    assert!(out.contains("(0 pending)"), "{out}");
+}
