@@ -16,8 +16,9 @@ use zeroize::Zeroizing;
 use crate::store::log::{self, CheckpointRow, DumpEntry, LogDump, LogEntryRow};
 use crate::store::{IdentityRow, StoreError};
 
-/// At open: makes the blind key if there is none, logs once every
-/// identity published before the log existed, and returns the key.
+/// At open: makes the blind key if there is none and then (once, the
+/// replica whose insert made it) logs every identity published before the
+/// log existed; returns the key.
 pub(super) fn open(db: &PgDb) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let mut fresh = vec![0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
@@ -25,16 +26,22 @@ pub(super) fn open(db: &PgDb) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let key: Vec<u8> = db.block_on(db.write(move |tx| {
         let fresh = fresh.clone();
         Box::pin(async move {
-            tx.execute(
-                "INSERT INTO log_config (id, blind_key, created_at) VALUES (1, $1, $2)
-                 ON CONFLICT (id) DO NOTHING",
-                &[&*fresh, &mailid_shared::timefmt::now_unix()],
-            )
-            .await?;
+            let created = tx
+                .execute(
+                    "INSERT INTO log_config (id, blind_key, created_at) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&*fresh, &mailid_shared::timefmt::now_unix()],
+                )
+                .await?
+                == 1;
             let key: Vec<u8> = tx
                 .query_one("SELECT blind_key FROM log_config WHERE id = 1", &[])
                 .await?
                 .get(0);
+            if !created {
+                // The log exists: every identity since was logged.
+                return Ok::<_, StoreError>(key);
+            }
             let rows = tx
                 .query(
                     "SELECT address, certificate, chain, key_id, serial, not_after, uploaded_at
@@ -391,12 +398,13 @@ pub(super) async fn hashes(db: &PgDb, indexes: Vec<u64>) -> Result<HashMap<u64, 
     .await
 }
 
-/// Every log row, in one snapshot (REPEATABLE READ would be needed under
-/// concurrent writes; `log verify` reports pending entries either way).
+/// Every log row, in one REPEATABLE READ snapshot.
 pub(super) async fn dump(db: &PgDb, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogDump, StoreError> {
     db.read(move |tx| {
         let key = key.clone();
         Box::pin(async move {
+            tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .await?;
             let entries = tx
                 .query(
                     "SELECT leaf_index, blind, seq, entry, leaf_hash FROM log_entries ORDER BY id",

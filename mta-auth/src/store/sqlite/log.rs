@@ -16,23 +16,29 @@ use zeroize::Zeroizing;
 use crate::store::log::{self, CheckpointRow, DumpEntry, LogDump, LogEntryRow};
 use crate::store::{IdentityRow, StoreError};
 
-/// At open: makes the blind key if there is none, logs once every
-/// identity published before the log existed, and returns the key.
+/// At open: makes the blind key if there is none and then (once, the
+/// first open of schema version 4) logs every identity published before
+/// the log existed; returns the key.
 pub(super) fn open(path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let mut conn = mailid_shared::db::connect(path)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut fresh = Zeroizing::new(vec![0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
-    tx.execute(
+    let created = tx.execute(
         "INSERT INTO log_config (id, blind_key, created_at) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO NOTHING",
         (&fresh[..], mailid_shared::timefmt::now_unix()),
-    )?;
+    )? == 1;
     let key: Zeroizing<Vec<u8>> = Zeroizing::new(tx.query_row(
         "SELECT blind_key FROM log_config WHERE id = 1",
         [],
         |r| r.get(0),
     )?);
+    if !created {
+        // The log exists: every identity since was logged with its change.
+        tx.commit()?;
+        return Ok(key);
+    }
     let published: Vec<(IdentityRow, i64)> = {
         let mut st = tx.prepare(
             "SELECT address, certificate, chain, key_id, serial, not_after, uploaded_at
