@@ -219,7 +219,8 @@ pub(super) async fn remove_ca(
             }
             let rows = super::identities::delete_returning(tx, "ca_name = $1", &[&name]).await?;
             for row in &rows {
-                super::log::append(tx, &key, row, Event::WithdrawnCaRemoved, now).await?;
+                let mut head = super::log::lock_head(tx, &key, row.address.as_str()).await?;
+                super::log::append(tx, &mut head, row, Event::WithdrawnCaRemoved, now).await?;
             }
             Ok(rows.len())
         })

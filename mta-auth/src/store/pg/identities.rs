@@ -24,8 +24,9 @@ pub(super) async fn put(
     db.write(move |tx| {
         let (row, key) = (row.clone(), blind_key.clone());
         Box::pin(async move {
-            if let Some(event) = super::log::event_for(tx, &key, &row).await? {
-                super::log::append(tx, &key, &row, event, now).await?;
+            let mut head = super::log::lock_head(tx, &key, row.address.as_str()).await?;
+            if let Some(event) = super::log::event_for(tx, &row).await? {
+                super::log::append(tx, &mut head, &row, event, now).await?;
             }
             tx.execute(
                 "INSERT INTO identities
@@ -56,7 +57,7 @@ pub(super) async fn put(
 
 /// Deletes the identities matching `cond` and returns them.
 pub(super) async fn delete_returning(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     cond: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<IdentityRow>, StoreError> {
@@ -100,11 +101,11 @@ pub(super) async fn withdraw(
     db.write(move |tx| {
         let (addr, serial, key) = (addr.clone(), serial.clone(), blind_key.clone());
         Box::pin(async move {
-            super::log::lock_head(tx, &key, &addr).await?;
+            let mut head = super::log::lock_head(tx, &key, &addr).await?;
             let rows =
                 delete_returning(tx, "address = $1 AND serial = $2", &[&addr, &serial]).await?;
             for row in &rows {
-                super::log::append(tx, &key, row, event, now).await?;
+                super::log::append(tx, &mut head, row, event, now).await?;
             }
             Ok(!rows.is_empty())
         })

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use deadpool_postgres::Transaction;
 use mailid_shared::pg::PgDb;
 use mailid_shared::translog::{Event, Hash, LogSigner};
-use tokio_postgres::Transaction;
 use zeroize::Zeroizing;
 
 use crate::store::log::{self, CheckpointRow, DumpEntry, LogDump, LogEntryRow};
@@ -62,13 +62,9 @@ pub(super) fn open(db: &PgDb) -> Result<Zeroizing<Vec<u8>>, StoreError> {
                     not_after: r.get(5),
                     ca_name: String::new(),
                 };
-                let b = log::blind(&key, row.address.as_str());
-                let logged = tx
-                    .query_opt("SELECT 1 FROM log_heads WHERE blind = $1", &[&&b[..]])
-                    .await?
-                    .is_some();
-                if !logged {
-                    append(tx, &key, &row, Event::Published, r.get(6)).await?;
+                let mut head = lock_head(tx, &key, row.address.as_str()).await?;
+                if head.seq < 0 {
+                    append(tx, &mut head, &row, Event::Published, r.get(6)).await?;
                 }
             }
             Ok::<_, StoreError>(key)
@@ -77,41 +73,49 @@ pub(super) fn open(db: &PgDb) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     Ok(Zeroizing::new(key))
 }
 
-/// Locks the account's log head (made if missing): every change of one
-/// account's identity goes through it, so its entries chain in order.
+/// An account's log head, locked for the rest of the transaction.
+pub(super) struct Head {
+    blind: [u8; 32],
+    /// Seq of the newest entry; -1 before the first.
+    seq: i64,
+    /// Leaf hash of the newest entry (zero before the first).
+    head: [u8; 32],
+}
+
+/// Locks the account's log head (made if missing) and reads it, in one
+/// statement: every change of one account's identity goes through this
+/// lock, so its entries chain in order whichever replica writes them.
 pub(super) async fn lock_head(
     tx: &Transaction<'_>,
     key: &[u8],
     address: &str,
-) -> Result<(), StoreError> {
+) -> Result<Head, StoreError> {
     let blind = log::blind(key, address);
-    tx.execute(
-        "INSERT INTO log_heads (blind, seq, head) VALUES ($1, -1, $2) ON CONFLICT DO NOTHING",
-        &[&&blind[..], &&[0u8; 32][..]],
-    )
-    .await?;
-    tx.execute(
-        "SELECT 1 FROM log_heads WHERE blind = $1 FOR UPDATE",
-        &[&&blind[..]],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Whether the identity is being logged, and as what: locks the
-/// account's head first, then compares with the live identity.
-pub(super) async fn event_for(
-    tx: &Transaction<'_>,
-    key: &[u8],
-    row: &IdentityRow,
-) -> Result<Option<Event>, StoreError> {
-    lock_head(tx, key, row.address.as_str()).await?;
-    let current = tx
-        .query_opt(
-            "SELECT serial, certificate FROM identities WHERE address = $1",
-            &[&row.address.as_str()],
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO log_heads (blind, seq, head) VALUES ($1, -1, $2)
+             ON CONFLICT (blind) DO UPDATE SET seq = log_heads.seq
+             RETURNING seq, head",
         )
         .await?;
+    let r = tx.query_one(&st, &[&&blind[..], &&[0u8; 32][..]]).await?;
+    Ok(Head {
+        blind,
+        seq: r.get(0),
+        head: log::hash32(&r.get::<_, Vec<u8>>(1))?.0,
+    })
+}
+
+/// Whether the identity is being logged, and as what (after
+/// [`lock_head`]): compared with the live identity.
+pub(super) async fn event_for(
+    tx: &Transaction<'_>,
+    row: &IdentityRow,
+) -> Result<Option<Event>, StoreError> {
+    let st = tx
+        .prepare_cached("SELECT serial, certificate FROM identities WHERE address = $1")
+        .await?;
+    let current = tx.query_opt(&st, &[&row.address.as_str()]).await?;
     Ok(match current {
         None => Some(Event::Published),
         Some(c)
@@ -123,41 +127,32 @@ pub(super) async fn event_for(
     })
 }
 
-/// Phase 1: appends the account's next entry (unsequenced) and moves its
-/// head, in the caller's transaction (after [`event_for`] locked it).
+/// Phase 1: appends the account's next entry (unsequenced) after the
+/// locked `head` and moves the head, in one statement of the caller's
+/// transaction.
 pub(super) async fn append(
     tx: &Transaction<'_>,
-    key: &[u8],
+    head: &mut Head,
     row: &IdentityRow,
     event: Event,
     at: i64,
 ) -> Result<(), StoreError> {
-    let blind = log::blind(key, row.address.as_str());
-    let head = tx
-        .query_opt(
-            "SELECT seq, head FROM log_heads WHERE blind = $1 FOR UPDATE",
-            &[&&blind[..]],
-        )
-        .await?;
-    let (seq, prev) = match head {
-        Some(h) if h.get::<_, i64>(0) >= 0 => (
-            (h.get::<_, i64>(0) + 1) as u64,
-            log::hash32(&h.get::<_, Vec<u8>>(1))?.0,
-        ),
+    let (seq, prev) = match head.seq {
+        s if s >= 0 => ((s + 1) as u64, head.head),
         _ => (0, [0u8; 32]),
     };
-    let (entry, leaf) = log::entry_for(event, blind, seq, prev, row, at)?;
-    tx.execute(
-        "INSERT INTO log_entries (blind, seq, entry, leaf_hash) VALUES ($1, $2, $3, $4)",
-        &[&&blind[..], &(seq as i64), &entry, &&leaf[..]],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO log_heads (blind, seq, head) VALUES ($1, $2, $3)
-         ON CONFLICT (blind) DO UPDATE SET seq = excluded.seq, head = excluded.head",
-        &[&&blind[..], &(seq as i64), &&leaf[..]],
-    )
-    .await?;
+    let (entry, leaf) = log::entry_for(event, head.blind, seq, prev, row, at)?;
+    let st = tx
+        .prepare_cached(
+            "WITH e AS (INSERT INTO log_entries (blind, seq, entry, leaf_hash)
+                        VALUES ($1, $2, $3, $4))
+             UPDATE log_heads SET seq = $2, head = $4 WHERE blind = $1",
+        )
+        .await?;
+    tx.execute(&st, &[&&head.blind[..], &(seq as i64), &entry, &&leaf[..]])
+        .await?;
+    head.seq = seq as i64;
+    head.head = leaf;
     Ok(())
 }
 
