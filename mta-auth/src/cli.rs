@@ -51,7 +51,9 @@ pub struct Cli {
 pub enum Command {
     /// Creates the data directory, database and config.json (with
     /// --database: the schema in that PostgreSQL database, whose URL
-    /// config.json records).
+    /// config.json records), and the identity log's key log-key.pem
+    /// (0600) unless the database already has one (a replica: copy the
+    /// first data dir's log-key.pem to let it sign checkpoints too).
     Init,
     /// Manages accounts.
     #[command(subcommand)]
