@@ -276,3 +276,48 @@ fn chains_are_checked() {
     other.blind = [8; 32];
     assert!(check_chain(&[e0, other.encode().unwrap()]).is_err());
 }
+
+/// A base64 field of one of the argon2020 JSON responses.
+fn json_hashes(v: &serde_json::Value) -> Vec<Hash> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| parse_hash(h.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_real_ct_log_proves_inclusion_and_consistency_at_30_levels() {
+    let parse = |t: &str| -> serde_json::Value { serde_json::from_str(t).unwrap() };
+    let sth = parse(include_str!("translog_vectors/argon2020-sth.json"));
+    let size = sth["tree_size"].as_u64().unwrap();
+    let root = parse_hash(sth["sha256_root_hash"].as_str().unwrap()).unwrap();
+    let entries = parse(include_str!("translog_vectors/argon2020-entry-10000.json"));
+    let data = BASE64
+        .decode(
+            entries["entries"][0]["leaf_input"]
+                .as_str()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    let inclusion = parse(include_str!(
+        "translog_vectors/argon2020-inclusion-10000.json"
+    ));
+    let path = json_hashes(&inclusion["audit_path"]);
+    assert_eq!(path.len(), 30);
+    check_inclusion(&path, size, root, 10000, leaf_hash(&data)).unwrap();
+    assert!(check_inclusion(&path, size, root, 10001, leaf_hash(&data)).is_err());
+    assert!(check_inclusion(&path[1..], size, root, 10000, leaf_hash(&data)).is_err());
+
+    let consistency = parse(include_str!(
+        "translog_vectors/argon2020-consistency-3654490.json"
+    ));
+    let proof = json_hashes(&consistency["consistency"]);
+    let old = parse_hash("AuIZ5V6sDUj1vn3Y1K85oOaQ7y+FJJKtyRTl1edIKBQ=").unwrap();
+    check_consistency(&proof, 3_654_490, old, size, root).unwrap();
+    assert!(check_consistency(&proof, 3_654_491, old, size, root).is_err());
+    let mut flipped = proof.clone();
+    flipped[3].0[7] ^= 0x10;
+    assert!(check_consistency(&flipped, 3_654_490, old, size, root).is_err());
+}
