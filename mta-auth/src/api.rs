@@ -280,24 +280,41 @@ async fn upload_identity(
     }))
 }
 
-async fn lookup_identity(
-    State(st): St,
-    Path(address): Path<String>,
-) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
+async fn lookup_identity(State(st): St, Path(address): Path<String>) -> Result<Response, Problem> {
     let mut published = match identity::lookup(&st.store, &st.crls, &address, now_unix()).await {
         Ok(p) => p,
         Err(p) if p.code == ErrorCode::NotFound => {
-            return Err(
-                match crate::idlog::withdrawn_detail(&st.store, &address).await? {
-                    Some(detail) => Problem::not_found(detail),
-                    None => p,
-                },
-            )
+            return match crate::idlog::withdrawn(&st.store, &address).await? {
+                Some((detail, account)) => {
+                    let history = st.idlog.history(&st.store, &account).await?;
+                    Ok(withdrawn_problem(Problem::not_found(detail), history))
+                }
+                None => Err(p),
+            };
         }
         Err(p) => return Err(p),
     };
     published.history = st.idlog.history(&st.store, &published.account).await?;
-    Ok(Json(published))
+    Ok(Json(published).into_response())
+}
+
+/// The 404 of a withdrawn identity: the problem document with the
+/// account's `history` member (an RFC 9457 extension), so a client can
+/// verify the withdrawal as it verifies a publication.
+fn withdrawn_problem(p: Problem, history: Option<translog::History>) -> Response {
+    let mut doc = match serde_json::to_value(p.document()) {
+        Ok(d) => d,
+        Err(_) => return p.into_response(),
+    };
+    if let (Some(h), Some(obj)) = (history, doc.as_object_mut()) {
+        if let Ok(v) = serde_json::to_value(h) {
+            obj.insert("history".into(), v);
+        }
+    }
+    let mut resp = p.into_response();
+    *resp.body_mut() = axum::body::Body::from(serde_json::to_vec(&doc).unwrap_or_default());
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
 }
 
 /// `GET /v1/log/checkpoint`: the newest signed checkpoint, as stored.

@@ -245,8 +245,12 @@ impl IdLog {
 
 /// Why an address has no identity when its newest log entry withdrew it
 /// (and, for a strong address, withdrew the key it names): the 404
-/// detail a lookup answers with, as on the lookup that noticed it.
-pub async fn withdrawn_detail(store: &Store, asked: &str) -> Result<Option<String>, StoreError> {
+/// detail a lookup answers with, as on the lookup that noticed it, and
+/// the account.
+pub async fn withdrawn(
+    store: &Store,
+    asked: &str,
+) -> Result<Option<(String, Address)>, StoreError> {
     let Ok(strong) = mailid_shared::StrongAddress::parse(asked) else {
         return Ok(None);
     };
@@ -265,7 +269,10 @@ pub async fn withdrawn_detail(store: &Store, asked: &str) -> Result<Option<Strin
         Event::WithdrawnCaRemoved => "was withdrawn: its CA was removed from this MTA",
         Event::Published | Event::Superseded => return Ok(None),
     };
-    Ok(Some(format!("the identity published for {asked} {why}")))
+    Ok(Some((
+        format!("the identity published for {asked} {why}"),
+        strong.address,
+    )))
 }
 
 /// One served entry: the bytes, and their fields decoded for reading.

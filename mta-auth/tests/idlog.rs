@@ -223,12 +223,45 @@ async fn withdrawals_are_logged_in_the_chain() {
     );
     upload(&c, &srv.url, ME, &short).await;
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
-    let r = c
-        .get(format!("{}/v1/identity/{ME}", srv.url))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(r, 404, "not-found").await;
+    // The 404 says why and carries the history, withdrawal included and
+    // proven.
+    for _ in 0..2 {
+        let r = c
+            .get(format!("{}/v1/identity/{ME}", srv.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/problem+json"));
+        let doc: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(doc["type"], "urn:mailid:error:not-found");
+        assert!(
+            doc["detail"].as_str().unwrap().ends_with("has expired"),
+            "{doc}"
+        );
+        let h = &doc["history"];
+        let events: Vec<&str> = h["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events, ["published", "withdrawn-expired"]);
+        let (size, root) = parse_checkpoint(h["checkpoint"].as_str().unwrap());
+        let newest = BASE64
+            .decode(h["entries"][1]["entry"].as_str().unwrap().as_bytes())
+            .unwrap();
+        assert!(verify_inclusion(
+            h["inclusion"]["leaf_index"].as_u64().unwrap(),
+            size,
+            leaf(&newest),
+            &hashes(&h["inclusion"]["proof"]),
+            root
+        ));
+    }
     upload(&c, &srv.url, ME, &ca.valid_identity(ME, 2, &crl)).await;
     assert_eq!(
         events(&c, &srv.url).await,
