@@ -80,7 +80,7 @@ pub async fn setup(
     let path = key_path(data_dir);
     let bound = store.log_bound().await?;
     let pkcs8: zeroize::Zeroizing<Vec<u8>> = match std::fs::read_to_string(&path) {
-        Ok(text) => mailid_shared::pem::decode_one(&text, &[KEY_LABEL])
+        Ok(text) => mailid_shared::pem::decode_one(&zeroize::Zeroizing::new(text), &[KEY_LABEL])
             .map(zeroize::Zeroizing::new)
             .with_context(|| format!("reading the log key {}", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -100,7 +100,7 @@ pub async fn setup(
                 });
             }
             let der = zeroize::Zeroizing::new(LogSigner::generate_pkcs8()?);
-            let pem = mailid_shared::pem::encode(KEY_LABEL, &der);
+            let pem = zeroize::Zeroizing::new(mailid_shared::pem::encode(KEY_LABEL, &der));
             mailid_shared::files::write_atomic_mode(&path, pem.as_bytes(), 0o600)
                 .with_context(|| format!("writing {}", path.display()))?;
             der
