@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Path, State};
+use axum::extract::{FromRequest, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use mailid_shared::protocol::{
     ValidateRequest, ValidateResponse,
 };
 use mailid_shared::timefmt::{now_unix, rfc3339};
+use mailid_shared::translog::{self, ConsistencyProof, LogKey};
 use mailid_shared::{ApiJson, KeyId, Problem, Serial};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -27,6 +28,7 @@ use crate::authz::Authenticator;
 use crate::backup;
 use crate::config::Config;
 use crate::identity::{self, crl::CrlChecker};
+use crate::idlog::IdLog;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::validate::{self, Presented, Validation};
@@ -39,6 +41,8 @@ pub struct AppState {
     pub crls: CrlChecker,
     pub metrics: Arc<Metrics>,
     pub health: HealthCache,
+    /// The identity log (SPEC §11).
+    pub idlog: Arc<IdLog>,
 }
 
 /// Seconds a client is told to wait when the database is unreachable.
@@ -108,6 +112,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/backups/{key_id}",
             put(put_backup).delete(delete_backup),
         )
+        .route("/v1/log/checkpoint", get(log_checkpoint))
+        .route("/v1/log/key", get(log_key))
+        .route("/v1/log/consistency", get(log_consistency))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -262,6 +269,7 @@ async fn upload_identity(
     let serial: Serial = row.serial.parse().map_err(Problem::internal)?;
     let not_after = rfc3339(row.not_after);
     st.store.put_identity(row).await?;
+    st.idlog.poke();
     st.metrics.identity_uploads.inc("accepted");
     tracing::info!(%account, %serial, %key_id, "identity published");
     Ok(Json(IdentityUploaded {
@@ -272,13 +280,123 @@ async fn upload_identity(
     }))
 }
 
-async fn lookup_identity(
+async fn lookup_identity(State(st): St, Path(address): Path<String>) -> Result<Response, Problem> {
+    let mut published = match identity::lookup(&st.store, &st.crls, &address, now_unix()).await {
+        Ok(p) => p,
+        Err(p) if p.code == ErrorCode::NotFound => {
+            return match crate::idlog::withdrawn(&st.store, &address).await? {
+                Some((detail, account)) => {
+                    let history = st.idlog.history(&st.store, &account).await?;
+                    Ok(withdrawn_problem(Problem::not_found(detail), history))
+                }
+                None => Err(p),
+            };
+        }
+        Err(p) => return Err(p),
+    };
+    published.history = st.idlog.history(&st.store, &published.account).await?;
+    Ok(Json(published).into_response())
+}
+
+/// The 404 of a withdrawn identity: the problem document with the
+/// account's `history` member (an RFC 9457 extension), so a client can
+/// verify the withdrawal as it verifies a publication.
+fn withdrawn_problem(p: Problem, history: Option<translog::History>) -> Response {
+    let mut doc = match serde_json::to_value(p.document()) {
+        Ok(d) => d,
+        Err(_) => return p.into_response(),
+    };
+    if let (Some(h), Some(obj)) = (history, doc.as_object_mut()) {
+        if let Ok(v) = serde_json::to_value(h) {
+            obj.insert("history".into(), v);
+        }
+    }
+    let mut resp = p.into_response();
+    *resp.body_mut() = axum::body::Body::from(serde_json::to_vec(&doc).unwrap_or_default());
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
+}
+
+/// `GET /v1/log/checkpoint`: the newest signed checkpoint, as stored.
+async fn log_checkpoint(State(st): St) -> Result<Response, Problem> {
+    let Some(cp) = st.store.log_checkpoint().await? else {
+        return Err(
+            Problem::new(ErrorCode::Unavailable, "no checkpoint is signed yet").retry_after(1),
+        );
+    };
+    let mut resp = cp.note.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(no_store(resp))
+}
+
+/// `GET /v1/log/key`: the log's public key.
+async fn log_key(State(st): St) -> Json<LogKey> {
+    let v = &st.idlog.keys.verifier;
+    Json(LogKey {
+        origin: v.origin().to_string(),
+        vkey: translog::vkey(v.origin(), v.public_key()),
+        key_hash: format!("{:08x}", v.key_hash()),
+        algorithm: "Ed25519".into(),
+        public_key: data_encoding::BASE64.encode(v.public_key()),
+    })
+}
+
+/// `GET /v1/log/consistency?from=N&to=M`: `1 <= N <= M <=` the newest
+/// checkpoint's size.
+async fn log_consistency(
     State(st): St,
-    Path(address): Path<String>,
-) -> Result<Json<mailid_shared::protocol::PublishedIdentity>, Problem> {
-    identity::lookup(&st.store, &st.crls, &address, now_unix())
-        .await
-        .map(Json)
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConsistencyProof>, Problem> {
+    let (mut from, mut to) = (None, None);
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n = || {
+            v.parse::<u64>()
+                .ok()
+                .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| Problem::bad_request(format!("{k} must be a tree size")))
+        };
+        match k {
+            "from" if from.is_none() => from = Some(n()?),
+            "to" if to.is_none() => to = Some(n()?),
+            "from" | "to" => return Err(Problem::bad_request(format!("{k} given twice"))),
+            _ => return Err(Problem::bad_request("only from and to are accepted")),
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(Problem::bad_request("from and to are required"));
+    };
+    let signed = st
+        .store
+        .log_checkpoint()
+        .await?
+        .map(|c| c.size)
+        .unwrap_or(0);
+    if from < 1 {
+        return Err(Problem::bad_request("from must be at least 1"));
+    }
+    if from > to {
+        return Err(Problem::bad_request("from must not exceed to"));
+    }
+    if to > signed {
+        return Err(Problem::bad_request(format!(
+            "to must not exceed the newest checkpoint's size {signed}"
+        )));
+    }
+    let proof = st.store.log_consistency(from, to).await?;
+    Ok(Json(ConsistencyProof {
+        from,
+        to,
+        proof: proof.iter().map(translog::hash_b64).collect(),
+    }))
 }
 
 /// Counts a backup write's result and passes it on.
@@ -352,7 +470,15 @@ async fn healthz(State(st): St) -> Response {
 }
 
 async fn metrics(State(st): St) -> Response {
-    let mut resp = st.metrics.render().into_response();
+    let mut text = st.metrics.render();
+    mailid_shared::metrics::render_value(
+        &mut text,
+        "mailid_mta_log_checkpoints_signed_total",
+        "Identity log checkpoints this process signed (at most one a second across replicas).",
+        "counter",
+        st.idlog.signed.load(Ordering::Relaxed) as f64,
+    );
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -51,7 +51,9 @@ pub struct Cli {
 pub enum Command {
     /// Creates the data directory, database and config.json (with
     /// --database: the schema in that PostgreSQL database, whose URL
-    /// config.json records).
+    /// config.json records), and the identity log's key log-key.pem
+    /// (0600) unless the database already has one (a replica: copy the
+    /// first data dir's log-key.pem to let it sign checkpoints too).
     Init,
     /// Manages accounts.
     #[command(subcommand)]
@@ -64,6 +66,17 @@ pub enum Command {
     /// Moves the data dir's rows.
     #[command(subcommand)]
     Db(DbCmd),
+    /// The identity log (SPEC §11).
+    #[command(subcommand)]
+    Log(LogCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCmd {
+    /// Recomputes the whole tree from the entries and checks every stored
+    /// hash, every account's chain and head, and every checkpoint's
+    /// signature and root; exit 1 naming the first failure.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +256,7 @@ async fn run(cli: Cli, data_dir: PathBuf) -> anyhow::Result<()> {
         Command::Ca(cmd) => ca(cmd, &data_dir, database, json).await,
         Command::Serve(args) => serve(args, data_dir, database).await,
         Command::Db(DbCmd::Migrate { to }) => migrate(&data_dir, &to, json).await,
+        Command::Log(LogCmd::Verify) => log_verify(&data_dir, database, json).await,
     }
 }
 
@@ -283,6 +297,22 @@ async fn migrate(data_dir: &Path, to: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `log verify`: one line (or JSON) when every row checks out, else the
+/// first failure as the error.
+async fn log_verify(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let (_, store) = open(data_dir, database).await?;
+    let dump = store.log_dump().await?;
+    let v = crate::logverify::verify(&dump).map_err(|e| anyhow::anyhow!("log verify: {e}"))?;
+    if json {
+        return print_json(&v);
+    }
+    println!(
+        "ok: {} entries in the tree ({} pending), {} accounts, {} checkpoints (newest {})",
+        v.tree_size, v.pending, v.accounts, v.checkpoints, v.latest_checkpoint
+    );
+    Ok(())
+}
+
 /// Creates the data dir (0700) and config.json, and the schema: in the
 /// SQLite file, or with `database` in that PostgreSQL database, which is
 /// reached and migrated before anything is written (a bad URL changes
@@ -316,9 +346,9 @@ async fn init(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Re
     if fresh {
         config.create(data_dir)?;
     }
-    if let Location::Sqlite(_) = location {
-        drop(server::open_store(&location, OpenMode::Create).await?);
-    }
+    let store = server::open_store(&location, OpenMode::Create).await?;
+    crate::idlog::setup(data_dir, &store, config.log_origin.as_deref()).await?;
+    drop(store);
     if json {
         print_json(&serde_json::json!({"data_dir": data_dir, "created": fresh}))
     } else {

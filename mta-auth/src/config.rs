@@ -112,6 +112,11 @@ pub struct Config {
     /// `db migrate --to`; absent: the SQLite file in the data dir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseUrl>,
+    /// The identity log's origin (checkpoint and key name, SPEC §11);
+    /// absent: the one the database recorded, or `<hostname>/mailid-log`
+    /// when the first `init` or `serve` records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_origin: Option<String>,
 }
 
 /// A database URL as written in `config.json` (which is 0600: it may hold
@@ -136,6 +141,7 @@ impl Default for Config {
             login_limits: LoginLimits::default(),
             client_crl_refresh_secs: default_client_crl_refresh_secs(),
             database: None,
+            log_origin: None,
         }
     }
 }
@@ -145,6 +151,11 @@ impl Config {
     pub fn check(&self) -> anyhow::Result<()> {
         self.totp.check().map_err(anyhow::Error::msg)?;
         self.lockout.check().map_err(anyhow::Error::msg)?;
+        if let Some(o) = &self.log_origin {
+            if !mailid_shared::translog::is_origin_valid(o) {
+                anyhow::bail!("log_origin {o:?} must be non-empty ASCII without spaces or '+'");
+            }
+        }
         if self.client_crl_refresh_secs == 0 {
             anyhow::bail!("client_crl_refresh_secs must be at least 1");
         }

@@ -4,7 +4,8 @@
 //! (who is calling), [`identity`] (upload checks, CRLs) and [`validate`]
 //! (issuing and validating codes with the pure [`totp`] / [`lockout`]
 //! logic) or [`backup`] (key backups, SPEC §10), down to [`store`] (SQLite
-//! or PostgreSQL). [`cli`] is the operator command
+//! or PostgreSQL); [`idlog`] keeps the identity log (SPEC §11) and signs its
+//! checkpoints. [`cli`] is the operator command
 //! line, [`server`] starts the service (with [`client_crl`] for TLS client
 //! certificates).
 
@@ -15,7 +16,9 @@ pub mod cli;
 pub mod client_crl;
 pub mod config;
 pub mod identity;
+pub mod idlog;
 pub mod lockout;
+pub mod logverify;
 pub mod metrics;
 pub mod server;
 pub mod store;

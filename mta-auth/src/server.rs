@@ -126,6 +126,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             "refusing plain HTTP on non-loopback address {addr}: give --tls-cert and --tls-key (or --insecure-http)"
         );
     }
+    let keys =
+        crate::idlog::setup(&opts.data_dir, &store, opts.config.log_origin.as_deref()).await?;
+    let idlog = crate::idlog::IdLog::new(keys);
+    let sequencer = tokio::spawn(idlog.clone().run(store.clone()));
     let auth = Authenticator::new(store.clone(), opts.config.login_limits, client_auth.clone());
     let refresher = client_auth.filter(|a| a.has_crls()).map(|a| {
         let every = std::time::Duration::from_secs(opts.config.client_crl_refresh_secs);
@@ -141,6 +145,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         auth,
         metrics: Arc::new(Metrics::default()),
         health: Default::default(),
+        idlog,
     });
     let router = api::router(state);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -156,6 +161,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         if let Some(r) = refresher {
             r.abort();
         }
+        sequencer.abort();
         served
     });
     Ok(Running {

@@ -105,7 +105,8 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
     let out = mta_ok(d, &["db", "migrate", "--to", target.url()], None);
     assert!(
         out.starts_with(
-            "copied 3 accounts, 1 cas, 2 totp_keys, 1 identities, 1 crls, 3 backups to "
+            "copied 3 accounts, 1 cas, 2 totp_keys, 1 identities, 1 crls, 3 backups, \
+             1 log_config, 1 log_heads, 1 log_entries, 1 log_hashes, 1 log_state, "
         ),
         "{out}"
     );
@@ -116,6 +117,8 @@ async fn a_populated_sqlite_data_dir_moves_to_postgresql_whole() {
         ("identities", "1"),
         ("crls", "1"),
         ("backups", "3"),
+        ("log_entries", "1"),
+        ("log_heads", "1"),
     ] {
         assert_eq!(count(&target, table), n, "{table}");
     }

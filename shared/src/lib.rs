@@ -50,6 +50,7 @@ pub mod ratelimit;
 pub mod serial;
 pub mod sigverify;
 pub mod timefmt;
+pub mod translog;
 #[cfg(feature = "server")]
 pub mod wire;
 

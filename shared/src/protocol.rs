@@ -140,6 +140,10 @@ pub struct PublishedIdentity {
     pub key_id: KeyId,
     pub serial: Serial,
     pub not_after: String,
+    /// The account's identity history with an inclusion proof (SPEC §11);
+    /// absent from MTAs without the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::translog::History>,
 }
 
 /// `PUT /v1/backups/{key_id}` (MTA, SPEC §10): store one encrypted key.

@@ -13,6 +13,7 @@ pub mod x509;
 use der::Decode;
 use mailid_shared::problem::ErrorCode;
 use mailid_shared::protocol::{IdentityUpload, PublishedIdentity};
+use mailid_shared::translog::Event;
 use mailid_shared::{pem, Address, KeyId, Problem, Serial, StrongAddress};
 use x509_cert::Certificate;
 
@@ -165,12 +166,19 @@ pub async fn lookup(
             return Err(none());
         }
     }
+    // Withdrawn (and logged, SPEC §11) when a lookup first notices.
     if row.not_after < now {
+        store
+            .withdraw_identity(&row.address, row.serial.clone(), Event::WithdrawnExpired)
+            .await?;
         return Err(Problem::not_found(format!(
             "the identity published for {address} has expired"
         )));
     }
     if published_revoked(crls, &row, cert.as_ref()).await {
+        store
+            .withdraw_identity(&row.address, row.serial.clone(), Event::WithdrawnRevoked)
+            .await?;
         return Err(Problem::not_found(format!(
             "the identity published for {address} was revoked by its CA"
         )));
@@ -183,6 +191,7 @@ pub async fn lookup(
         key_id,
         serial,
         not_after: mailid_shared::timefmt::rfc3339(row.not_after),
+        history: None,
     })
 }
 

@@ -4,9 +4,14 @@
 //!
 //! [`Store`]: super::Store
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mailid_shared::translog::{Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
+use super::log::{CheckpointRow, LogDump, LogEntryRow};
 use super::rows::{
     AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
     IssueRow, KeyWrite,
@@ -81,6 +86,15 @@ pub(crate) trait Backend {
     async fn put_identity(&self, row: IdentityRow, now: i64) -> Result<(), StoreError>;
     /// The identity of an enabled account chaining to a registered CA.
     async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError>;
+    /// Deletes the account's identity if it still has `serial`, and logs
+    /// `event` in the same transaction; whether it did.
+    async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// The CRL kept for a distribution point.
     async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError>;
     /// Keeps a CRL unless a newer one (by thisUpdate) is kept.
@@ -102,4 +116,31 @@ pub(crate) trait Backend {
     async fn backups(&self, address: &Address) -> Result<Vec<BackupRow>, StoreError>;
     /// Deletes the backup of (account, key); `NotFound` if there is none.
     async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError>;
+
+    /// Records the log key (origin, vkey) unless one is recorded; returns
+    /// the recorded one.
+    async fn log_bind(&self, origin: String, vkey: String) -> Result<(String, String), StoreError>;
+    /// The recorded log key (origin, vkey), if any.
+    async fn log_bound(&self) -> Result<Option<(String, String)>, StoreError>;
+    /// One sequencer run (see `Store::log_sequence`).
+    async fn log_sequence(
+        &self,
+        signer: Arc<LogSigner>,
+        min_interval_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Whether a sequencer run has work: unsequenced entries, or no
+    /// checkpoint yet (a read, no lock).
+    async fn log_has_work(&self) -> Result<bool, StoreError>;
+    /// The newest signed checkpoint.
+    async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
+    /// The account's blind and its entries by seq.
+    async fn log_history(
+        &self,
+        address: &Address,
+    ) -> Result<([u8; 32], Vec<LogEntryRow>), StoreError>;
+    /// The stored hashes at `indexes` (absent ones left out).
+    async fn log_hashes(&self, indexes: Vec<u64>) -> Result<HashMap<u64, Hash>, StoreError>;
+    /// Every log row in one snapshot (`log verify`).
+    async fn log_dump(&self) -> Result<LogDump, StoreError>;
 }

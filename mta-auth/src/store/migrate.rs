@@ -14,6 +14,10 @@ use super::pg::{PgStore, TABLES};
 use super::sqlite::SqliteStore;
 use super::StoreError;
 
+/// The identity log's one-row tables, which opening an empty database
+/// fills in.
+const SINGLETONS: &[&str] = &["log_config", "log_state"];
+
 /// How a column is copied (PostgreSQL checks parameter types, NULLs too).
 #[derive(Clone, Copy)]
 enum Kind {
@@ -81,6 +85,30 @@ fn columns(table: &str) -> &'static [(&'static str, Kind)] {
             ("certificate", OptText),
             ("chain", OptText),
             ("ca_url", OptText),
+        ],
+        "log_config" => &[
+            ("id", Int4),
+            ("blind_key", Blob),
+            ("origin", OptText),
+            ("vkey", OptText),
+            ("created_at", Int),
+        ],
+        "log_heads" => &[("blind", Blob), ("seq", Int), ("head", Blob)],
+        "log_entries" => &[
+            ("id", Int),
+            ("leaf_index", OptInt),
+            ("blind", Blob),
+            ("seq", Int),
+            ("entry", Blob),
+            ("leaf_hash", Blob),
+        ],
+        "log_hashes" => &[("idx", Int), ("hash", Blob)],
+        "log_state" => &[("id", Int4), ("size", Int), ("root", Blob)],
+        "log_checkpoints" => &[
+            ("size", Int),
+            ("root", Blob),
+            ("note", Text),
+            ("signed_at", Int),
         ],
         other => unreachable!("no table {other}"),
     }
@@ -158,11 +186,17 @@ pub fn sqlite_to_pg(
         let all = TABLES.join(", ");
         tx.batch_execute(&format!("LOCK TABLE {all} IN EXCLUSIVE MODE"))
             .await?;
-        for table in TABLES {
+        for table in TABLES.iter().filter(|t| !SINGLETONS.contains(t)) {
             let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
             if tx.query_one(&sql, &[]).await?.get::<_, bool>(0) {
                 return Err(MigrateError::NotEmpty(table));
             }
+        }
+        // The log's one-row tables hold only what opening the empty
+        // target wrote (a fresh blind key, the empty tree): the source's
+        // replace them.
+        for table in SINGLETONS {
+            tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
         }
         let mut copied = Vec::new();
         for table in TABLES {
@@ -205,6 +239,12 @@ pub fn sqlite_to_pg(
             }
             copied.push((*table, n));
         }
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('log_entries', 'id'),
+                           COALESCE((SELECT max(id) FROM log_entries), 0) + 1, false)",
+            &[],
+        )
+        .await?;
         tx.commit().await?;
         Ok(copied)
     })

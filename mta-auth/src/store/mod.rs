@@ -9,6 +9,7 @@
 //! in as a function where they must run inside the transaction.
 
 mod backend;
+mod log;
 mod migrate;
 mod pg;
 mod rows;
@@ -16,15 +17,18 @@ mod sqlite;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailid_shared::db::{AsDbError, DbError, OpenMode};
 use mailid_shared::pg::PgUrl;
 use mailid_shared::timefmt::now_unix;
+use mailid_shared::translog::{tlog_tiles, Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use backend::Backend;
+pub use log::{CheckpointRow, DumpEntry, LogDump, LogEntryRow};
 pub use migrate::{sqlite_to_pg, MigrateError};
 pub use rows::{
     AccountCodes, AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow,
@@ -40,6 +44,9 @@ pub enum StoreError {
     Exists(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A corrupt or inconsistent identity log row, or a refused log key.
+    #[error("identity log: {0}")]
+    Log(String),
 }
 
 impl StoreError {
@@ -210,8 +217,8 @@ impl Store {
     }
 
     /// Removes a CA and, in the same transaction, withdraws the identities
-    /// that chain to its trusted certificate; returns how many were
-    /// withdrawn. `NotFound` (and nothing changes) if there is no such CA.
+    /// that chain to its trusted certificate (each logged as
+    /// withdrawn-ca-removed); returns how many were withdrawn. `NotFound` (and nothing changes) if there is no such CA.
     pub async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
         dispatch!(self, b => b.remove_ca(name).await)
     }
@@ -274,6 +281,19 @@ impl Store {
         dispatch!(self, b => b.identity(address).await)
     }
 
+    /// Withdraws the account's identity because it expired or its CA
+    /// revoked it (`event`), if it is still the one with `serial` (a newer
+    /// upload wins): deleted and logged in one transaction. Whether it was.
+    pub async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+    ) -> Result<bool, StoreError> {
+        let now = now_unix();
+        dispatch!(self, b => b.withdraw_identity(address, serial, event, now).await)
+    }
+
     /// The latest CRL kept for a distribution point URL.
     pub async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError> {
         dispatch!(self, b => b.crl(url).await)
@@ -311,5 +331,75 @@ impl Store {
     /// none for that key.
     pub async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError> {
         dispatch!(self, b => b.delete_backup(address, key_id).await)
+    }
+
+    /// Records the log key (origin, vkey) unless one is recorded; returns
+    /// the recorded one (a replica compares it with its key file's).
+    pub async fn log_bind(
+        &self,
+        origin: String,
+        vkey: String,
+    ) -> Result<(String, String), StoreError> {
+        dispatch!(self, b => b.log_bind(origin, vkey).await)
+    }
+
+    /// The recorded log key (origin, vkey), if `serve` or `init` bound one.
+    pub async fn log_bound(&self) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, b => b.log_bound().await)
+    }
+
+    /// One run of the log's sequencer: unless the newest checkpoint was
+    /// signed less than `min_interval_ms` before `now_ms` (PostgreSQL: the
+    /// database's clock), or nothing is pending and a checkpoint exists,
+    /// gives the pending entries their leaf indexes, stores the tree's new
+    /// hashes and signs a checkpoint of the new tree, in one transaction
+    /// that one replica at a time runs. The size it signed, if it did.
+    pub async fn log_sequence(
+        &self,
+        signer: Arc<LogSigner>,
+        min_interval_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, b => b.log_sequence(signer, min_interval_ms, now_ms).await)
+    }
+
+    /// Whether the sequencer has work: unsequenced entries, or no
+    /// checkpoint signed yet (a read on the pending index).
+    pub async fn log_has_work(&self) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.log_has_work().await)
+    }
+
+    /// The newest signed checkpoint.
+    pub async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        dispatch!(self, b => b.log_checkpoint().await)
+    }
+
+    /// The account's blind and its log entries by seq.
+    pub async fn log_history(
+        &self,
+        address: &Address,
+    ) -> Result<([u8; 32], Vec<LogEntryRow>), StoreError> {
+        dispatch!(self, b => b.log_history(address).await)
+    }
+
+    /// Every log row in one snapshot (`log verify`).
+    pub async fn log_dump(&self) -> Result<LogDump, StoreError> {
+        dispatch!(self, b => b.log_dump().await)
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` (which a
+    /// checkpoint signed): O(log n) stored hashes, read in one query.
+    pub async fn log_inclusion(&self, size: u64, index: u64) -> Result<Vec<Hash>, StoreError> {
+        let need = log::Recorder::indexes(|r| tlog_tiles::prove_record(size, index, r));
+        let map = dispatch!(self, b => b.log_hashes(need).await)?;
+        tlog_tiles::prove_record(size, index, &log::MapReader(&map)).map_err(log::log_err)
+    }
+
+    /// The consistency proof from the tree of `from` to that of `to`
+    /// (`1 <= from <= to`, both signed): O(log n) stored hashes.
+    pub async fn log_consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        let need = log::Recorder::indexes(|r| tlog_tiles::prove_tree(to, from, r));
+        let map = dispatch!(self, b => b.log_hashes(need).await)?;
+        tlog_tiles::prove_tree(to, from, &log::MapReader(&map)).map_err(log::log_err)
     }
 }

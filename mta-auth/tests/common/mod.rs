@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backup;
+pub mod idlog;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,7 @@
 //! Accounts and registered CAs in PostgreSQL.
 
 use mailid_shared::pg::PgDb;
+use mailid_shared::translog::Event;
 use mailid_shared::Address;
 use zeroize::Zeroizing;
 
@@ -197,10 +198,17 @@ pub(super) async fn list_cas(db: &PgDb) -> Result<Vec<CaRow>, StoreError> {
     .await
 }
 
-pub(super) async fn remove_ca(db: &PgDb, name: &str) -> Result<usize, StoreError> {
+/// Removes the CA and withdraws its identities, each logged
+/// (withdrawn-ca-removed) in the same transaction.
+pub(super) async fn remove_ca(
+    db: &PgDb,
+    name: &str,
+    blind_key: std::sync::Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<usize, StoreError> {
     let name = name.to_string();
     db.write(move |tx| {
-        let name = name.clone();
+        let (name, key) = (name.clone(), blind_key.clone());
         Box::pin(async move {
             if tx
                 .execute("DELETE FROM cas WHERE name = $1", &[&name])
@@ -209,10 +217,12 @@ pub(super) async fn remove_ca(db: &PgDb, name: &str) -> Result<usize, StoreError
             {
                 return Err(StoreError::NotFound(format!("CA {name}")));
             }
-            let n = tx
-                .execute("DELETE FROM identities WHERE ca_name = $1", &[&name])
-                .await?;
-            Ok(n as usize)
+            let rows = super::identities::delete_returning(tx, "ca_name = $1", &[&name]).await?;
+            for row in &rows {
+                let mut head = super::log::lock_head(tx, &key, row.address.as_str()).await?;
+                super::log::append(tx, &mut head, row, Event::WithdrawnCaRemoved, now).await?;
+            }
+            Ok(rows.len())
         })
     })
     .await

@@ -1,15 +1,33 @@
 //! Published identities and the CRLs seen for them, in PostgreSQL.
 
+use std::sync::Arc;
+
 use mailid_shared::pg::PgDb;
 use mailid_shared::Address;
 
+use mailid_shared::translog::Event;
+use zeroize::Zeroizing;
+
 use crate::store::{CrlRow, IdentityRow, StoreError};
 
-pub(super) async fn put(db: &PgDb, row: IdentityRow, now: i64) -> Result<(), StoreError> {
-    let row = std::sync::Arc::new(row);
+/// Publishes the identity and, in the same transaction, appends its log
+/// entry (published, or superseded when another identity was live) under
+/// the lock of the account's log head; the identical certificate uploaded
+/// again is not logged again.
+pub(super) async fn put(
+    db: &PgDb,
+    row: IdentityRow,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let row = Arc::new(row);
     db.write(move |tx| {
-        let row = row.clone();
+        let (row, key) = (row.clone(), blind_key.clone());
         Box::pin(async move {
+            let mut head = super::log::lock_head(tx, &key, row.address.as_str()).await?;
+            if let Some(event) = super::log::event_for(tx, &row).await? {
+                super::log::append(tx, &mut head, &row, event, now).await?;
+            }
             tx.execute(
                 "INSERT INTO identities
                    (address, certificate, chain, key_id, serial, not_after, uploaded_at, ca_name)
@@ -32,6 +50,64 @@ pub(super) async fn put(db: &PgDb, row: IdentityRow, now: i64) -> Result<(), Sto
             )
             .await?;
             Ok(())
+        })
+    })
+    .await
+}
+
+/// Deletes the identities matching `cond` and returns them.
+pub(super) async fn delete_returning(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cond: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<IdentityRow>, StoreError> {
+    let rows = tx
+        .query(
+            &format!(
+                "DELETE FROM identities WHERE {cond}
+                 RETURNING address, certificate, chain, key_id, serial, not_after, ca_name"
+            ),
+            params,
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(IdentityRow {
+                address: r.get::<_, String>(0).parse().ok()?,
+                certificate: r.get(1),
+                chain: r.get(2),
+                key_id: r.get(3),
+                serial: r.get(4),
+                not_after: r.get(5),
+                ca_name: r.get(6),
+            })
+        })
+        .collect())
+}
+
+/// Withdraws the identity of `address` if it is still the one with
+/// `serial`, logging `event` under the account's head lock in the same
+/// transaction; whether it was.
+pub(super) async fn withdraw(
+    db: &PgDb,
+    address: &Address,
+    serial: String,
+    event: Event,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let addr = address.as_str().to_string();
+    db.write(move |tx| {
+        let (addr, serial, key) = (addr.clone(), serial.clone(), blind_key.clone());
+        Box::pin(async move {
+            let mut head = super::log::lock_head(tx, &key, &addr).await?;
+            let rows =
+                delete_returning(tx, "address = $1 AND serial = $2", &[&addr, &serial]).await?;
+            for row in &rows {
+                super::log::append(tx, &mut head, row, event, now).await?;
+            }
+            Ok(!rows.is_empty())
         })
     })
     .await

@@ -2,6 +2,7 @@
 //! certificate.
 
 use mailid_shared::db::Db;
+use mailid_shared::translog::Event;
 use rusqlite::OptionalExtension;
 use zeroize::Zeroizing;
 
@@ -45,13 +46,24 @@ pub(super) async fn list(db: &Db) -> Result<Vec<CaRow>, StoreError> {
     .await
 }
 
-pub(super) async fn remove(db: &Db, name: &str) -> Result<usize, StoreError> {
+/// Removes the CA and withdraws its identities, each logged
+/// (withdrawn-ca-removed) in the same transaction.
+pub(super) async fn remove(
+    db: &Db,
+    name: &str,
+    blind_key: std::sync::Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<usize, StoreError> {
     let name = name.to_string();
     db.write(move |c| -> Result<usize, StoreError> {
         if c.execute("DELETE FROM cas WHERE name = ?1", [&name])? == 0 {
             return Err(StoreError::NotFound(format!("CA {name}")));
         }
-        Ok(c.execute("DELETE FROM identities WHERE ca_name = ?1", [&name])?)
+        let rows = super::identities::delete_returning(c, "ca_name = ?1", &[&name])?;
+        for row in &rows {
+            super::log::append(c, &blind_key, row, Event::WithdrawnCaRemoved, now)?;
+        }
+        Ok(rows.len())
     })
     .await
 }

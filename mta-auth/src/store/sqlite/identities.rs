@@ -5,15 +5,38 @@
 //! account is enabled.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use mailid_shared::db::Db;
+use mailid_shared::translog::Event;
 use mailid_shared::{pem, Address};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use zeroize::Zeroizing;
 
 use crate::store::{CrlRow, IdentityRow, StoreError};
 
-pub(super) async fn put(db: &Db, row: IdentityRow, now: i64) -> Result<(), StoreError> {
+/// Publishes the identity and, in the same transaction, appends its log
+/// entry (published, or superseded when another identity was live); the
+/// identical certificate uploaded again is not logged again.
+pub(super) async fn put(
+    db: &Db,
+    row: IdentityRow,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<(), StoreError> {
     db.write(move |c| -> Result<(), StoreError> {
+        let current: Option<(String, Vec<u8>)> = c
+            .prepare_cached("SELECT serial, certificate FROM identities WHERE address = ?1")?
+            .query_row([row.address.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let event = match &current {
+            None => Some(Event::Published),
+            Some((serial, cert)) if *serial == row.serial && *cert == row.certificate => None,
+            Some(_) => Some(Event::Superseded),
+        };
+        if let Some(event) = event {
+            super::log::append(c, &blind_key, &row, event, now)?;
+        }
         c.execute(
             "INSERT INTO identities
                (address, certificate, chain, key_id, serial, not_after, uploaded_at, ca_name)
@@ -35,6 +58,66 @@ pub(super) async fn put(db: &Db, row: IdentityRow, now: i64) -> Result<(), Store
             ),
         )?;
         Ok(())
+    })
+    .await
+}
+
+/// Deletes the identities matching `cond` and returns them.
+pub(super) fn delete_returning(
+    c: &Connection,
+    cond: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<IdentityRow>, StoreError> {
+    let mut st = c.prepare(&format!(
+        "DELETE FROM identities WHERE {cond}
+         RETURNING address, certificate, chain, key_id, serial, not_after, ca_name"
+    ))?;
+    let raw = st
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(a, certificate, chain, key_id, serial, not_after, ca)| {
+            Some(IdentityRow {
+                address: a.parse().ok()?,
+                certificate,
+                chain,
+                key_id,
+                serial,
+                not_after,
+                ca_name: ca.unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// Withdraws the identity of `address` if it is still the one with
+/// `serial`, logging `event` in the same transaction; whether it was.
+pub(super) async fn withdraw(
+    db: &Db,
+    address: &Address,
+    serial: String,
+    event: Event,
+    blind_key: Arc<Zeroizing<Vec<u8>>>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let addr = address.as_str().to_string();
+    db.write(move |c| -> Result<bool, StoreError> {
+        let rows = delete_returning(c, "address = ?1 AND serial = ?2", &[&addr, &serial])?;
+        for row in &rows {
+            super::log::append(c, &blind_key, row, event, now)?;
+        }
+        Ok(!rows.is_empty())
     })
     .await
 }

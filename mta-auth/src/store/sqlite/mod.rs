@@ -7,14 +7,19 @@ mod backups;
 mod cas;
 mod codes;
 mod identities;
+mod log;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use mailid_shared::db::{Db, OpenMode};
+use mailid_shared::translog::{Event, Hash, LogSigner};
 use mailid_shared::{Address, KeyId};
 use zeroize::Zeroizing;
 
 use super::backend::Backend;
+use super::log::{CheckpointRow, LogDump, LogEntryRow};
 use super::rows::{
     AccountRow, BackupPut, BackupRow, BackupWrite, CaRow, CodeSnapshot, CrlRow, IdentityRow,
     IssueRow, KeyWrite,
@@ -96,12 +101,58 @@ CREATE TABLE backups (
     PRIMARY KEY (account, key_id)
 ) WITHOUT ROWID;
 ",
+    "
+-- Version 4. The identity log (SPEC §11): one entry per change of an
+-- account's published identity, written in the change's transaction
+-- (leaf_index NULL), given its leaf index by the sequencer, which stores
+-- the tree's hashes (Go sumdb/tlog's stored hash index) and signs a
+-- checkpoint at most once a second. No address is stored: accounts are
+-- blinds (HMAC under log_config.blind_key).
+CREATE TABLE log_config (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    blind_key  BLOB NOT NULL,
+    origin     TEXT,
+    vkey       TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE log_heads (
+    blind BLOB PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    head  BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE log_entries (
+    id         INTEGER PRIMARY KEY,
+    leaf_index INTEGER UNIQUE,
+    blind      BLOB NOT NULL,
+    seq        INTEGER NOT NULL,
+    entry      BLOB NOT NULL,
+    leaf_hash  BLOB NOT NULL,
+    UNIQUE (blind, seq)
+);
+CREATE INDEX log_pending ON log_entries (id) WHERE leaf_index IS NULL;
+CREATE TABLE log_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE log_state (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL
+);
+INSERT INTO log_state VALUES
+    (1, 0, X'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+CREATE TABLE log_checkpoints (
+    size      INTEGER PRIMARY KEY,
+    root      BLOB NOT NULL,
+    note      TEXT NOT NULL,
+    signed_at INTEGER NOT NULL
+);
+",
 ];
 
 /// The SQLite backend.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
     db: Db,
+    /// The HMAC key of account blinds (read at open).
+    blind_key: std::sync::Arc<Zeroizing<Vec<u8>>>,
 }
 
 impl SqliteStore {
@@ -110,7 +161,8 @@ impl SqliteStore {
     pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
         let db = Db::open(path, MIGRATIONS, mode)?;
         identities::fill_ca_names(path)?;
-        Ok(SqliteStore { db })
+        let blind_key = std::sync::Arc::new(log::open(path)?);
+        Ok(SqliteStore { db, blind_key })
     }
 }
 
@@ -152,7 +204,8 @@ impl Backend for SqliteStore {
         cas::list(&self.db).await
     }
     async fn remove_ca(&self, name: &str) -> Result<usize, StoreError> {
-        cas::remove(&self.db, name).await
+        let now = mailid_shared::timefmt::now_unix();
+        cas::remove(&self.db, name, self.blind_key.clone(), now).await
     }
     async fn ca_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         cas::secret(&self.db, name).await
@@ -183,10 +236,27 @@ impl Backend for SqliteStore {
         codes::validate(&self.db, ca_name, address, key_id, live_since, decide).await
     }
     async fn put_identity(&self, row: IdentityRow, now: i64) -> Result<(), StoreError> {
-        identities::put(&self.db, row, now).await
+        identities::put(&self.db, row, self.blind_key.clone(), now).await
     }
     async fn identity(&self, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
         identities::get(&self.db, address).await
+    }
+    async fn withdraw_identity(
+        &self,
+        address: &Address,
+        serial: String,
+        event: Event,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        identities::withdraw(
+            &self.db,
+            address,
+            serial,
+            event,
+            self.blind_key.clone(),
+            now,
+        )
+        .await
     }
     async fn crl(&self, url: &str) -> Result<Option<CrlRow>, StoreError> {
         identities::crl(&self.db, url).await
@@ -209,5 +279,43 @@ impl Backend for SqliteStore {
     }
     async fn delete_backup(&self, address: &Address, key_id: &KeyId) -> Result<(), StoreError> {
         backups::delete(&self.db, address, key_id).await
+    }
+
+    async fn log_bind(&self, origin: String, vkey: String) -> Result<(String, String), StoreError> {
+        log::bind(&self.db, origin, vkey).await
+    }
+    async fn log_bound(&self) -> Result<Option<(String, String)>, StoreError> {
+        log::bound(&self.db).await
+    }
+    async fn log_sequence(
+        &self,
+        signer: Arc<LogSigner>,
+        min_interval_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        log::sequence(&self.db, signer, min_interval_ms, now_ms).await
+    }
+    async fn log_has_work(&self) -> Result<bool, StoreError> {
+        log::has_work(&self.db).await
+    }
+    async fn log_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        log::checkpoint(&self.db).await
+    }
+    async fn log_history(
+        &self,
+        address: &Address,
+    ) -> Result<([u8; 32], Vec<LogEntryRow>), StoreError> {
+        log::history(
+            &self.db,
+            self.blind_key.clone(),
+            address.as_str().to_string(),
+        )
+        .await
+    }
+    async fn log_hashes(&self, indexes: Vec<u64>) -> Result<HashMap<u64, Hash>, StoreError> {
+        log::hashes(&self.db, indexes).await
+    }
+    async fn log_dump(&self) -> Result<LogDump, StoreError> {
+        log::dump(&self.db, self.blind_key.clone()).await
     }
 }

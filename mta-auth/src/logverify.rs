@@ -1,0 +1,191 @@
+//! `mailid-mta-auth log verify`: recomputes the identity log's whole tree
+//! from its entries and checks every stored row against it (entries, leaf
+//! hashes, account chains and heads, stored hashes, tree state, every
+//! checkpoint's signature and root), for audits and after restores. The
+//! first failure is the answer.
+
+use std::collections::HashMap;
+
+use mailid_shared::translog::tlog_tiles::{self, Error as TlogError, HashReader};
+use mailid_shared::translog::{leaf_hash, Entry, Hash, LogVerifier};
+use serde::Serialize;
+
+use crate::store::LogDump;
+
+/// What a passing check saw.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Verified {
+    /// Entries in the tree.
+    pub tree_size: u64,
+    /// Entries not yet in the tree (appended since the last sequencer run).
+    pub pending: u64,
+    /// Accounts (blinds) with entries.
+    pub accounts: u64,
+    pub checkpoints: u64,
+    /// Size of the newest checkpoint.
+    pub latest_checkpoint: u64,
+}
+
+/// The recomputed stored hashes, in memory.
+struct Tree(Vec<Hash>);
+
+impl HashReader for Tree {
+    fn read_hashes(&self, idx: &[u64]) -> Result<Vec<Hash>, TlogError> {
+        idx.iter()
+            .map(|i| {
+                self.0
+                    .get(*i as usize)
+                    .copied()
+                    .ok_or(TlogError::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+/// One entry of an account's chain: seq, bytes, leaf hash.
+type Link<'a> = (u64, &'a [u8], Hash);
+
+fn hex(b: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(b)
+}
+
+/// Checks every row of `d`; `Err` names the first failure.
+pub fn verify(d: &LogDump) -> Result<Verified, String> {
+    // Entries: bytes, leaf hashes, decoded fields = columns.
+    let mut by_leaf: Vec<(u64, Hash)> = Vec::new();
+    let mut chains: HashMap<&[u8], Vec<Link<'_>>> = HashMap::new();
+    let mut pending = 0;
+    for e in &d.entries {
+        let at = format!("entry seq {} of account {}", e.seq, &hex(&e.blind)[..16]);
+        let decoded = Entry::decode(&e.entry).map_err(|x| format!("{at}: {x}"))?;
+        let lh = leaf_hash(&e.entry);
+        if lh.0[..] != e.leaf_hash[..] {
+            return Err(format!("{at}: stored leaf hash does not match the entry"));
+        }
+        if decoded.blind[..] != e.blind[..] || decoded.seq != e.seq {
+            return Err(format!("{at}: its columns do not match its bytes"));
+        }
+        chains
+            .entry(&e.blind)
+            .or_default()
+            .push((e.seq, &e.entry, lh));
+        match e.leaf_index {
+            Some(i) => by_leaf.push((i, lh)),
+            None => pending += 1,
+        }
+    }
+    // Chains and heads.
+    for chain in chains.values_mut() {
+        chain.sort_by_key(|c| c.0);
+        let bytes: Vec<Vec<u8>> = chain.iter().map(|c| c.1.to_vec()).collect();
+        mailid_shared::translog::check_chain(&bytes).map_err(|e| {
+            let blind = Entry::decode(&bytes[0])
+                .map(|e| hex(&e.blind))
+                .unwrap_or_default();
+            format!("account {}: {e}", &blind[..blind.len().min(16)])
+        })?;
+    }
+    for (blind, seq, head) in &d.heads {
+        let who = format!("account {}", &hex(blind)[..16.min(blind.len() * 2)]);
+        let newest = chains
+            .get(&blind[..])
+            .and_then(|c| c.last())
+            .ok_or_else(|| format!("{who}: its head names seq {seq} but it has no entries"))?;
+        if newest.0 as i64 != *seq || newest.2 .0[..] != head[..] {
+            return Err(format!(
+                "{who}: its head is seq {seq} but its newest entry is seq {} (entries deleted or changed)",
+                newest.0
+            ));
+        }
+    }
+    if chains.len() != d.heads.len() {
+        return Err("an account with entries has no head".into());
+    }
+    // The tree: leaf indexes without gaps, every stored hash recomputed.
+    by_leaf.sort_by_key(|l| l.0);
+    let mut tree = Tree(Vec::with_capacity(by_leaf.len() * 2));
+    for (n, (i, lh)) in by_leaf.iter().enumerate() {
+        if *i != n as u64 {
+            return Err(format!("leaf index {n} is missing (next is {i})"));
+        }
+        let hs = tlog_tiles::stored_hashes_for_record_hash(n as u64, *lh, &tree)
+            .map_err(|e| format!("recomputing leaf {n}: {e}"))?;
+        tree.0.extend(hs);
+    }
+    let size = by_leaf.len() as u64;
+    if d.state.0 != size {
+        return Err(format!(
+            "the log state says {} leaves, the entries give {size}",
+            d.state.0
+        ));
+    }
+    if d.hashes.len() != tree.0.len() {
+        return Err(format!(
+            "{} stored hashes, the entries give {}",
+            d.hashes.len(),
+            tree.0.len()
+        ));
+    }
+    for (k, (idx, h)) in d.hashes.iter().enumerate() {
+        if *idx != k as u64 || tree.0[k].0[..] != h[..] {
+            return Err(format!("stored hash {idx} does not match the entries"));
+        }
+    }
+    let root = tlog_tiles::tree_hash(size, &tree).map_err(|e| e.to_string())?;
+    if root.0[..] != d.state.1[..] {
+        return Err("the log state's root does not match the entries".into());
+    }
+    // Published identities = the live newest entries.
+    let mut live: HashMap<&[u8], [u8; 32]> = HashMap::new();
+    for (blind, chain) in &chains {
+        if let Some(e) = chain.last().and_then(|l| Entry::decode(l.1).ok()) {
+            if e.event.is_live() {
+                live.insert(blind, e.cert);
+            }
+        }
+    }
+    for (blind, cert) in &d.identities {
+        let who = format!("account {}", &hex(blind)[..16]);
+        match live.remove(&blind[..]) {
+            Some(logged) if logged == *cert => {}
+            Some(_) => {
+                return Err(format!(
+                    "{who}: its published certificate is not the logged one"
+                ))
+            }
+            None => return Err(format!("{who}: its published identity is not logged")),
+        }
+    }
+    if let Some(blind) = live.keys().next() {
+        return Err(format!(
+            "account {}: its logged identity is not published (deleted without a log entry)",
+            &hex(blind)[..16]
+        ));
+    }
+    // Checkpoints: signed by the recorded key, roots of the tree.
+    let vkey = d.vkey.as_deref().ok_or("no log key is recorded")?;
+    let verifier = LogVerifier::from_vkey(vkey).map_err(|e| format!("recorded log key: {e}"))?;
+    for cp in &d.checkpoints {
+        let at = format!("checkpoint {}", cp.size);
+        let parsed = verifier
+            .open_checkpoint(cp.note.as_bytes())
+            .map_err(|e| format!("{at}: {e}"))?;
+        if parsed.size() != cp.size || parsed.hash().0 != cp.root {
+            return Err(format!("{at}: its note does not match its row"));
+        }
+        if cp.size > size {
+            return Err(format!("{at}: beyond the tree's {size} leaves"));
+        }
+        let want = tlog_tiles::tree_hash(cp.size, &tree).map_err(|e| e.to_string())?;
+        if want.0 != cp.root {
+            return Err(format!("{at}: its root is not the tree's"));
+        }
+    }
+    Ok(Verified {
+        tree_size: size,
+        pending,
+        accounts: chains.len() as u64,
+        checkpoints: d.checkpoints.len() as u64,
+        latest_checkpoint: d.checkpoints.last().map(|c| c.size).unwrap_or(0),
+    })
+}
