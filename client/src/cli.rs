@@ -148,6 +148,11 @@ pub struct LookupArgs {
     /// Write the certificate (PEM) to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Check the answer against the MTA's signed identity log: its pinned
+    /// key, the account's hash chain, the inclusion proof and consistency
+    /// with the checkpoint seen before (SPEC §11).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use mailid_client::{
     EnrollOptions, Error, Http, Result, RevokeOptions, Service, Step, Store, StoredIdentity,
     TlsOptions,
 };
-use mailid_client::{secret, store, Endpoint};
+use mailid_client::{logverify, secret, store, Endpoint};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -182,6 +182,16 @@ pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
         Command::Show(a) => show(&ctx, &a.email),
         Command::Lookup(a) => {
             let found = lookup(&a.mta, &a.address, &ctx.tls).await?;
+            let verified = match a.verify {
+                true => {
+                    let mta = Endpoint::parse(Service::Mta, &a.mta)?;
+                    let http = Http::new(&ctx.tls)?;
+                    let store = Store::open(&ctx.store_dir()?)?;
+                    let account = &found.requested.address;
+                    Some(logverify::verify(&http, &mta, &store, account, &found.identity).await?)
+                }
+                false => None,
+            };
             if let Some(path) = &a.out {
                 std::fs::write(path, &found.identity.certificate)
                     .map_err(|e| Error::io(path, &e))?;
@@ -199,6 +209,7 @@ pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
                     "not_after": s.not_after,
                     "certificate": found.identity.certificate,
                     "chain": found.identity.chain,
+                    "verified": verified,
                 }));
             } else {
                 out(format!("account:  {}", found.identity.account));
@@ -207,6 +218,9 @@ pub async fn run(cli: Cli, creds: Option<Credentials>) -> Result<()> {
                 out(format!("subject:  {}", s.subject));
                 out(format!("issuer:   {}", s.issuer));
                 out(format!("valid:    {} to {}", s.not_before, s.not_after));
+                if let Some(v) = &verified {
+                    print_verified(v);
+                }
                 if let Some(path) = &a.out {
                     out(format!("wrote the certificate to {}", path.display()));
                 }
@@ -462,6 +476,44 @@ fn backed_up(done: &BackedUp) {
     if let Secret::Shares { k, n, .. } = &done.secret {
         out(format!(
             "any {k} of these {n} shares recover the keys; keep each in a different place"
+        ));
+    }
+}
+
+/// What `lookup --verify` established, a line per step.
+fn print_verified(v: &logverify::Verified) {
+    out(format!(
+        "log key:  {} (pinned {})",
+        v.log_key, v.log_key_pinned_at
+    ));
+    out(match v.consistent_with {
+        Some(m) => format!(
+            "log:      checkpoint {} verified, consistent with checkpoint {m} seen before",
+            v.checkpoint_size
+        ),
+        None => format!(
+            "log:      checkpoint {} verified (first seen from this MTA; pinned)",
+            v.checkpoint_size
+        ),
+    });
+    out(format!(
+        "history:  {} entries, chain intact, newest included in the checkpoint",
+        v.entries
+    ));
+    out(format!(
+        "key ID:   first seen {} ({}), current {}",
+        v.first_key_id, v.first_seen, v.current_key_id
+    ));
+    for c in &v.changes {
+        let key = |k: &Option<mailid_shared::KeyId>| {
+            k.as_ref().map_or("none".to_string(), |k| k.to_string())
+        };
+        out(format!(
+            "changed:  {} {}: {} -> {}",
+            c.at,
+            c.event,
+            key(&c.from),
+            key(&c.to)
         ));
     }
 }

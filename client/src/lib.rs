@@ -17,6 +17,7 @@ pub mod error;
 pub mod export;
 pub mod keyfile;
 pub mod keys;
+pub mod logverify;
 pub mod lookup;
 pub mod recover;
 pub mod recovery;

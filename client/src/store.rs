@@ -250,6 +250,24 @@ impl Store {
         write_atomic(&self.dir, INDEX, text.as_bytes(), 0o600)
     }
 
+    /// A file of the store beside the index (e.g. the log pins); `None`
+    /// when it does not exist.
+    pub fn read_aux(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.dir.join(name);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, &e)),
+        }
+    }
+
+    /// Replaces a file of the store beside the index, under the store's
+    /// lock, atomically and synced (mode 0600).
+    pub fn write_aux(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let _lock = self.lock()?;
+        write_atomic(&self.dir, name, bytes, 0o600)
+    }
+
     /// All identities of an account (empty when unknown).
     pub fn account(&self, address: &Address) -> Result<AccountEntry> {
         Ok(self
