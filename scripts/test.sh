@@ -88,7 +88,7 @@ log "cargo test on PostgreSQL (the integration tests of enrollment, single use, 
 # SQLite (each says why).
 export MAILID_TEST_BACKEND=postgres
 cargo test -p mailid-mta-auth --test auth --test codes --test lockout --test throttle \
-  --test identity --test withdraw --test logs --test backups 2>&1 | tee target/cargo-test-pg.log
+  --test identity --test withdraw --test logs --test backups --test idlog --test idlog_faults 2>&1 | tee target/cargo-test-pg.log
 cargo test -p mailid-tests --test ca_enroll --test ca_revoke --test ca_ops --test ca_preflight \
   --test ca_crash --test crash --test client_enroll --test client_step5 --test faults_mta \
   2>&1 | tee -a target/cargo-test-pg.log
