@@ -175,12 +175,26 @@ pub fn hashes(v: &serde_json::Value) -> Vec<H> {
         .collect()
 }
 
+/// The latest checkpoint; a service that has not signed its first one yet
+/// answers 503 with Retry-After (SPEC §3), so that is waited out (10 s).
 pub async fn checkpoint(c: &reqwest::Client, url: &str) -> String {
-    let r = c
+    let mut r = c
         .get(format!("{url}/v1/log/checkpoint"))
         .send()
         .await
         .unwrap();
+    for _ in 0..40 {
+        if r.status() != 503 {
+            break;
+        }
+        assert!(r.headers().contains_key("retry-after"));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        r = c
+            .get(format!("{url}/v1/log/checkpoint"))
+            .send()
+            .await
+            .unwrap();
+    }
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()
