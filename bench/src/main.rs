@@ -4,6 +4,7 @@
 mod crl;
 mod enroll;
 mod hsm;
+mod peer;
 mod pgbench;
 mod pki;
 mod replicas;
@@ -33,6 +34,8 @@ enum Cmd {
     Enroll(enroll::Opts),
     /// Time and peak memory of signing a CRL of N entries (`mailid-ca crl`).
     Crl(crl::Opts),
+    /// Ours and cfssl's sign API side by side on the same CSRs.
+    Versus(peer::Opts),
     /// Every benchmark, as the Markdown tables of docs/BENCHMARKS.md.
     Suite(suite::Opts),
 }
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Validate(opts) => validate::run(opts).await,
             Cmd::Enroll(opts) => enroll::run(opts).await,
             Cmd::Crl(opts) => crl::run(opts).await,
+            Cmd::Versus(opts) => peer::run(opts).await,
             Cmd::Suite(opts) => suite::run(opts).await,
         }
     });
