@@ -157,11 +157,11 @@ async fn route_and_draft(
     key: CsrPublicKey,
 ) -> Result<Accepted, Problem> {
     let route = route_for(st, &csr.account, &csr.key_id).await?;
-    let draft = st
+    let mut draft = st
         .issuer
         .draft(&csr, now_unix())
         .map_err(Problem::internal)?;
-    lint_draft(st, &draft, &key).await?;
+    lint_draft(st, &mut draft, &key).await?;
     Ok(Accepted {
         csr,
         key,
@@ -174,7 +174,7 @@ async fn route_and_draft(
 /// through the issuer's pre-sign gate (the in-process linter, no signature
 /// made), then, with `serve --lint-url`, through the external linter. A
 /// finding is 500 `internal` (logged and counted by rule).
-async fn lint_draft(st: &AppState, draft: &Draft, key: &CsrPublicKey) -> Result<(), Problem> {
+async fn lint_draft(st: &AppState, draft: &mut Draft, key: &CsrPublicKey) -> Result<(), Problem> {
     let tbs = st.issuer.check(draft, key).map_err(signing_problem)?;
     let Some(linter) = &st.external_lint else {
         return Ok(());
@@ -267,11 +267,17 @@ pub async fn enroll(
     // follow.
     check_with_mta(st, &route, &csr.account, &req.totp, &csr.key_id).await?;
 
-    let issuer = st.issuer.clone();
-    let issued = tokio::task::spawn_blocking(move || issuer.sign(draft, &key, now_unix()))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(signing_problem)?;
+    // A file key signs in microseconds, less than a hop to the blocking
+    // pool costs; a PKCS#11 token may take long and goes there.
+    let issued = if st.issuer.signer().may_block() {
+        let issuer = st.issuer.clone();
+        tokio::task::spawn_blocking(move || issuer.sign(draft, &key, now_unix()))
+            .await
+            .map_err(Problem::internal)?
+    } else {
+        st.issuer.sign(draft, &key, now_unix())
+    }
+    .map_err(signing_problem)?;
     let new = NewCert {
         serial: issued.serial.clone(),
         account: csr.account.clone(),

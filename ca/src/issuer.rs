@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::crl_der::{self, RevokedList};
 use crate::lint::{self, LintProfile};
 use crate::policy::CheckedCsr;
-use crate::signer::{CaKey, Gate, Gated, Kind, Refusal, Signer};
+use crate::signer::{CaKey, Checked, Gate, Gated, Kind, Refusal, Signer};
 
 /// How far notBefore and thisUpdate are backdated, in seconds.
 pub const BACKDATE_SECS: i64 = 60;
@@ -196,6 +196,8 @@ pub struct Draft {
     /// What the linter checks the TBS against: the address and the CSR's key.
     address: String,
     spki: Vec<u8>,
+    /// The TBS the gate passed on [`CaIssuer::check`], if it ran.
+    checked: Option<Checked>,
 }
 
 /// Longest subject commonName (ub-common-name, RFC 5280 Appendix A).
@@ -455,20 +457,33 @@ impl CaIssuer {
             not_after,
             address: csr.account.as_str().to_string(),
             spki: csr.spki_der.clone(),
+            checked: None,
         })
     }
 
     /// Signs a draft for the CSR's key at time `now`: the validity is
     /// counted from the signing time (the draft may have waited for the
-    /// MTA), so notBefore is never backdated more than a minute.
+    /// MTA), so notBefore is never backdated more than a minute. A draft
+    /// [`CaIssuer::check`]ed in the same second is signed as the TBS the
+    /// gate passed, byte for byte (built and linted once); otherwise it is
+    /// rebuilt with the new dates and goes through the gate again.
     pub fn sign(&self, mut draft: Draft, key: &CsrPublicKey, now: i64) -> anyhow::Result<Issued> {
-        if now - BACKDATE_SECS != draft.not_before {
-            draft.not_before = now - BACKDATE_SECS;
-            draft.not_after = self.not_after(draft.not_before);
-            draft.params.not_before = at(draft.not_before)?;
-            draft.params.not_after = at(draft.not_after)?;
-        }
-        let der = self.through_gate(&draft, key, now, false)?;
+        let der = match draft.checked.take().filter(|c| c.now() == now) {
+            Some(checked) => {
+                let sig = self.signer.sign_checked(&checked)?;
+                assemble_certificate(checked.tbs(), &sig)?
+            }
+            None => {
+                if now - BACKDATE_SECS != draft.not_before {
+                    draft.not_before = now - BACKDATE_SECS;
+                    draft.not_after = self.not_after(draft.not_before);
+                    draft.params.not_before = at(draft.not_before)?;
+                    draft.params.not_after = at(draft.not_after)?;
+                }
+                let gated = self.signer.gated(self.kind(&draft, now));
+                self.build(&draft, key, &gated)?.der().to_vec()
+            }
+        };
         Ok(Issued {
             serial: draft.serial,
             der,
@@ -479,42 +494,42 @@ impl CaIssuer {
 
     /// The pre-sign gate's verdict on a draft as drafted, with no signature
     /// made: enrollment asks before the MTA uses the code up, so a linter
-    /// finding changes nothing. Gives the draft's TBSCertificate (DER), for
-    /// an external linter.
-    pub fn check(&self, draft: &Draft, key: &CsrPublicKey) -> anyhow::Result<Vec<u8>> {
-        self.through_gate(draft, key, draft.not_before + BACKDATE_SECS, true)
+    /// finding changes nothing. Keeps the passed TBS in the draft for
+    /// [`CaIssuer::sign`] and gives it (DER), for an external linter.
+    pub fn check(&self, draft: &mut Draft, key: &CsrPublicKey) -> anyhow::Result<Vec<u8>> {
+        let gated = self
+            .signer
+            .dry_run(self.kind(draft, draft.not_before + BACKDATE_SECS));
+        self.build(draft, key, &gated)?;
+        let checked = gated
+            .take_checked()
+            .ok_or_else(|| anyhow::anyhow!("the gate was never asked"))?;
+        let tbs = checked.tbs().to_vec();
+        draft.checked = Some(checked);
+        Ok(tbs)
     }
 
-    /// Builds `draft` through the gate at time `now` and signs it, giving
-    /// the certificate; on a dry run nothing is signed and it gives the
-    /// TBSCertificate the gate passed.
-    fn through_gate(
-        &self,
-        draft: &Draft,
-        key: &CsrPublicKey,
-        now: i64,
-        dry_run: bool,
-    ) -> anyhow::Result<Vec<u8>> {
-        let kind = Kind::Certificate {
+    /// What the gate is told about `draft` signed at `now`.
+    fn kind<'a>(&self, draft: &'a Draft, now: i64) -> Kind<'a> {
+        Kind::Certificate {
             address: &draft.address,
             spki: &draft.spki,
             now,
-        };
-        let gated = if dry_run {
-            self.signer.dry_run(kind)
-        } else {
-            self.signer.gated(kind)
-        };
-        let cert = draft
-            .params
-            .signed_by(key, &Issuer::from_params(&self.params, &gated))
-            .map_err(|e| signing_failed(e, &gated))?;
-        if dry_run {
-            return gated
-                .take_checked()
-                .ok_or_else(|| anyhow::anyhow!("the gate was never asked"));
         }
-        Ok(cert.der().to_vec())
+    }
+
+    /// Builds `draft` with rcgen and hands its TBS to `gated`, which
+    /// signs it (or, on a dry run, only asks the gate).
+    fn build(
+        &self,
+        draft: &Draft,
+        key: &CsrPublicKey,
+        gated: &Gated<'_>,
+    ) -> anyhow::Result<rcgen::Certificate> {
+        draft
+            .params
+            .signed_by(key, &Issuer::from_params(&self.params, gated))
+            .map_err(|e| signing_failed(e, gated))
     }
 
     /// Signs an identity certificate for a checked CSR at time `now`.
@@ -566,3 +581,38 @@ fn signing_failed(e: rcgen::Error, gated: &Gated<'_>) -> anyhow::Error {
 #[cfg(test)]
 #[path = "issuer_tests.rs"]
 mod tests;
+
+/// The Certificate of RFC 5280 §4.1 for a TBSCertificate and its
+/// signature: SEQUENCE { tbs, the TBS's own signature
+/// AlgorithmIdentifier, BIT STRING signature }. Hand-assembled (with
+/// `der`'s header and BIT STRING encoders) because neither rcgen nor
+/// x509-cert signs given TBS bytes, and re-encoding a decoded TBS could
+/// change what the linter saw; this keeps the TBS byte for byte. Tested
+/// against x509-cert's encoder and an independent verifier (issuer_tests).
+pub(crate) fn assemble_certificate(tbs: &[u8], sig: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use der::asn1::{AnyRef, BitStringRef};
+    use der::{Header, Length, Reader, SliceReader, Tag, TagNumber, Tagged};
+    let alg = SliceReader::new(tbs)?.sequence(|r| {
+        let first = AnyRef::decode(r)?;
+        // version [0] EXPLICIT is absent only in a v1 TBS.
+        if first.tag()
+            == (Tag::ContextSpecific {
+                constructed: true,
+                number: TagNumber::N0,
+            })
+        {
+            AnyRef::decode(r)?;
+        }
+        let alg = AnyRef::decode(r)?;
+        r.read_slice(r.remaining_len())?;
+        Ok(alg)
+    })?;
+    let alg = alg.to_der()?;
+    let bits = BitStringRef::from_bytes(sig)?.to_der()?;
+    let len = Length::try_from(tbs.len() + alg.len() + bits.len())?;
+    let mut out = Header::new(Tag::Sequence, len)?.to_der()?;
+    out.extend_from_slice(tbs);
+    out.extend_from_slice(&alg);
+    out.extend_from_slice(&bits);
+    Ok(out)
+}

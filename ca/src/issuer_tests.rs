@@ -336,3 +336,67 @@ fn the_pre_sign_gate_sees_the_exact_tbs_and_can_refuse() {
     );
     assert_eq!(seen.lock().unwrap().len(), 4);
 }
+
+/// Enrollment's path: `check` (a dry run of the gate) before the MTA call,
+/// then `sign`. In the same second the certificate is the checked TBS byte
+/// for byte, the gate is asked once, and the assembled certificate is what
+/// x509-cert's own encoder makes of it, with a signature that verifies
+/// (aws-lc-rs through sigverify, and OpenSSL in the end-to-end tests). A
+/// second later the draft is rebuilt with the new dates and gated again.
+#[test]
+fn a_checked_draft_is_signed_as_checked_in_the_same_second() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for kt in [KeyType::P256, KeyType::P384, KeyType::Rsa2048] {
+        let looks = Arc::new(AtomicUsize::new(0));
+        let l = looks.clone();
+        let ca = issuer(kt).with_gate(Arc::new(move |_: &[u8], _| {
+            l.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }));
+        let subject = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![SanType::Rfc822Name("cy@example.org".try_into().unwrap())];
+        let pem = p.serialize_request(&subject).unwrap().pem().unwrap();
+        let csr = crate::policy::check_csr(&pem).unwrap();
+        let key = CsrPublicKey::from_csr(&csr).unwrap();
+        let now = 1_800_000_100;
+
+        let mut draft = ca.draft(&csr, now).unwrap();
+        let tbs = ca.check(&mut draft, &key).unwrap();
+        let issued = ca.sign(draft, &key, now).unwrap();
+        assert_eq!(looks.load(Ordering::SeqCst), 1, "{kt}: one look");
+        let cert = Certificate::from_der(&issued.der).unwrap();
+        assert_eq!(cert.tbs_certificate.to_der().unwrap(), tbs, "{kt}");
+        assert_eq!(
+            cert.to_der().unwrap(),
+            issued.der,
+            "{kt}: as x509-cert encodes it"
+        );
+        assert_eq!(cert.signature_algorithm, cert.tbs_certificate.signature);
+        let ca_cert = Certificate::from_der(&ca.ca_der).unwrap();
+        mailid_shared::sigverify::verify(
+            &ca_cert.tbs_certificate.subject_public_key_info,
+            &cert.signature_algorithm,
+            &tbs,
+            cert.signature.raw_bytes(),
+        )
+        .unwrap();
+        assert_eq!(issued.not_before, now - BACKDATE_SECS);
+
+        // Signed a second later: rebuilt with the new dates, gated again.
+        let mut draft = ca.draft(&csr, now).unwrap();
+        let tbs = ca.check(&mut draft, &key).unwrap();
+        let issued = ca.sign(draft, &key, now + 1).unwrap();
+        assert_eq!(looks.load(Ordering::SeqCst), 3, "{kt}: looked again");
+        let cert = Certificate::from_der(&issued.der).unwrap();
+        assert_ne!(cert.tbs_certificate.to_der().unwrap(), tbs);
+        assert_eq!(issued.not_before, now + 1 - BACKDATE_SECS);
+    }
+}
+
+#[test]
+fn assembly_refuses_what_is_not_a_tbs() {
+    for bad in [&b""[..], b"\x30\x03\x02\x01\x01", b"\x04\x00"] {
+        assert!(assemble_certificate(bad, b"sig").is_err());
+    }
+}

@@ -224,11 +224,44 @@ impl Signer {
         }
     }
 
+    /// Signs the TBS a dry run of this signer's gate passed: the verdict
+    /// holds for those exact bytes and that kind, so the gate is not asked
+    /// twice. Only a dry run ([`Gated::take_checked`]) makes a [`Checked`].
+    pub fn sign_checked(&self, checked: &Checked) -> Result<Vec<u8>, SignError> {
+        self.key.sign_raw(&checked.tbs)
+    }
+
+    /// Whether signing may block the thread for long (a PKCS#11 token:
+    /// run it on the blocking pool); a file key signs in microseconds.
+    pub fn may_block(&self) -> bool {
+        matches!(*self.key, CaKey::Pkcs11(_))
+    }
+
     /// A [`SigningKey`] that makes no signature (an empty one), for
     /// templates whose signature is thrown away (the CRL's fixed part,
     /// see [`crate::crl_der`]).
     pub fn unsigned(&self) -> Unsigned<'_> {
         Unsigned(&self.key)
+    }
+}
+
+/// A to-be-signed structure the gate passed on a dry run, with the
+/// signing time it was judged at; [`Signer::sign_checked`] signs it.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    tbs: Vec<u8>,
+    now: i64,
+}
+
+impl Checked {
+    /// The TBS DER the gate passed.
+    pub fn tbs(&self) -> &[u8] {
+        &self.tbs
+    }
+
+    /// The signing time (Unix seconds) the gate judged it at.
+    pub fn now(&self) -> i64 {
+        self.now
     }
 }
 
@@ -239,7 +272,7 @@ pub struct Gated<'a> {
     dry_run: bool,
     error: RefCell<Option<SignError>>,
     /// On a dry run, the TBS the gate passed.
-    checked: RefCell<Option<Vec<u8>>>,
+    checked: RefCell<Option<Checked>>,
 }
 
 impl Gated<'_> {
@@ -249,7 +282,7 @@ impl Gated<'_> {
     }
 
     /// On a dry run, the TBS DER the gate was shown and passed.
-    pub fn take_checked(&self) -> Option<Vec<u8>> {
+    pub fn take_checked(&self) -> Option<Checked> {
         self.checked.borrow_mut().take()
     }
 }
@@ -268,7 +301,13 @@ impl SigningKey for Gated<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let signed = if self.dry_run {
             self.signer.check(msg, self.kind).map(|()| {
-                *self.checked.borrow_mut() = Some(msg.to_vec());
+                let now = match self.kind {
+                    Kind::Certificate { now, .. } | Kind::Crl { now } => now,
+                };
+                *self.checked.borrow_mut() = Some(Checked {
+                    tbs: msg.to_vec(),
+                    now,
+                });
                 Vec::new()
             })
         } else {
