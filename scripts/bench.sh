@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of mailid, side by side on one machine: builds the release
-# binaries, runs `mailid-bench suite` (both services started in release mode
+# binaries, runs `mailid-bench suite` (cfssl's sign API beside the CA
+# endpoint on the same CSRs; both services started in release mode
 # with SQLite on disk and durability as shipped, then on a throwaway
 # PostgreSQL cluster with one and two replicas of each) and writes the tables into
 # docs/BENCHMARKS.md between the "bench:begin" and "bench:end" markers, with
@@ -23,13 +24,14 @@ case "${1:-}" in
   *) echo "usage: scripts/bench.sh [--smoke]" >&2; exit 2 ;;
 esac
 
-if [ ! -x /usr/bin/time ]; then
-  # GNU time measures the CRL command's peak memory.
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
-  fi
+# GNU time measures the CRL command's peak memory; cfssl (Debian's
+# golang-cfssl) is the peer the CA endpoint is measured beside.
+need=()
+[ -x /usr/bin/time ] || need+=(time)
+command -v cfssl >/dev/null 2>&1 || need+=(golang-cfssl)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
 mkdir -p target

@@ -164,6 +164,19 @@ impl Cfssl {
     }
 }
 
+/// cfssl's version line (`cfssl version`), for the record.
+pub async fn version() -> String {
+    match output(Command::new(CFSSL).arg("version")).await {
+        Ok(out) => String::from_utf8_lossy(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("Version: "))
+            .unwrap_or("(version unknown)")
+            .trim()
+            .to_string(),
+        Err(_) => "(version unknown)".into(),
+    }
+}
+
 /// Options of `mailid-bench versus`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Opts {

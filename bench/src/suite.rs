@@ -40,6 +40,8 @@ struct Plan {
     validate: crate::validate::Opts,
     crl_sizes: Vec<usize>,
     growth: Vec<usize>,
+    /// The side-by-side with cfssl: CSRs, accounts, levels.
+    versus: (usize, usize, Vec<usize>),
 }
 
 impl Plan {
@@ -74,6 +76,7 @@ impl Plan {
                 validate: validate(4, 50, 1),
                 crl_sizes: vec![1_000],
                 growth: vec![],
+                versus: (40, 8, vec![8]),
             }
         } else {
             Plan {
@@ -87,6 +90,7 @@ impl Plan {
                 validate: validate(50, 200, 3),
                 crl_sizes: vec![10_000, 100_000, 1_000_000],
                 growth: vec![1_000, 1_000_000],
+                versus: (2_000, 400, vec![8, 32]),
             }
         }
     }
@@ -151,6 +155,23 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut md = String::new();
     let runs_note = format!("median of {} runs", plan.runs);
+
+    // 0. Side by side with cfssl, first, on a fresh CA.
+    let (n, accounts, levels) = &plan.versus;
+    eprintln!("suite: side by side with cfssl");
+    let env = Arc::new(Env::start(&bins, *accounts, "p256", 0, 1).await?);
+    let jobs = Arc::new(make_jobs(&env.accounts, "p256", *n).await?);
+    let versus = crate::peer::compare(&env, &jobs, levels, plan.runs).await?;
+    Arc::try_unwrap(env)
+        .map_err(|_| anyhow::anyhow!("services still in use"))?
+        .stop()
+        .await?;
+    let _ = writeln!(
+        md,
+        "### 0. Side by side with cfssl\n\nThe same {n} P-256 CSRs (over {accounts} accounts), each sent once per run, with the same load generator and concurrency: mailid's `POST /v1/certificates` (codes fetched beforehand; CA → MTA check, superseding revocation, durable commit; P-256 CA key) and cfssl's bare `POST /api/v1/cfssl/sign` (`cfssl serve` from Debian's golang-cfssl {}: no authorisation, no database, P-256 CA key); runs alternate between the two, {runs_note}.\n\n{}",
+        crate::peer::version().await,
+        crate::peer::table(&versus)
+    );
 
     // 1, 2 and 6: enrollments and memory, per CA key type.
     let mut flow = String::new();
