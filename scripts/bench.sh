@@ -36,7 +36,9 @@ fi
 
 mkdir -p target
 if [ "$smoke" = 1 ]; then
-  cargo build -p mailid-ca -p mailid-mta-auth -p mailid-bench
+  # The whole workspace, as scripts/test.sh builds it: `-p` would resolve
+  # features for these packages alone and rebuild dependencies.
+  cargo build --workspace --bins
   # The PostgreSQL rows too when a cluster is at hand (scripts/test.sh
   # starts one and exports its URL).
   pg_args=()
