@@ -450,7 +450,7 @@ impl Env {
 
     /// Runs `f` over `0..n` with `concurrency` tasks; returns each call's
     /// latency in microseconds and the elapsed time.
-    async fn run_concurrently<F, Fut>(
+    pub(crate) async fn run_concurrently<F, Fut>(
         n: usize,
         concurrency: usize,
         f: F,

@@ -4,6 +4,7 @@
 mod crl;
 mod enroll;
 mod hsm;
+mod idlog;
 mod pgbench;
 mod pki;
 mod replicas;
@@ -33,6 +34,9 @@ enum Cmd {
     Enroll(enroll::Opts),
     /// Time and peak memory of signing a CRL of N entries (`mailid-ca crl`).
     Crl(crl::Opts),
+    /// The identity log at 1M entries: uploads, lookups with proofs, `log
+    /// verify`, checkpoints under a burst.
+    Idlog(idlog::Opts),
     /// Every benchmark, as the Markdown tables of docs/BENCHMARKS.md.
     Suite(suite::Opts),
 }
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Validate(opts) => validate::run(opts).await,
             Cmd::Enroll(opts) => enroll::run(opts).await,
             Cmd::Crl(opts) => crl::run(opts).await,
+            Cmd::Idlog(opts) => idlog::run(opts).await,
             Cmd::Suite(opts) => suite::run(opts).await,
         }
     });
