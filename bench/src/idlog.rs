@@ -89,6 +89,8 @@ pub struct Figures {
     pub seed_secs: f64,
     pub lookup: Option<Sample>,
     pub lookup_proof_len: usize,
+    /// The same lookups one at a time.
+    pub lookup_c1: Option<Sample>,
     /// `log verify`: seconds, peak MiB, tree size.
     pub verify: Option<(f64, f64, u64)>,
     pub burst: Burst,
@@ -422,6 +424,50 @@ fn burst_checkpoints(db: &Path, t0: i64, t1: i64) -> anyhow::Result<Burst> {
     })
 }
 
+/// `n` lookups of the looked-up accounts at `c`, each answer checked for
+/// a history of 3 entries with an inclusion proof and a checkpoint; the
+/// figures and the longest proof seen.
+async fn lookups(
+    setup: &Arc<Setup>,
+    mta: &Service,
+    n: usize,
+    c: usize,
+) -> anyhow::Result<(Sample, usize)> {
+    let proof_len = Arc::new(AtomicUsize::new(0));
+    let (s, url, pl) = (setup.clone(), mta.url.clone(), proof_len.clone());
+    let cpu0 = mta.cpu_seconds().unwrap_or(0.0);
+    let (mut lat, elapsed) = Env::run_concurrently(n, c, move |i| {
+        let (s, url, pl) = (s.clone(), url.clone(), pl.clone());
+        async move {
+            let who = &s.lookers[i % s.lookers.len()];
+            let r = s
+                .https
+                .get(format!("{url}/v1/identity/{who}"))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().as_u16() == 200, "lookup: {}", r.status());
+            let v: serde_json::Value = r.json().await?;
+            let h = &v["history"];
+            let entries = h["entries"].as_array().map_or(0, |e| e.len());
+            let proof = h["inclusion"]["proof"].as_array().map_or(0, |p| p.len());
+            anyhow::ensure!(
+                entries == 3
+                    && proof > 0
+                    && h["checkpoint"].as_str().is_some_and(|c| !c.is_empty()),
+                "lookup of {who}: no history of 3 entries with a proof: {h}"
+            );
+            pl.fetch_max(proof, Ordering::Relaxed);
+            Ok(())
+        }
+    })
+    .await?;
+    let cpu = mta.cpu_seconds().unwrap_or(0.0) - cpu0;
+    Ok((
+        sample(&mut lat, elapsed, cpu),
+        proof_len.load(Ordering::Relaxed),
+    ))
+}
+
 /// Round-robin accounts `from..from+count` for `n` jobs.
 fn spread(from: usize, count: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| from + i % count.max(1)).collect()
@@ -489,39 +535,16 @@ pub async fn measure(opts: &Opts) -> anyhow::Result<Figures> {
     settled(&db).await?;
     f.burst = burst_checkpoints(&db, t0, t1)?;
 
-    // Lookups with history and proof.
-    let proof_len = Arc::new(AtomicUsize::new(0));
-    let (s, url, pl) = (setup.clone(), mta.url.clone(), proof_len.clone());
-    let n = opts.lookups;
-    let cpu0 = mta.cpu_seconds().unwrap_or(0.0);
-    let (mut lat, elapsed) = Env::run_concurrently(n, c, move |i| {
-        let (s, url, pl) = (s.clone(), url.clone(), pl.clone());
-        async move {
-            let who = &s.lookers[i % s.lookers.len()];
-            let r = s
-                .https
-                .get(format!("{url}/v1/identity/{who}"))
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().as_u16() == 200, "lookup: {}", r.status());
-            let v: serde_json::Value = r.json().await?;
-            let h = &v["history"];
-            let entries = h["entries"].as_array().map_or(0, |e| e.len());
-            let proof = h["inclusion"]["proof"].as_array().map_or(0, |p| p.len());
-            anyhow::ensure!(
-                entries == 3
-                    && proof > 0
-                    && h["checkpoint"].as_str().is_some_and(|c| !c.is_empty()),
-                "lookup of {who}: no history of 3 entries with a proof: {h}"
-            );
-            pl.fetch_max(proof, Ordering::Relaxed);
-            Ok(())
-        }
-    })
-    .await?;
-    let cpu = mta.cpu_seconds().unwrap_or(0.0) - cpu0;
-    f.lookup = Some(sample(&mut lat, elapsed, cpu));
-    f.lookup_proof_len = proof_len.load(Ordering::Relaxed);
+    // Lookups with history and proof, at c and (for the latency of one
+    // request alone) at c1.
+    let (lookup, proof) = lookups(&setup, &mta, opts.lookups, c).await?;
+    f.lookup = Some(lookup);
+    f.lookup_proof_len = proof;
+    f.lookup_c1 = Some(
+        lookups(&setup, &mta, (opts.lookups / 5).max(10), 1)
+            .await?
+            .0,
+    );
     mta.stop().await?;
 
     // `log verify` on the stopped data dir.
@@ -582,6 +605,9 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             ),
             s,
         );
+    }
+    if let Some(s) = &f.lookup_c1 {
+        line("the same lookups, c1", s);
     }
     if let Some((secs, mib, size)) = f.verify {
         println!("idlog: log verify of {size} entries: {secs:.1} s, peak {mib:.0} MiB");
