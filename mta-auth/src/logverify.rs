@@ -149,7 +149,7 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
         .peekable();
     for (blind, cert) in identities {
         let who = format!("account {}", &hex(blind)[..16]);
-        while let Some(l) = live.next_if(|l| l.0 < *blind) {
+        if let Some(l) = live.next_if(|l| l.0 < *blind) {
             return Err(format!(
                 "account {}: its logged identity is not published (deleted without a log entry)",
                 &hex(&l.0)[..16]
