@@ -385,13 +385,13 @@ async fn idlog_section(opts: &crate::idlog::Opts) -> anyhow::Result<String> {
     };
     up("0 (empty)".into(), &f.empty);
     if let Some(s) = &f.full {
-        up(f.entries.to_string(), s);
+        up(format!("{} seeded", f.entries), s);
     }
     let lookup = f.lookup.unwrap_or_default();
     let alone = f.lookup_c1.unwrap_or_default();
     let (vsecs, vmib, vsize) = f.verify.unwrap_or_default();
     Ok(format!(
-        "### 7. Identity log (SPEC §11)\n\n`PUT /v1/identity` bursts of {} fresh certificates (TLS client-certificate login, real upload checks, one log entry each) at c{}, first on an empty log, then after {} entries were seeded through the MTA's store ({:.0} s, service stopped); SQLite on disk, durability as shipped.\n\n| log entries before | uploads/s | p50 ms | p99 ms | MTA CPU µs per upload |\n|---:|---:|---:|---:|---:|\n{t}\nLookups `GET /v1/identity/{{address}}` of accounts with 3 entries each, every answer checked for its history and an inclusion proof ({} hashes) in the newest checkpoint, c{}: **{:.0}/s, p50 {:.1} ms, p99 {:.1} ms** (target p99 < 5 ms; MTA CPU {:.0} µs per lookup); one at a time: p50 {:.1} ms, p99 {:.1} ms.\n\n`mailid-mta-auth log verify` of {} entries (service stopped): **{:.1} s, peak {:.0} MiB**.\n\nCheckpoints signed during the second burst: {} in {:.1} s, at most **{}** in any 1-second window (the service signs at most one a second).\n\n",
+        "### 7. Identity log (SPEC §11)\n\n`PUT /v1/identity` bursts of {} fresh certificates (TLS client-certificate login, real upload checks, one log entry each) at c{}, first on an empty log, then after {} entries were seeded through the MTA's store ({:.1} s, service stopped); SQLite on disk, durability as shipped.\n\n| log entries before | uploads/s | p50 ms | p99 ms | MTA CPU µs per upload |\n|---:|---:|---:|---:|---:|\n{t}\nLookups `GET /v1/identity/{{address}}` of accounts with 3 entries each, every answer checked for its history and an inclusion proof ({} hashes) in the newest checkpoint, c{}: **{:.0}/s, p50 {:.1} ms, p99 {:.1} ms** (target p99 < 5 ms; MTA CPU {:.0} µs per lookup); one at a time: p50 {:.1} ms, p99 {:.1} ms.\n\n`mailid-mta-auth log verify` of {} entries (service stopped): **{:.2} s, peak {:.0} MiB**.\n\nCheckpoints signed during the second burst: {} in {:.1} s, at most **{}** in any 1-second window (the service signs at most one a second).\n\n",
         f.uploads,
         opts.concurrency,
         f.entries,
