@@ -92,14 +92,14 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
     }
     for (blind, seq, head) in &d.heads {
         let who = format!("account {}", &hex(blind)[..16]);
-        let newest = newest
+        let last = newest
             .binary_search_by(|n| n.0.cmp(blind))
             .map(|k| &d.entries[newest[k].1 as usize])
             .map_err(|_| format!("{who}: its head names seq {seq} but it has no entries"))?;
-        if newest.seq as i64 != *seq || newest.leaf_hash != *head {
+        if last.seq as i64 != *seq || last.leaf_hash != *head {
             return Err(format!(
                 "{who}: its head is seq {seq} but its newest entry is seq {} (entries deleted or changed)",
-                newest.seq
+                last.seq
             ));
         }
     }
