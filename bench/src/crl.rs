@@ -26,7 +26,10 @@ pub struct SignFigures {
 /// time and peak RSS (KiB). (The rusage of a child spawned straight from
 /// this process would count this process's own memory, which the child
 /// shares until its exec.)
-fn timed(program: &Path, args: &[std::ffi::OsString]) -> anyhow::Result<(Duration, u64)> {
+pub(crate) fn timed(
+    program: &Path,
+    args: &[std::ffi::OsString],
+) -> anyhow::Result<(Duration, u64)> {
     let report = tempfile::NamedTempFile::new()?;
     let t0 = Instant::now();
     let out = std::process::Command::new("/usr/bin/time")

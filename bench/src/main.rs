@@ -4,6 +4,7 @@
 mod crl;
 mod enroll;
 mod hsm;
+mod idlog;
 mod peer;
 mod pgbench;
 mod pki;
@@ -36,6 +37,9 @@ enum Cmd {
     Crl(crl::Opts),
     /// Ours and cfssl's sign API side by side on the same CSRs.
     Versus(peer::Opts),
+    /// The identity log at 1M entries: uploads, lookups with proofs, `log
+    /// verify`, checkpoints under a burst.
+    Idlog(idlog::Opts),
     /// Every benchmark, as the Markdown tables of docs/BENCHMARKS.md.
     Suite(suite::Opts),
 }
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Enroll(opts) => enroll::run(opts).await,
             Cmd::Crl(opts) => crl::run(opts).await,
             Cmd::Versus(opts) => peer::run(opts).await,
+            Cmd::Idlog(opts) => idlog::run(opts).await,
             Cmd::Suite(opts) => suite::run(opts).await,
         }
     });

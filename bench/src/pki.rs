@@ -1,11 +1,15 @@
 //! Throw-away certificates for the benchmark: a server certificate for
 //! 127.0.0.1 and one TLS client certificate per account (rfc822Name SAN,
-//! clientAuth), so codes can be issued without an Argon2 run per request.
+//! clientAuth), so codes can be issued without an Argon2 run per request;
+//! and S/MIME identity certificates with an empty CRL for the identity
+//! uploads of the identity-log benchmark.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
+use time::{Duration, OffsetDateTime};
 
 /// A CA that signs the benchmark's certificates.
 pub struct BenchCa {
@@ -55,6 +59,43 @@ impl BenchCa {
         p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into()?)];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(p)
+    }
+
+    /// A currently valid S/MIME identity certificate naming `email`
+    /// (emailProtection, its CRL at `crl_url`), as `PUT /v1/identity`
+    /// accepts; a fresh key, so a fresh serial and key ID.
+    pub fn identity(&self, email: &str, crl_url: &str) -> anyhow::Result<Pair> {
+        let now = OffsetDateTime::now_utc();
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, email);
+        p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into()?)];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+        p.not_before = now - Duration::hours(1);
+        p.not_after = now + Duration::days(30);
+        p.use_authority_key_identifier_extension = true;
+        p.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![crl_url.to_string()],
+        }];
+        self.sign(p)
+    }
+
+    /// An empty CRL (DER) of this CA, valid for a day.
+    pub fn empty_crl(&self) -> anyhow::Result<Vec<u8>> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::hours(24),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        Ok(params.signed_by(&issuer)?.der().to_vec())
     }
 
     /// One HTTPS client per account, each logging in with that account's

@@ -4,8 +4,6 @@
 //! checkpoint's signature and root), for audits and after restores. The
 //! first failure is the answer.
 
-use std::collections::HashMap;
-
 use mailid_shared::translog::tlog_tiles::{self, Error as TlogError, HashReader};
 use mailid_shared::translog::{leaf_hash, Entry, Hash, LogVerifier};
 use serde::Serialize;
@@ -42,63 +40,70 @@ impl HashReader for Tree {
     }
 }
 
-/// One entry of an account's chain: seq, bytes, leaf hash.
-type Link<'a> = (u64, &'a [u8], Hash);
-
 fn hex(b: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(b)
 }
 
-/// Checks every row of `d`; `Err` names the first failure.
+/// Checks every row of `d`; `Err` names the first failure. Besides the
+/// rows, it holds the tree's stored hashes and an index of the entries by
+/// account (4 bytes an entry), not a map of chains.
 pub fn verify(d: &LogDump) -> Result<Verified, String> {
     // Entries: bytes, leaf hashes, decoded fields = columns.
     let mut by_leaf: Vec<(u64, Hash)> = Vec::new();
-    let mut chains: HashMap<&[u8], Vec<Link<'_>>> = HashMap::new();
     let mut pending = 0;
     for e in &d.entries {
         let at = format!("entry seq {} of account {}", e.seq, &hex(&e.blind)[..16]);
         let decoded = Entry::decode(&e.entry).map_err(|x| format!("{at}: {x}"))?;
         let lh = leaf_hash(&e.entry);
-        if lh.0[..] != e.leaf_hash[..] {
+        if lh.0 != e.leaf_hash {
             return Err(format!("{at}: stored leaf hash does not match the entry"));
         }
-        if decoded.blind[..] != e.blind[..] || decoded.seq != e.seq {
+        if decoded.blind != e.blind || decoded.seq != e.seq {
             return Err(format!("{at}: its columns do not match its bytes"));
         }
-        chains
-            .entry(&e.blind)
-            .or_default()
-            .push((e.seq, &e.entry, lh));
         match e.leaf_index {
             Some(i) => by_leaf.push((i, lh)),
             None => pending += 1,
         }
     }
-    // Chains and heads.
-    for chain in chains.values_mut() {
-        chain.sort_by_key(|c| c.0);
-        let bytes: Vec<Vec<u8>> = chain.iter().map(|c| c.1.to_vec()).collect();
-        mailid_shared::translog::check_chain(&bytes).map_err(|e| {
-            let blind = Entry::decode(&bytes[0])
-                .map(|e| hex(&e.blind))
-                .unwrap_or_default();
-            format!("account {}: {e}", &blind[..blind.len().min(16)])
-        })?;
+    // Chains: the entries ordered by (account, seq), one run per account.
+    let mut order: Vec<u32> = (0..d.entries.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| {
+        let e = &d.entries[i as usize];
+        (e.blind, e.seq)
+    });
+    let blind_at = |k: usize| &d.entries[order[k] as usize].blind;
+    // (blind, newest entry index, certificate if live), by blind.
+    let mut newest: Vec<([u8; 32], u32, Option<[u8; 32]>)> = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let blind = blind_at(start);
+        let end =
+            start + order[start..].partition_point(|&i| d.entries[i as usize].blind == *blind);
+        let bytes: Vec<Vec<u8>> = order[start..end]
+            .iter()
+            .map(|&i| d.entries[i as usize].entry.clone())
+            .collect();
+        let decoded = mailid_shared::translog::check_chain(&bytes)
+            .map_err(|e| format!("account {}: {e}", &hex(blind)[..16]))?;
+        let live = decoded.last().filter(|e| e.event.is_live()).map(|e| e.cert);
+        newest.push((*blind, order[end - 1], live));
+        start = end;
     }
     for (blind, seq, head) in &d.heads {
-        let who = format!("account {}", &hex(blind)[..16.min(blind.len() * 2)]);
-        let newest = chains
-            .get(&blind[..])
-            .and_then(|c| c.last())
-            .ok_or_else(|| format!("{who}: its head names seq {seq} but it has no entries"))?;
-        if newest.0 as i64 != *seq || newest.2 .0[..] != head[..] {
+        let who = format!("account {}", &hex(blind)[..16]);
+        let last = newest
+            .binary_search_by(|n| n.0.cmp(blind))
+            .map(|k| &d.entries[newest[k].1 as usize])
+            .map_err(|_| format!("{who}: its head names seq {seq} but it has no entries"))?;
+        if last.seq as i64 != *seq || last.leaf_hash != *head {
             return Err(format!(
                 "{who}: its head is seq {seq} but its newest entry is seq {} (entries deleted or changed)",
-                newest.0
+                last.seq
             ));
         }
     }
-    if chains.len() != d.heads.len() {
+    if newest.len() != d.heads.len() {
         return Err("an account with entries has no head".into());
     }
     // The tree: leaf indexes without gaps, every stored hash recomputed.
@@ -127,7 +132,7 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
         ));
     }
     for (k, (idx, h)) in d.hashes.iter().enumerate() {
-        if *idx != k as u64 || tree.0[k].0[..] != h[..] {
+        if *idx != k as u64 || tree.0[k].0 != *h {
             return Err(format!("stored hash {idx} does not match the entries"));
         }
     }
@@ -136,18 +141,22 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
         return Err("the log state's root does not match the entries".into());
     }
     // Published identities = the live newest entries.
-    let mut live: HashMap<&[u8], [u8; 32]> = HashMap::new();
-    for (blind, chain) in &chains {
-        if let Some(e) = chain.last().and_then(|l| Entry::decode(l.1).ok()) {
-            if e.event.is_live() {
-                live.insert(blind, e.cert);
-            }
-        }
-    }
-    for (blind, cert) in &d.identities {
+    let mut identities: Vec<&([u8; 32], [u8; 32])> = d.identities.iter().collect();
+    identities.sort_unstable_by_key(|i| i.0);
+    let mut live = newest
+        .iter()
+        .filter_map(|n| n.2.map(|c| (n.0, c)))
+        .peekable();
+    for (blind, cert) in identities {
         let who = format!("account {}", &hex(blind)[..16]);
-        match live.remove(&blind[..]) {
-            Some(logged) if logged == *cert => {}
+        if let Some(l) = live.next_if(|l| l.0 < *blind) {
+            return Err(format!(
+                "account {}: its logged identity is not published (deleted without a log entry)",
+                &hex(&l.0)[..16]
+            ));
+        }
+        match live.next_if(|l| l.0 == *blind) {
+            Some((_, logged)) if logged == *cert => {}
             Some(_) => {
                 return Err(format!(
                     "{who}: its published certificate is not the logged one"
@@ -156,10 +165,10 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
             None => return Err(format!("{who}: its published identity is not logged")),
         }
     }
-    if let Some(blind) = live.keys().next() {
+    if let Some(l) = live.next() {
         return Err(format!(
             "account {}: its logged identity is not published (deleted without a log entry)",
-            &hex(blind)[..16]
+            &hex(&l.0)[..16]
         ));
     }
     // Checkpoints: signed by the recorded key, roots of the tree.
@@ -184,7 +193,7 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
     Ok(Verified {
         tree_size: size,
         pending,
-        accounts: chains.len() as u64,
+        accounts: newest.len() as u64,
         checkpoints: d.checkpoints.len() as u64,
         latest_checkpoint: d.checkpoints.last().map(|c| c.size).unwrap_or(0),
     })

@@ -43,10 +43,10 @@ pub struct CheckpointRow {
 #[derive(Debug, Clone)]
 pub struct DumpEntry {
     pub leaf_index: Option<u64>,
-    pub blind: Vec<u8>,
+    pub blind: [u8; 32],
     pub seq: u64,
     pub entry: Vec<u8>,
-    pub leaf_hash: Vec<u8>,
+    pub leaf_hash: [u8; 32],
 }
 
 /// Every log row, for `log verify`.
@@ -55,17 +55,25 @@ pub struct LogDump {
     /// Every entry, in arrival order.
     pub entries: Vec<DumpEntry>,
     /// (stored hash index, hash), by index.
-    pub hashes: Vec<(u64, Vec<u8>)>,
+    pub hashes: Vec<(u64, [u8; 32])>,
     /// `log_state`: size and root.
     pub state: (u64, Vec<u8>),
     /// Every checkpoint, by size.
     pub checkpoints: Vec<CheckpointRow>,
     /// `log_heads`: (blind, seq, head).
-    pub heads: Vec<(Vec<u8>, i64, Vec<u8>)>,
+    pub heads: Vec<([u8; 32], i64, [u8; 32])>,
     /// The bound log key, if any.
     pub vkey: Option<String>,
     /// Every published identity: (blind, SHA-256 of its certificate).
     pub identities: Vec<([u8; 32], [u8; 32])>,
+}
+
+/// A 32-byte column of a dumped row, held inline (a million rows of
+/// separately allocated hashes cost `log verify` hundreds of MiB); a value
+/// of another length (a corrupt row) reads as 32 zero bytes, which no
+/// check accepts as a blind or a hash.
+pub(crate) fn col32(v: &[u8]) -> [u8; 32] {
+    v.try_into().unwrap_or([0; 32])
 }
 
 /// (blind, certificate hash) of an identities row.

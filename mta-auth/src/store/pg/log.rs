@@ -409,10 +409,10 @@ pub(super) async fn dump(db: &PgDb, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogD
                 .iter()
                 .map(|r| DumpEntry {
                     leaf_index: r.get::<_, Option<i64>>(0).map(|v| v as u64),
-                    blind: r.get(1),
+                    blind: log::col32(r.get(1)),
                     seq: r.get::<_, i64>(2) as u64,
                     entry: r.get(3),
-                    leaf_hash: r.get(4),
+                    leaf_hash: log::col32(r.get(4)),
                 })
                 .collect();
             let mut d = LogDump {
@@ -423,7 +423,7 @@ pub(super) async fn dump(db: &PgDb, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogD
                 .query("SELECT idx, hash FROM log_hashes ORDER BY idx", &[])
                 .await?
                 .iter()
-                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                .map(|r| (r.get::<_, i64>(0) as u64, log::col32(r.get(1))))
                 .collect();
             let s = tx
                 .query_one("SELECT size, root FROM log_state WHERE id = 1", &[])
@@ -445,7 +445,7 @@ pub(super) async fn dump(db: &PgDb, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogD
                 )
                 .await?
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .map(|r| (log::col32(r.get(0)), r.get(1), log::col32(r.get(2))))
                 .collect();
             d.vkey = tx
                 .query_opt("SELECT vkey FROM log_config WHERE id = 1", &[])

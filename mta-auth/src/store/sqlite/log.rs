@@ -301,6 +301,11 @@ pub(super) async fn hashes(db: &Db, indexes: Vec<u64>) -> Result<HashMap<u64, Ha
     .await
 }
 
+/// A 32-byte blob column read in place (see [`log::col32`]).
+fn blob32(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<[u8; 32]> {
+    Ok(log::col32(r.get_ref(i)?.as_blob().unwrap_or_default()))
+}
+
 /// Every log row, in one snapshot.
 pub(super) async fn dump(db: &Db, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogDump, StoreError> {
     db.read(move |c| -> Result<LogDump, StoreError> {
@@ -312,16 +317,16 @@ pub(super) async fn dump(db: &Db, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogDum
             .query_map([], |r| {
                 Ok(DumpEntry {
                     leaf_index: r.get::<_, Option<i64>>(0)?.map(|v| v as u64),
-                    blind: r.get(1)?,
+                    blind: blob32(r, 1)?,
                     seq: r.get::<_, i64>(2)? as u64,
                     entry: r.get(3)?,
-                    leaf_hash: r.get(4)?,
+                    leaf_hash: blob32(r, 4)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
         let mut st = c.prepare("SELECT idx, hash FROM log_hashes ORDER BY idx")?;
         d.hashes = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, blob32(r, 1)?)))?
             .collect::<Result<_, _>>()?;
         d.state = c.query_row("SELECT size, root FROM log_state WHERE id = 1", [], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
@@ -337,7 +342,7 @@ pub(super) async fn dump(db: &Db, key: Arc<Zeroizing<Vec<u8>>>) -> Result<LogDum
             .collect::<Result<_, _>>()?;
         let mut st = c.prepare("SELECT blind, seq, head FROM log_heads ORDER BY blind")?;
         d.heads = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([], |r| Ok((blob32(r, 0)?, r.get(1)?, blob32(r, 2)?)))?
             .collect::<Result<_, _>>()?;
         d.vkey = c
             .query_row("SELECT vkey FROM log_config WHERE id = 1", [], |r| r.get(0))
