@@ -76,7 +76,13 @@ pub enum LogCmd {
     /// Recomputes the whole tree from the entries and checks every stored
     /// hash, every account's chain and head, and every checkpoint's
     /// signature and root; exit 1 naming the first failure.
-    Verify,
+    Verify {
+        /// A signed checkpoint kept outside the database (as served by
+        /// `GET /v1/log/checkpoint`; repeatable): the log must hold its
+        /// tree, or it was cut back (an old backup restored) or forked.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,7 +262,9 @@ async fn run(cli: Cli, data_dir: PathBuf) -> anyhow::Result<()> {
         Command::Ca(cmd) => ca(cmd, &data_dir, database, json).await,
         Command::Serve(args) => serve(args, data_dir, database).await,
         Command::Db(DbCmd::Migrate { to }) => migrate(&data_dir, &to, json).await,
-        Command::Log(LogCmd::Verify) => log_verify(&data_dir, database, json).await,
+        Command::Log(LogCmd::Verify { checkpoints }) => {
+            log_verify(&data_dir, database, &checkpoints, json).await
+        }
     }
 }
 
@@ -299,10 +307,25 @@ async fn migrate(data_dir: &Path, to: &str, json: bool) -> anyhow::Result<()> {
 
 /// `log verify`: one line (or JSON) when every row checks out, else the
 /// first failure as the error.
-async fn log_verify(data_dir: &Path, database: Option<&str>, json: bool) -> anyhow::Result<()> {
+async fn log_verify(
+    data_dir: &Path,
+    database: Option<&str>,
+    checkpoints: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<()> {
+    let outside = checkpoints
+        .iter()
+        .map(|p| {
+            let bytes = mailid_shared::input::read_file(p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{} is not a checkpoint (not text)", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<String>>>()?;
     let (_, store) = open(data_dir, database).await?;
     let dump = store.log_dump().await?;
-    let v = crate::logverify::verify(&dump).map_err(|e| anyhow::anyhow!("log verify: {e}"))?;
+    let v = crate::logverify::verify(&dump, &outside)
+        .map_err(|e| anyhow::anyhow!("log verify: {e}"))?;
     if json {
         return print_json(&v);
     }

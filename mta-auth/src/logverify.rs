@@ -44,10 +44,12 @@ fn hex(b: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(b)
 }
 
-/// Checks every row of `d`; `Err` names the first failure. Besides the
+/// Checks every row of `d`, and each signed checkpoint note in `outside`
+/// (kept elsewhere: `log verify --checkpoint FILE`) against the tree;
+/// `Err` names the first failure. Besides the
 /// rows, it holds the tree's stored hashes and an index of the entries by
 /// account (4 bytes an entry), not a map of chains.
-pub fn verify(d: &LogDump) -> Result<Verified, String> {
+pub fn verify(d: &LogDump, outside: &[String]) -> Result<Verified, String> {
     // Entries: bytes, leaf hashes, decoded fields = columns.
     let mut by_leaf: Vec<(u64, Hash)> = Vec::new();
     let mut pending = 0;
@@ -174,21 +176,32 @@ pub fn verify(d: &LogDump) -> Result<Verified, String> {
     // Checkpoints: signed by the recorded key, roots of the tree.
     let vkey = d.vkey.as_deref().ok_or("no log key is recorded")?;
     let verifier = LogVerifier::from_vkey(vkey).map_err(|e| format!("recorded log key: {e}"))?;
-    for cp in &d.checkpoints {
-        let at = format!("checkpoint {}", cp.size);
+    let in_tree = |at: &str, note: &str| -> Result<(u64, [u8; 32]), String> {
         let parsed = verifier
-            .open_checkpoint(cp.note.as_bytes())
+            .open_checkpoint(note.as_bytes())
             .map_err(|e| format!("{at}: {e}"))?;
-        if parsed.size() != cp.size || parsed.hash().0 != cp.root {
-            return Err(format!("{at}: its note does not match its row"));
-        }
-        if cp.size > size {
+        let (n, root) = (parsed.size(), parsed.hash().0);
+        if n > size {
             return Err(format!("{at}: beyond the tree's {size} leaves"));
         }
-        let want = tlog_tiles::tree_hash(cp.size, &tree).map_err(|e| e.to_string())?;
-        if want.0 != cp.root {
+        let want = tlog_tiles::tree_hash(n, &tree).map_err(|e| e.to_string())?;
+        if want.0 != root {
             return Err(format!("{at}: its root is not the tree's"));
         }
+        Ok((n, root))
+    };
+    for cp in &d.checkpoints {
+        let at = format!("checkpoint {}", cp.size);
+        if in_tree(&at, &cp.note)? != (cp.size, cp.root) {
+            return Err(format!("{at}: its note does not match its row"));
+        }
+    }
+    // Checkpoints kept outside the database (an auditor's, a client's):
+    // a restore of an old backup, checkpoints and all, cuts the log back
+    // below them; another tree of the same size is a fork.
+    for (i, note) in outside.iter().enumerate() {
+        let at = format!("given checkpoint #{}", i + 1);
+        in_tree(&at, note)?;
     }
     Ok(Verified {
         tree_size: size,

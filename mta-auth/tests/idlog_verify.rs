@@ -111,7 +111,25 @@ async fn log_verify_finds_a_truncated_history() {
     // and log_state of the 2-entry tree, consistent among themselves ...
     restore_db(dir.path(), &old);
     mta_ok(dir.path(), &["log", "verify"], None);
-    // ... while the checkpoint of the 4-entry tree is still held.
+    // An auditor who kept the 4-entry checkpoint (as served by GET
+    // /v1/log/checkpoint) sees the cut with `--checkpoint FILE`.
+    let kept = tmp.path().join("checkpoint-4.txt");
+    std::fs::write(&kept, &newest.2).unwrap();
+    let kept_arg = kept.to_str().unwrap();
+    let out = mta(
+        dir.path(),
+        &["log", "verify", "--checkpoint", kept_arg],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("given checkpoint #1: beyond the tree's 2 leaves"),
+        "{err}"
+    );
+    // ... and so does the log itself while the checkpoint of the 4-entry
+    // tree is still held.
     {
         let db = rusqlite::Connection::open(db_path(dir.path())).unwrap();
         db.execute(
@@ -122,9 +140,13 @@ async fn log_verify_finds_a_truncated_history() {
     }
     verify_fails(dir.path(), "checkpoint 4: beyond the tree's 2 leaves");
 
-    // Restored: passes again.
+    // Restored: passes again, also against the kept checkpoint.
     restore_db(dir.path(), &new);
-    mta_ok(dir.path(), &["log", "verify"], None);
+    mta_ok(
+        dir.path(),
+        &["log", "verify", "--checkpoint", kept_arg],
+        None,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -156,6 +178,21 @@ async fn log_verify_finds_a_fork_of_its_checkpoints() {
         .collect();
     let fork_root = node(&node(&l[0], &l[1]), &l[2]);
     let note = signer.sign_checkpoint(3, Hash(fork_root)).unwrap();
+    // Shown to someone who kept it: `--checkpoint` finds the fork.
+    let tmp = tempfile::tempdir().unwrap();
+    let given = tmp.path().join("fork-3.txt");
+    std::fs::write(&given, &note).unwrap();
+    let out = mta(
+        dir.path(),
+        &["log", "verify", "--checkpoint", given.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("given checkpoint #1: its root is not the tree's"),
+        "{err}"
+    );
     let before = checkpoints(&db);
     let kept = before.iter().find(|c| c.0 == 3).cloned();
     db.execute(
