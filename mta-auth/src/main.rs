@@ -1,8 +1,4 @@
-//! The `mailid-mta-auth` binary: see [`mailid_mta_auth::cli`]. Allocates
-//! with mimalloc, as `mailid-ca` does (docs/BENCHMARKS.md, issue 16).
-
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! The `mailid-mta-auth` binary: see [`mailid_mta_auth::cli`].
 
 fn main() -> std::process::ExitCode {
     mailid_mta_auth::cli::main()
