@@ -24,7 +24,6 @@ use mailid_shared::protocol::TotpResponse;
 use mailid_shared::KeyId;
 use rcgen::PublicKeyData;
 
-use crate::pki::BenchCa;
 use crate::server::{operator, Service};
 use crate::validate::percentile;
 
@@ -114,6 +113,19 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The figures of one timed run: `lat` (each call's microseconds,
+    /// sorted here), its wall time and the CPU µs per call of CA, MTA and
+    /// load generator.
+    pub fn of_run(lat: &mut [u64], elapsed: Duration, cpu_us: [f64; 3]) -> Sample {
+        lat.sort_unstable();
+        Sample {
+            rate: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: percentile(lat, 0.5) as f64 / 1000.0,
+            p99_ms: percentile(lat, 0.99) as f64 / 1000.0,
+            cpu_us,
+        }
+    }
+
     /// The median of each figure over `samples`.
     pub fn median(samples: &[Sample]) -> Sample {
         let med = |f: fn(&Sample) -> f64| {
@@ -320,23 +332,13 @@ impl Env {
         let cred = operator(&mta_bin, &mta_dir, &["ca", "add", "bench-ca"], None).await?;
         let cred_file = tmp.path().join("cred");
         std::fs::write(&cred_file, cred.trim())?;
-        let server_ca = BenchCa::new("bench server CA")?;
-        let client_ca = BenchCa::new("bench client CA")?;
-        let server = server_ca.server()?;
-        let file = |name: &str, text: &str| -> anyhow::Result<String> {
-            let p = tmp.path().join(name);
-            std::fs::write(&p, text)?;
-            Ok(p.display().to_string())
-        };
-        let mta_args = vec![
-            "--tls-cert".to_string(),
-            file("server.pem", &server.cert_pem)?,
-            "--tls-key".to_string(),
-            file("server.key", &server.key_pem)?,
-            "--client-ca".to_string(),
-            file("client-ca.pem", &client_ca.pem)?,
-        ];
-        let sca = file("server-ca.pem", &server_ca.pem)?;
+        let crate::pki::MtaTls {
+            server_ca,
+            client_ca,
+            args: mta_args,
+        } = crate::pki::MtaTls::new(tmp.path())?;
+        let sca = tmp.path().join("server-ca.pem");
+        std::fs::write(&sca, &server_ca.pem)?;
         let mta = Service::start(&mta_bin, &mta_dir, &mta_args).await?;
         let (mta2, route) = if replicas > 1 {
             let dir2 = tmp.path().join("mta2");
@@ -554,14 +556,18 @@ impl Env {
         })
         .await?;
         let cpu1 = self.cpu();
-        lat.sort_unstable();
         let n = lat.len().max(1) as f64;
-        Ok(Sample {
-            rate: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-            p50_ms: percentile(&lat, 0.5) as f64 / 1000.0,
-            p99_ms: percentile(&lat, 0.99) as f64 / 1000.0,
-            cpu_us: [0, 1, 2].map(|i| (cpu1[i] - cpu0[i]) * 1e6 / n),
-        })
+        let cpu_us = [0, 1, 2].map(|i| (cpu1[i] - cpu0[i]) * 1e6 / n);
+        Ok(Sample::of_run(&mut lat, elapsed, cpu_us))
+    }
+
+    /// Stops every service process of a shared `Env` whose measurements
+    /// have all finished.
+    pub async fn shutdown(env: Arc<Env>) -> anyhow::Result<()> {
+        Arc::try_unwrap(env)
+            .map_err(|_| anyhow::anyhow!("services still in use"))?
+            .stop()
+            .await
     }
 
     /// Stops every service process.
@@ -617,8 +623,5 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             samples.len()
         );
     }
-    Arc::try_unwrap(env)
-        .map_err(|_| anyhow::anyhow!("services still in use"))?
-        .stop()
-        .await
+    Env::shutdown(env).await
 }

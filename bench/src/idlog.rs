@@ -35,7 +35,6 @@ use mailid_shared::{KeyId, Serial};
 use crate::enroll::{Env, Sample};
 use crate::pki::BenchCa;
 use crate::server::{operator, Service};
-use crate::validate::percentile;
 
 /// Options of `mailid-bench idlog`.
 #[derive(clap::Args, Debug, Clone)]
@@ -188,17 +187,11 @@ impl Setup {
             None,
         )
         .await?;
-        let server_ca = BenchCa::new("bench server CA")?;
-        let client_ca = BenchCa::new("bench client CA")?;
-        let server = server_ca.server()?;
-        let args = vec![
-            "--tls-cert".to_string(),
-            file("server.pem", &server.cert_pem)?,
-            "--tls-key".to_string(),
-            file("server.key", &server.key_pem)?,
-            "--client-ca".to_string(),
-            file("client-ca.pem", &client_ca.pem)?,
-        ];
+        let crate::pki::MtaTls {
+            server_ca,
+            client_ca,
+            args,
+        } = crate::pki::MtaTls::new(tmp.path())?;
         let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
         let clients = client_ca.login_clients(&root, &all)?;
         let https = reqwest::Client::builder()
@@ -303,15 +296,10 @@ async fn burst(
     Ok((sample(&mut lat, elapsed, cpu), t0, t1))
 }
 
+/// The MTA's CPU seconds `cpu` over the run, per call, in the MTA column.
 fn sample(lat: &mut [u64], elapsed: Duration, cpu: f64) -> Sample {
-    lat.sort_unstable();
     let n = lat.len().max(1) as f64;
-    Sample {
-        rate: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-        p50_ms: percentile(lat, 0.5) as f64 / 1000.0,
-        p99_ms: percentile(lat, 0.99) as f64 / 1000.0,
-        cpu_us: [0.0, cpu * 1e6 / n, 0.0],
-    }
+    Sample::of_run(lat, elapsed, [0.0, cpu * 1e6 / n, 0.0])
 }
 
 fn now_ms() -> i64 {

@@ -12,7 +12,6 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 
 use crate::enroll::{Env, Job, Sample};
-use crate::validate::percentile;
 
 /// The cfssl binary (Debian's package puts it on the PATH).
 const CFSSL: &str = "cfssl";
@@ -147,14 +146,9 @@ impl Cfssl {
         })
         .await?;
         let (c1, g1) = (self.cpu(), self_cpu());
-        lat.sort_unstable();
         let n = lat.len().max(1) as f64;
-        Ok(Sample {
-            rate: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-            p50_ms: percentile(&lat, 0.5) as f64 / 1000.0,
-            p99_ms: percentile(&lat, 0.99) as f64 / 1000.0,
-            cpu_us: [(c1 - c0) * 1e6 / n, 0.0, (g1 - g0) * 1e6 / n],
-        })
+        let cpu_us = [(c1 - c0) * 1e6 / n, 0.0, (g1 - g0) * 1e6 / n];
+        Ok(Sample::of_run(&mut lat, elapsed, cpu_us))
     }
 
     /// Stops cfssl.
@@ -273,8 +267,5 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let jobs = Arc::new(crate::enroll::make_jobs(&env.accounts, "p256", opts.requests).await?);
     let rows = compare(&env, &jobs, &levels, opts.runs).await?;
     print!("{}", table(&rows));
-    Arc::try_unwrap(env)
-        .map_err(|_| anyhow::anyhow!("services still in use"))?
-        .stop()
-        .await
+    Env::shutdown(env).await
 }

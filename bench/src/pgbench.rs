@@ -69,10 +69,7 @@ pub async fn section(
                 );
             }
         }
-        Arc::try_unwrap(env)
-            .map_err(|_| anyhow::anyhow!("services still in use"))?
-            .stop()
-            .await?;
+        Env::shutdown(env).await?;
     }
     eprintln!("suite: PostgreSQL, TOTP validations");
     use_fresh_database("benchval");

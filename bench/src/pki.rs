@@ -120,3 +120,40 @@ impl BenchCa {
             .collect()
     }
 }
+
+/// The TLS side of a benchmark MTA: a server CA, a client CA (whose
+/// certificates log accounts in), the server's certificate and key
+/// written into a directory, and the `serve` arguments that use them.
+pub struct MtaTls {
+    pub server_ca: BenchCa,
+    pub client_ca: BenchCa,
+    /// `--tls-cert F --tls-key F --client-ca F`.
+    pub args: Vec<String>,
+}
+
+impl MtaTls {
+    /// Makes the CAs and the server certificate, writing the files into `dir`.
+    pub fn new(dir: &std::path::Path) -> anyhow::Result<MtaTls> {
+        let server_ca = BenchCa::new("bench server CA")?;
+        let client_ca = BenchCa::new("bench client CA")?;
+        let server = server_ca.server()?;
+        let file = |name: &str, text: &str| -> anyhow::Result<String> {
+            let p = dir.join(name);
+            std::fs::write(&p, text)?;
+            Ok(p.display().to_string())
+        };
+        let args = vec![
+            "--tls-cert".to_string(),
+            file("server.pem", &server.cert_pem)?,
+            "--tls-key".to_string(),
+            file("server.key", &server.key_pem)?,
+            "--client-ca".to_string(),
+            file("client-ca.pem", &client_ca.pem)?,
+        ];
+        Ok(MtaTls {
+            server_ca,
+            client_ca,
+            args,
+        })
+    }
+}

@@ -176,10 +176,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let env = Arc::new(Env::start(&bins, *accounts, "p256", 0, 1).await?);
     let jobs = Arc::new(make_jobs(&env.accounts, "p256", *n).await?);
     let versus = crate::peer::compare(&env, &jobs, levels, plan.runs).await?;
-    Arc::try_unwrap(env)
-        .map_err(|_| anyhow::anyhow!("services still in use"))?
-        .stop()
-        .await?;
+    Env::shutdown(env).await?;
     let _ = writeln!(
         md,
         "### 0. Side by side with cfssl\n\nThe same {n} P-256 CSRs (over {accounts} accounts), each sent once per run, with the same load generator and concurrency: mailid's `POST /v1/certificates` (codes fetched beforehand; CA → MTA check, superseding revocation, durable commit; P-256 CA key) and cfssl's bare `POST /api/v1/cfssl/sign` (`cfssl serve` from Debian's golang-cfssl {}: no authorisation, no database, P-256 CA key); runs alternate between the two, {runs_note}.\n\n{}",
@@ -263,10 +260,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
                 format!("{:.1}", mib(busy.1)),
             ],
         );
-        Arc::try_unwrap(env)
-            .map_err(|_| anyhow::anyhow!("services still in use"))?
-            .stop()
-            .await?;
+        Env::shutdown(env).await?;
     }
     let head = "| CA key | CSR key | concurrency | enrollments/s | p50 ms | p99 ms | CPU µs per enrollment: CA / MTA / load generator |\n|---|---|---:|---:|---:|---:|---:|\n";
     let _ = writeln!(
@@ -349,10 +343,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
                     ],
                 );
             }
-            Arc::try_unwrap(env)
-                .map_err(|_| anyhow::anyhow!("services still in use"))?
-                .stop()
-                .await?;
+            Env::shutdown(env).await?;
         }
         let _ = writeln!(
             md,
