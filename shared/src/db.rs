@@ -29,7 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
-/// Read connections kept open.
+/// Read connections kept open, and reads run at once: a read waits for a
+/// pooled connection rather than opening one (a fresh connection sets its
+/// pragmas and parses the schema: at 32 concurrent lookups that was 16% of
+/// the MTA's CPU, docs/BENCHMARKS.md).
 const MAX_IDLE_READERS: usize = 16;
 
 /// A storage failure.
@@ -187,6 +190,8 @@ struct Inner {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// [`MAX_IDLE_READERS`] permits: async reads hold one each.
+    read_slots: tokio::sync::Semaphore,
 }
 
 /// The schema version of a database (0: no schema yet).
@@ -240,6 +245,7 @@ impl Db {
                 path: path.to_path_buf(),
                 jobs: tx,
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(MAX_IDLE_READERS),
             }),
         })
     }
@@ -340,13 +346,20 @@ impl Db {
         res
     }
 
-    /// Runs a read-only `f` on the blocking pool with a pooled connection.
+    /// Runs a read-only `f` on the blocking pool with a pooled connection,
+    /// at most [`MAX_IDLE_READERS`] at once (the others wait their turn).
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| E::from(DbError::Closed))?;
         let db = self.clone();
         match tokio::task::spawn_blocking(move || db.read_blocking(f)).await {
             Ok(r) => r,
