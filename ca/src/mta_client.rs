@@ -2,11 +2,12 @@
 //! HMAC-signed with the CA's credential ([`mailid_shared::authsig`]), 5 s
 //! timeout per request, pooled connections. Concurrent checks for one
 //! route share one `POST /v1/validate/batch` (a lane per route: at most
-//! [`MAX_IN_FLIGHT`] requests out, each taking whatever waits, so a lone
-//! check leaves at once) to save the MTA and the CA a round trip each; an
-//! MTA without the batch path gets single requests. Redirects are not
-//! followed (the signed request goes to the configured MTA only) and the
-//! answer is read up to a bound; anything else is "unavailable".
+//! [`MAX_IN_FLIGHT`] requests out; a check that finds a free slot leaves at
+//! once, the others wait and leave together when a slot frees) to save the
+//! MTA and the CA a round trip each; an MTA without the batch path gets
+//! single requests. Redirects are not followed (the signed request goes to
+//! the configured MTA only) and the answer is read up to a bound; anything
+//! else is "unavailable".
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,28 @@ impl Failure {
     }
 }
 
+/// A request slot of a lane held by a caller sending its own code: when
+/// it ends (answered, failed or the caller gone), codes that queued
+/// meanwhile get a sender task that keeps the slot, else it is freed.
+struct Slot<'a> {
+    client: &'a MtaClient,
+    route: &'a MtaRoute,
+    lane: Arc<Mutex<Lane>>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut l = self.lane.lock().unwrap_or_else(|e| e.into_inner());
+        if l.queue.is_empty() {
+            l.in_flight -= 1;
+            return;
+        }
+        drop(l);
+        let (client, route) = (self.client.clone(), self.route.clone());
+        tokio::spawn(client.send_waiting(route, self.lane.clone()));
+    }
+}
+
 impl MtaClient {
     pub fn new() -> anyhow::Result<MtaClient> {
         let http = reqwest::Client::builder()
@@ -136,35 +159,37 @@ impl MtaClient {
         (v, start.elapsed())
     }
 
-    /// Queues `req` on its route's lane, starting a sender if fewer than
-    /// [`MAX_IN_FLIGHT`] are out, and waits for its verdict.
+    /// Sends `req` at once in this task if fewer than [`MAX_IN_FLIGHT`]
+    /// requests are out for its route (or the route's MTA has no batch
+    /// path); else queues it for the next batch and waits for its verdict.
     async fn check(&self, route: &MtaRoute, req: ValidateRequest) -> Verdict {
         let lane = self.lane(route);
         let (reply, verdict) = oneshot::channel();
-        let single = lane
-            .lock()
-            .expect("lane lock")
-            .single_until
-            .is_some_and(|t| Instant::now() < t);
-        if single {
-            return self.single(route, req).await;
-        }
-        let start_sender = {
+        let mut pending = Some(Pending { req, reply });
+        let own_slot = {
             let mut l = lane.lock().expect("lane lock");
-            l.queue.push_back(Pending { req, reply });
-            let start = l.in_flight < MAX_IN_FLIGHT;
-            if start {
+            if l.single_until.is_some_and(|t| Instant::now() < t) {
+                false
+            } else if l.in_flight < MAX_IN_FLIGHT {
                 l.in_flight += 1;
+                true
+            } else {
+                l.queue.extend(pending.take());
+                false
             }
-            start
         };
-        if start_sender {
-            // A task of its own, so a caller that goes away strands no one.
-            tokio::spawn(self.clone().send_waiting(route.clone(), lane));
-        }
-        verdict
-            .await
-            .unwrap_or_else(|_| Verdict::Unavailable("validation abandoned".into()))
+        let Some(Pending { req, .. }) = pending else {
+            return verdict
+                .await
+                .unwrap_or_else(|_| Verdict::Unavailable("validation abandoned".into()));
+        };
+        // Hands the slot on when the request ends, however it ends.
+        let _slot = own_slot.then(|| Slot {
+            client: self,
+            route,
+            lane,
+        });
+        self.single(route, req).await
     }
 
     fn lane(&self, route: &MtaRoute) -> Arc<Mutex<Lane>> {
