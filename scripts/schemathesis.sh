@@ -11,8 +11,8 @@
 # encrypted by `openssl pkcs8 -topk8 -v2 aes-256-cbc`) are mixed into the
 # generated data so requests get past validation. /v1/totp,
 # PUT /v1/identity and /v1/backups get HTTP Basic credentials;
-# /v1/validate is HMAC-signed, which schemathesis cannot do, so its 401
-# problem answers are what is checked there.
+# /v1/validate and /v1/validate/batch are HMAC-signed, which schemathesis
+# cannot do, so their 401 problem answers are what is checked there.
 #
 # schemathesis (PyPI, pinned below) is installed into a virtualenv under
 # target/ on first use. Uses the debug binaries (built if needed) or those

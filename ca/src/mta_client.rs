@@ -1,22 +1,45 @@
 //! The TOTP check with an account's MTA auth service: `POST /v1/validate`,
 //! HMAC-signed with the CA's credential ([`mailid_shared::authsig`]), 5 s
-//! timeout, pooled connections. Redirects are not followed (the signed
-//! request goes to the configured MTA only) and the answer is read up to
-//! [`MAX_ANSWER_BYTES`]; anything else is "unavailable".
+//! timeout per request, pooled connections. Concurrent checks for one
+//! route share one `POST /v1/validate/batch` (a lane per route: at most
+//! [`MAX_IN_FLIGHT`] requests out; a check that finds a free slot leaves at
+//! once, the others wait and leave together when a slot frees) to save the
+//! MTA and the CA a round trip each; an MTA without the batch path gets
+//! single requests. Redirects are not followed (the signed request goes to
+//! the configured MTA only) and the answer is read up to a bound; anything
+//! else is "unavailable".
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailid_shared::authsig::{Credential, HEADER_CA, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use mailid_shared::protocol::{ValidateReason, ValidateRequest, ValidateResponse};
+use mailid_shared::protocol::{
+    ValidateBatchRequest, ValidateBatchResponse, ValidateReason, ValidateRequest, ValidateResponse,
+    MAX_VALIDATE_BATCH,
+};
 use mailid_shared::{Address, KeyId};
+use serde::Serialize;
+use tokio::sync::oneshot;
 
 use crate::store::MtaRoute;
 
-/// Time allowed for one validation, connect to answer.
+/// Time allowed for one request to the MTA, connect to answer.
 pub const MTA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest MTA answer read; a validation result is a few hundred bytes.
+/// Largest single MTA answer read; a validation result is a few hundred
+/// bytes.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// What a batch answer may add per item to [`MAX_ANSWER_BYTES`].
+pub const MAX_ANSWER_BYTES_PER_ITEM: usize = 2 * 1024;
+
+/// Batch requests one route may have out at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// How long a route whose MTA has no batch path (404 or 405) gets single
+/// requests before the batch path is tried again.
+pub const SINGLE_FOR: Duration = Duration::from_secs(300);
 
 /// The MTA's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +55,73 @@ pub enum Verdict {
     Unavailable(String),
 }
 
-/// A pooled HTTP client for MTA calls.
+/// A pooled HTTP client for MTA calls, with its per-route lanes.
 #[derive(Clone)]
 pub struct MtaClient {
     http: reqwest::Client,
+    lanes: Arc<Mutex<HashMap<LaneKey, Arc<Mutex<Lane>>>>>,
+}
+
+/// A lane's route: requests in one batch share URL, CA name and
+/// credential.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct LaneKey {
+    url: String,
+    ca_name: String,
+    credential: String,
+}
+
+/// The checks waiting for one route and the batches out for it.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Pending>,
+    in_flight: usize,
+    /// Until when the MTA is asked one code a request (it has no batch
+    /// path).
+    single_until: Option<Instant>,
+}
+
+/// One check waiting for a batch.
+struct Pending {
+    req: ValidateRequest,
+    reply: oneshot::Sender<Verdict>,
+}
+
+/// Why a request brought no answer body.
+enum Failure {
+    Status(reqwest::StatusCode),
+    Other(String),
+}
+
+impl Failure {
+    fn why(&self) -> String {
+        match self {
+            Failure::Status(s) => format!("MTA answered {s}"),
+            Failure::Other(why) => why.clone(),
+        }
+    }
+}
+
+/// A request slot of a lane held by a caller sending its own code: when
+/// it ends (answered, failed or the caller gone), codes that queued
+/// meanwhile get a sender task that keeps the slot, else it is freed.
+struct Slot<'a> {
+    client: &'a MtaClient,
+    route: &'a MtaRoute,
+    lane: Arc<Mutex<Lane>>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut l = self.lane.lock().unwrap_or_else(|e| e.into_inner());
+        if l.queue.is_empty() {
+            l.in_flight -= 1;
+            return;
+        }
+        drop(l);
+        let (client, route) = (self.client.clone(), self.route.clone());
+        tokio::spawn(client.send_waiting(route, self.lane.clone()));
+    }
 }
 
 impl MtaClient {
@@ -47,11 +133,15 @@ impl MtaClient {
             .pool_max_idle_per_host(64)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(MtaClient { http })
+        Ok(MtaClient {
+            http,
+            lanes: Arc::default(),
+        })
     }
 
     /// Asks `route`'s MTA whether `totp` is good for `account` and `key_id`.
-    /// Returns the verdict and how long the call took.
+    /// Returns the verdict and how long the call took (its wait for a
+    /// batch included).
     pub async fn validate(
         &self,
         route: &MtaRoute,
@@ -60,36 +150,161 @@ impl MtaClient {
         key_id: &KeyId,
     ) -> (Verdict, Duration) {
         let start = Instant::now();
-        let v = self.call(route, account, totp, key_id).await;
-        (v, start.elapsed())
-    }
-
-    async fn call(
-        &self,
-        route: &MtaRoute,
-        account: &Address,
-        totp: &str,
-        key_id: &KeyId,
-    ) -> Verdict {
-        let url = match reqwest::Url::parse(&format!(
-            "{}/v1/validate",
-            route.url.trim_end_matches('/')
-        )) {
-            Ok(u) => u,
-            Err(_) => return Verdict::Unavailable(format!("bad MTA URL for {}", route.domain)),
-        };
-        let cred = match Credential::parse(&route.credential) {
-            Ok(c) => c,
-            Err(_) => return Verdict::Unavailable(format!("bad credential for {}", route.domain)),
-        };
-        let body = match serde_json::to_vec(&ValidateRequest {
+        let req = ValidateRequest {
             account: account.clone(),
             totp: totp.to_string(),
             key_id: key_id.clone(),
-        }) {
-            Ok(b) => b,
-            Err(e) => return Verdict::Unavailable(e.to_string()),
         };
+        let v = self.check(route, req).await;
+        (v, start.elapsed())
+    }
+
+    /// Sends `req` at once in this task if fewer than [`MAX_IN_FLIGHT`]
+    /// requests are out for its route (or the route's MTA has no batch
+    /// path); else queues it for the next batch and waits for its verdict.
+    async fn check(&self, route: &MtaRoute, req: ValidateRequest) -> Verdict {
+        let lane = self.lane(route);
+        let (reply, verdict) = oneshot::channel();
+        let mut pending = Some(Pending { req, reply });
+        let own_slot = {
+            let mut l = lane.lock().expect("lane lock");
+            if l.single_until.is_some_and(|t| Instant::now() < t) {
+                false
+            } else if l.in_flight < MAX_IN_FLIGHT {
+                l.in_flight += 1;
+                true
+            } else {
+                l.queue.extend(pending.take());
+                false
+            }
+        };
+        let Some(Pending { req, .. }) = pending else {
+            return verdict
+                .await
+                .unwrap_or_else(|_| Verdict::Unavailable("validation abandoned".into()));
+        };
+        // Hands the slot on when the request ends, however it ends.
+        let _slot = own_slot.then(|| Slot {
+            client: self,
+            route,
+            lane,
+        });
+        self.single(route, req).await
+    }
+
+    fn lane(&self, route: &MtaRoute) -> Arc<Mutex<Lane>> {
+        let key = LaneKey {
+            url: route.url.clone(),
+            ca_name: route.ca_name.clone(),
+            credential: route.credential.clone(),
+        };
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        lanes.entry(key).or_default().clone()
+    }
+
+    /// Sends what waits on `lane`, up to [`MAX_VALIDATE_BATCH`] a request,
+    /// until nothing waits.
+    async fn send_waiting(self, route: MtaRoute, lane: Arc<Mutex<Lane>>) {
+        loop {
+            let batch: Vec<Pending> = {
+                let mut l = lane.lock().expect("lane lock");
+                if l.queue.is_empty() {
+                    l.in_flight -= 1;
+                    return;
+                }
+                let n = l.queue.len().min(MAX_VALIDATE_BATCH);
+                l.queue.drain(..n).collect()
+            };
+            let (reqs, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+            let verdicts = self.batch(&route, &lane, reqs).await;
+            for (reply, v) in replies.into_iter().zip(verdicts) {
+                let _ = reply.send(v);
+            }
+        }
+    }
+
+    /// One verdict per item of `reqs`, in order: a lone item as a single
+    /// request, more as one batch request (single requests if the MTA has
+    /// no batch path). A failed batch is "unavailable" for every item.
+    async fn batch(
+        &self,
+        route: &MtaRoute,
+        lane: &Mutex<Lane>,
+        reqs: Vec<ValidateRequest>,
+    ) -> Vec<Verdict> {
+        let n = reqs.len();
+        if n == 1 {
+            let req = reqs.into_iter().next().expect("one item");
+            return vec![self.single(route, req).await];
+        }
+        let batch = ValidateBatchRequest { items: reqs };
+        let max = MAX_ANSWER_BYTES + n * MAX_ANSWER_BYTES_PER_ITEM;
+        let body = match self.post(route, "/v1/validate/batch", &batch, max).await {
+            Ok(b) => b,
+            Err(Failure::Status(s))
+                if s == reqwest::StatusCode::NOT_FOUND
+                    || s == reqwest::StatusCode::METHOD_NOT_ALLOWED =>
+            {
+                tracing::info!(mta = %route.domain, "MTA has no batch validation; single requests");
+                lane.lock().expect("lane lock").single_until = Some(Instant::now() + SINGLE_FOR);
+                let singles = batch.items.into_iter().map(|r| self.single(route, r));
+                return futures_util::future::join_all(singles).await;
+            }
+            Err(f) => return vec![Verdict::Unavailable(f.why()); n],
+        };
+        let answer: ValidateBatchResponse = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(_) => {
+                let why = "MTA answer is not a batch validation result";
+                return vec![Verdict::Unavailable(why.into()); n];
+            }
+        };
+        if answer.results.len() != n {
+            let why = format!(
+                "MTA answered {} results for {n} codes",
+                answer.results.len()
+            );
+            return vec![Verdict::Unavailable(why); n];
+        }
+        answer
+            .results
+            .into_iter()
+            .zip(&batch.items)
+            .map(|(a, r)| interpret(a, &r.account, &r.key_id))
+            .collect()
+    }
+
+    /// One code, one `POST /v1/validate`.
+    async fn single(&self, route: &MtaRoute, req: ValidateRequest) -> Verdict {
+        let body = match self
+            .post(route, "/v1/validate", &req, MAX_ANSWER_BYTES)
+            .await
+        {
+            Ok(b) => b,
+            Err(f) => return Verdict::Unavailable(f.why()),
+        };
+        let answer: ValidateResponse = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(_) => return Verdict::Unavailable("MTA answer is not a validation result".into()),
+        };
+        interpret(answer, &req.account, &req.key_id)
+    }
+
+    /// Posts `body` signed to `path` of `route`'s MTA and reads a 2xx
+    /// answer of at most `max` bytes.
+    async fn post<T: Serialize>(
+        &self,
+        route: &MtaRoute,
+        path: &str,
+        body: &T,
+        max: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        let url = reqwest::Url::parse(&format!("{}{path}", route.url.trim_end_matches('/')))
+            .map_err(|_| Failure::Other(format!("bad MTA URL for {}", route.domain)))?;
+        let cred = Credential::parse(&route.credential)
+            .map_err(|_| Failure::Other(format!("bad credential for {}", route.domain)))?;
+        let body = serde_json::to_vec(body).map_err(|e| Failure::Other(e.to_string()))?;
         let ts = mailid_shared::timefmt::now_unix();
         let sig = cred.sign("POST", url.path(), ts, &body);
         let resp = self
@@ -104,22 +319,14 @@ impl MtaClient {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Verdict::Unavailable("MTA timed out".into()),
-            Err(_) => return Verdict::Unavailable("MTA unreachable".into()),
+            Err(e) if e.is_timeout() => return Err(Failure::Other("MTA timed out".into())),
+            Err(_) => return Err(Failure::Other("MTA unreachable".into())),
         };
         let status = resp.status();
         if !status.is_success() {
-            return Verdict::Unavailable(format!("MTA answered {status}"));
+            return Err(Failure::Status(status));
         }
-        let body = match read_limited(resp, MAX_ANSWER_BYTES).await {
-            Ok(b) => b,
-            Err(why) => return Verdict::Unavailable(why),
-        };
-        let answer: ValidateResponse = match serde_json::from_slice(&body) {
-            Ok(a) => a,
-            Err(_) => return Verdict::Unavailable("MTA answer is not a validation result".into()),
-        };
-        interpret(answer, account, key_id)
+        read_limited(resp, max).await.map_err(Failure::Other)
     }
 }
 

@@ -16,7 +16,8 @@ use mailid_shared::http::{harden, PeerAddr, PeerCertificate};
 use mailid_shared::problem::ErrorCode;
 use mailid_shared::protocol::{
     BackupStored, BackupUpload, IdentityUpload, IdentityUploaded, TotpRequest, TotpResponse,
-    ValidateRequest, ValidateResponse,
+    ValidateBatchRequest, ValidateBatchResponse, ValidateRequest, ValidateResponse,
+    MAX_VALIDATE_BATCH,
 };
 use mailid_shared::timefmt::{now_unix, rfc3339};
 use mailid_shared::translog::{self, ConsistencyProof, LogKey};
@@ -105,6 +106,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/v1/totp", post(issue_totp))
         .route("/v1/validate", post(validate))
+        .route("/v1/validate/batch", post(validate_batch))
         .route("/v1/identity", put(upload_identity))
         .route("/v1/identity/{address}", get(lookup_identity))
         .route("/v1/backups", get(list_backups))
@@ -204,22 +206,73 @@ async fn validate(
         .await?;
     let req: ValidateRequest = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
+    let resp = validate_one(&st, &ca, &secret, req, now).await?;
+    Ok(no_store(Json(resp).into_response()))
+}
+
+/// `POST /v1/validate/batch`: 1 to [`MAX_VALIDATE_BATCH`] codes, each
+/// checked by [`validate_one`] as `/v1/validate` checks one. All items go
+/// to the store at once (one group commit on SQLite, one pipeline on
+/// PostgreSQL) and the answer leaves once every item's write is durable.
+/// A body that does not decode (an item's account or key included) is
+/// refused whole before any code is looked at.
+async fn validate_batch(
+    State(st): St,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let now = now_unix();
+    let (ca, secret) = st
+        .auth
+        .ca(method.as_str(), uri.path(), &headers, &body, now)
+        .await?;
+    let req: ValidateBatchRequest = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
+    if req.items.is_empty() || req.items.len() > MAX_VALIDATE_BATCH {
+        return Err(Problem::bad_request(format!(
+            "a batch carries 1 to {MAX_VALIDATE_BATCH} items"
+        )));
+    }
+    let done = futures_util::future::join_all(
+        req.items
+            .into_iter()
+            .map(|item| validate_one(&st, &ca, &secret, item, now)),
+    )
+    .await;
+    let results = done.into_iter().collect::<Result<Vec<_>, Problem>>()?;
+    Ok(no_store(
+        Json(ValidateBatchResponse { results }).into_response(),
+    ))
+}
+
+/// Validates one code for the CA `ca` (verified with `secret`) and counts
+/// and logs the verdict; shared by both validation endpoints. A CA removed
+/// since its signature was checked gets 401.
+async fn validate_one(
+    st: &AppState,
+    ca: &str,
+    secret: &Zeroizing<Vec<u8>>,
+    req: ValidateRequest,
+    now: i64,
+) -> Result<ValidateResponse, Problem> {
     let presented = Presented {
-        ca_secret: secret,
+        ca_secret: secret.clone(),
         key_id: req.key_id.clone(),
         code: Zeroizing::new(req.totp.clone()),
         now,
     };
     let result = validate::validate(
         &st.store,
-        &ca,
+        ca,
         &req.account,
         presented,
         st.config.totp,
         st.config.lockout,
     )
     .await?;
-    let resp = match result {
+    Ok(match result {
         Validation::CaGone => {
             tracing::info!(%ca, "validation from a removed CA refused");
             return Err(Problem::unauthorized("unknown CA or bad signature"));
@@ -242,8 +295,7 @@ async fn validate(
             tracing::info!(%ca, account = %req.account, key_id = %req.key_id, %reason, "code refused");
             ValidateResponse::rejected(reason, retry_after)
         }
-    };
-    Ok(no_store(Json(resp).into_response()))
+    })
 }
 
 async fn upload_identity(

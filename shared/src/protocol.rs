@@ -114,6 +114,24 @@ impl ValidateResponse {
     }
 }
 
+/// Most items one `POST /v1/validate/batch` carries.
+pub const MAX_VALIDATE_BATCH: usize = 64;
+
+/// `POST /v1/validate/batch` (MTA, CA-authenticated): check 1 to
+/// [`MAX_VALIDATE_BATCH`] codes in one round trip, each exactly as
+/// `POST /v1/validate` checks one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidateBatchRequest {
+    pub items: Vec<ValidateRequest>,
+}
+
+/// Answer to `POST /v1/validate/batch`: one result per item, in the
+/// items' order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateBatchResponse {
+    pub results: Vec<ValidateResponse>,
+}
+
 /// `PUT /v1/identity` (MTA): publish the holder's identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityUpload {
