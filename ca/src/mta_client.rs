@@ -167,7 +167,7 @@ impl MtaClient {
         let (reply, verdict) = oneshot::channel();
         let mut pending = Some(Pending { req, reply });
         let own_slot = {
-            let mut l = lane.lock().expect("lane lock");
+            let mut l = lane.lock().unwrap_or_else(|e| e.into_inner());
             if l.single_until.is_some_and(|t| Instant::now() < t) {
                 false
             } else if l.in_flight < MAX_IN_FLIGHT {
@@ -198,7 +198,7 @@ impl MtaClient {
             ca_name: route.ca_name.clone(),
             credential: route.credential.clone(),
         };
-        let mut lanes = self.lanes.lock().expect("lanes lock");
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         lanes.entry(key).or_default().clone()
     }
 
@@ -207,7 +207,7 @@ impl MtaClient {
     async fn send_waiting(self, route: MtaRoute, lane: Arc<Mutex<Lane>>) {
         loop {
             let batch: Vec<Pending> = {
-                let mut l = lane.lock().expect("lane lock");
+                let mut l = lane.lock().unwrap_or_else(|e| e.into_inner());
                 if l.queue.is_empty() {
                     l.in_flight -= 1;
                     return;
@@ -247,7 +247,8 @@ impl MtaClient {
                     || s == reqwest::StatusCode::METHOD_NOT_ALLOWED =>
             {
                 tracing::info!(mta = %route.domain, "MTA has no batch validation; single requests");
-                lane.lock().expect("lane lock").single_until = Some(Instant::now() + SINGLE_FOR);
+                lane.lock().unwrap_or_else(|e| e.into_inner()).single_until =
+                    Some(Instant::now() + SINGLE_FOR);
                 let singles = batch.items.into_iter().map(|r| self.single(route, r));
                 return futures_util::future::join_all(singles).await;
             }
