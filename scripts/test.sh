@@ -90,9 +90,9 @@ log "cargo test on PostgreSQL (the integration tests of enrollment, single use, 
 # and rebuilt half the dependencies (four minutes in CI).
 export MAILID_TEST_BACKEND=postgres
 cargo test --workspace --test auth --test codes --test lockout --test throttle \
-  --test identity --test withdraw --test logs --test backups --test idlog --test idlog_faults \
+  --test identity --test withdraw --test logs --test backups --test idlog --test idlog_faults --test validate_batch \
   --test ca_enroll --test ca_revoke --test ca_ops --test ca_preflight \
-  --test ca_crash --test crash --test client_enroll --test client_step5 --test faults_mta \
+  --test ca_crash --test crash --test client_enroll --test client_step5 --test faults_mta --test ca_batch \
   2>&1 | tee target/cargo-test-pg.log
 unset MAILID_TEST_BACKEND
 pg_passed=$(grep -E '^test result: ' target/cargo-test-pg.log | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
