@@ -373,15 +373,14 @@ impl Env {
         .await?;
         // The CA calls the MTA over HTTPS and takes the bench server CA
         // from SSL_CERT_FILE (its verifier uses the system roots).
-        std::env::set_var("SSL_CERT_FILE", &sca);
         let ca2 = if replicas > 1 {
             let dir2 = tmp.path().join("ca2");
             crate::replicas::copy_dir(&ca_dir, &dir2).await?;
-            Some(Service::start(&ca_bin, &dir2, &[]).await?)
+            Some(Service::start_trusting(&ca_bin, &dir2, &[], Some(&sca)).await?)
         } else {
             None
         };
-        let ca = Service::start(&ca_bin, &ca_dir, &[])
+        let ca = Service::start_trusting(&ca_bin, &ca_dir, &[], Some(&sca))
             .await
             .context("starting the CA")?;
         let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
@@ -454,7 +453,10 @@ impl Env {
             .json(&serde_json::json!({ "key_id": job.key_id }))
             .send()
             .await?;
-        anyhow::ensure!(r.status().is_success(), "POST /v1/totp: {}", r.status());
+        let status = r.status();
+        if !status.is_success() {
+            anyhow::bail!("POST /v1/totp: {status} {}", r.text().await?);
+        }
         Ok(r.json::<TotpResponse>().await?.totp)
     }
 

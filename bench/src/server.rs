@@ -39,7 +39,25 @@ impl Service {
     /// Starts `BIN --data-dir DIR serve --listen 127.0.0.1:0 ARGS…` and
     /// waits for its `listening on` line.
     pub async fn start(bin: &Path, data_dir: &Path, args: &[String]) -> anyhow::Result<Service> {
-        let mut child = with_child_env(&mut Command::new(bin))
+        Service::start_trusting(bin, data_dir, args, None).await
+    }
+
+    /// [`Service::start`] with `SSL_CERT_FILE=trust` for this process
+    /// alone (a CA calling a benchmark MTA whose root is not a system
+    /// one); without it the variable is removed, so no service inherits
+    /// another's.
+    pub async fn start_trusting(
+        bin: &Path,
+        data_dir: &Path,
+        args: &[String],
+        trust: Option<&Path>,
+    ) -> anyhow::Result<Service> {
+        let mut cmd = Command::new(bin);
+        match trust {
+            Some(file) => cmd.env("SSL_CERT_FILE", file),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        let mut child = with_child_env(&mut cmd)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0"])

@@ -170,20 +170,6 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let mut md = String::new();
     let runs_note = format!("median of {} runs", plan.runs);
 
-    // 0. Side by side with cfssl, first, on a fresh CA.
-    let (n, accounts, levels) = &plan.versus;
-    eprintln!("suite: side by side with cfssl");
-    let env = Arc::new(Env::start(&bins, *accounts, "p256", 0, 1).await?);
-    let jobs = Arc::new(make_jobs(&env.accounts, "p256", *n).await?);
-    let versus = crate::peer::compare(&env, &jobs, levels, plan.runs).await?;
-    Env::shutdown(env).await?;
-    let _ = writeln!(
-        md,
-        "### 0. Side by side with cfssl\n\nThe same {n} P-256 CSRs (over {accounts} accounts), each sent once per run, with the same load generator and concurrency: mailid's `POST /v1/certificates` (codes fetched beforehand; CA → MTA check, superseding revocation, durable commit; P-256 CA key) and cfssl's bare `POST /api/v1/cfssl/sign` (`cfssl serve` from Debian's golang-cfssl {}: no authorisation, no database, P-256 CA key); runs alternate between the two, {runs_note}.\n\n{}",
-        crate::peer::version().await,
-        crate::peer::table(&versus)
-    );
-
     // 1, 2 and 6: enrollments and memory, per CA key type.
     let mut flow = String::new();
     let mut endpoint = String::new();
@@ -367,6 +353,22 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         md,
         "### 6. Resident memory\n\nVmRSS right after start (idle) and the largest VmRSS sampled every 20 ms during the full-flow runs (all concurrency levels, up to 32).\n\n| CA key | MTA idle MiB | MTA busy MiB | CA idle MiB | CA busy MiB |\n|---|---:|---:|---:|---:|\n{memory}"
     );
+    // 0. Side by side with cfssl, on a fresh CA (run last, printed first).
+    let (n, accounts, levels) = &plan.versus;
+    eprintln!("suite: side by side with cfssl");
+    let env = Arc::new(Env::start(&bins, *accounts, "p256", 0, 1).await?);
+    let jobs = Arc::new(make_jobs(&env.accounts, "p256", *n).await?);
+    let versus = crate::peer::compare(&env, &jobs, levels, plan.runs).await?;
+    Env::shutdown(env).await?;
+    let mut head = String::new();
+    let _ = writeln!(
+        head,
+        "### 0. Side by side with cfssl\n\nThe same {n} P-256 CSRs (over {accounts} accounts), each sent once per run, with the same load generator and concurrency: mailid's `POST /v1/certificates` (codes fetched beforehand; CA → MTA check, superseding revocation, durable commit; P-256 CA key) and cfssl's bare `POST /api/v1/cfssl/sign` (`cfssl serve` from Debian's golang-cfssl {}: no authorisation, no database, P-256 CA key); runs alternate between the two, {runs_note}.\n\n{}",
+        crate::peer::version().await,
+        crate::peer::table(&versus)
+    );
+    md.insert_str(0, &head);
+
     let _ = writeln!(
         md,
         "_Suite time: {:.0} s._",
