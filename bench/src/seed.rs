@@ -1,6 +1,7 @@
 //! Seeding the CA's database directly (not through the API), for the
 //! growth and CRL benchmarks. The rows look like real ones to every query
-//! the CA runs: one valid identity per account, revoked rows with a
+//! the CA runs: one valid identity per account, each with a key of its
+//! own, revoked rows with a
 //! revocation time and reason; their `der` column is a placeholder, which
 //! only `GET /v1/certificates/{serial}` of a seeded serial would show.
 
@@ -22,7 +23,7 @@ pub fn certificates(db: &Path, n: usize, revoked: usize) -> anyhow::Result<Vec<S
     {
         let mut insert = tx.prepare(
             "INSERT INTO certificates (serial, account, key_id, not_before, not_after, issued_at, der, revoked_at, reason, active)
-             VALUES (?1, ?2, 'SEED', ?3, ?4, ?3, x'3000', ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?8, ?3, ?4, ?3, x'3000', ?5, ?6, ?7)",
         )?;
         for i in 0..n {
             let serial = Serial::random();
@@ -42,7 +43,10 @@ pub fn certificates(db: &Path, n: usize, revoked: usize) -> anyhow::Result<Vec<S
                 now + 300 * 86_400,
                 revoked_at,
                 reason,
-                active
+                active,
+                // A key of its own: a keyCompromise revocation of one
+                // seeded certificate revokes only that one.
+                format!("SEED-{i}")
             ])?;
         }
     }
