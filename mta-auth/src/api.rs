@@ -192,6 +192,26 @@ async fn issue_totp(
     Ok(no_store(Json(body).into_response()))
 }
 
+/// A registered CA's signed request: its name and secret (401 unless the
+/// HMAC signature over method, path, time and body checks out), the body
+/// decoded (400 otherwise) and the time it was checked at.
+async fn signed_by_ca<T: DeserializeOwned>(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, Zeroizing<Vec<u8>>, T, i64), Problem> {
+    let now = now_unix();
+    let (ca, secret) = st
+        .auth
+        .ca(method.as_str(), uri.path(), headers, body, now)
+        .await?;
+    let req = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
+    Ok((ca, secret, req, now))
+}
+
 async fn validate(
     State(st): St,
     method: Method,
@@ -199,13 +219,8 @@ async fn validate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let now = now_unix();
-    let (ca, secret) = st
-        .auth
-        .ca(method.as_str(), uri.path(), &headers, &body, now)
-        .await?;
-    let req: ValidateRequest = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
+    let (ca, secret, req, now) =
+        signed_by_ca::<ValidateRequest>(&st, &method, &uri, &headers, &body).await?;
     let resp = validate_one(&st, &ca, &secret, req, now).await?;
     Ok(no_store(Json(resp).into_response()))
 }
@@ -223,13 +238,8 @@ async fn validate_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let now = now_unix();
-    let (ca, secret) = st
-        .auth
-        .ca(method.as_str(), uri.path(), &headers, &body, now)
-        .await?;
-    let req: ValidateBatchRequest = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("body does not match the request: {e}")))?;
+    let (ca, secret, req, now) =
+        signed_by_ca::<ValidateBatchRequest>(&st, &method, &uri, &headers, &body).await?;
     if req.items.is_empty() || req.items.len() > MAX_VALIDATE_BATCH {
         return Err(Problem::bad_request(format!(
             "a batch carries 1 to {MAX_VALIDATE_BATCH} items"
