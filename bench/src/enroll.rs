@@ -267,7 +267,7 @@ pub struct Env {
     passwords: Vec<String>,
     tls_clients: Vec<reqwest::Client>,
     password_client: reqwest::Client,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 /// The release binaries' directory: `bin_dir` or the bench binary's own.
@@ -442,7 +442,7 @@ impl Env {
     }
 
     /// The CA job `i` enrolls at (replicas take turns).
-    fn ca_url(&self, i: usize) -> &str {
+    pub(crate) fn ca_url(&self, i: usize) -> &str {
         match &self.ca2 {
             Some(c) if i % 2 == 1 => &c.url,
             _ => &self.ca.url,
@@ -451,7 +451,7 @@ impl Env {
 
     /// CPU seconds used so far by the CA and MTA processes (replicas
     /// summed) and the load generator.
-    fn cpu(&self) -> [f64; 3] {
+    pub(crate) fn cpu(&self) -> [f64; 3] {
         let sum = |a: &Service, b: &Option<Service>| {
             a.cpu_seconds().unwrap_or(0.0)
                 + b.as_ref().and_then(Service::cpu_seconds).unwrap_or(0.0)

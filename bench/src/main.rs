@@ -11,6 +11,7 @@ mod pki;
 mod replicas;
 mod seed;
 mod server;
+mod stages;
 mod suite;
 mod validate;
 

@@ -198,9 +198,12 @@ pub struct Versus {
     pub concurrency: usize,
     pub ours: Sample,
     pub cfssl: Sample,
+    /// The requests that stop after part of an enrollment
+    /// ([`crate::stages`]), at the same level.
+    pub stages: Vec<(crate::stages::Stage, Sample)>,
 }
 
-/// Runs both servers over `jobs` at each level.
+/// Runs both servers over `jobs` at each level, and the stages of ours.
 pub async fn compare(
     env: &Arc<Env>,
     jobs: &Arc<Vec<Job>>,
@@ -215,10 +218,12 @@ pub async fn compare(
             ours.push(env.measure(crate::enroll::Mode::Ca, jobs, c).await?);
             theirs.push(cfssl.measure(jobs, c).await?);
         }
+        let stages = crate::stages::each(env, jobs, c, runs).await?;
         out.push(Versus {
             concurrency: c,
             ours: Sample::median(&ours),
             cfssl: Sample::median(&theirs),
+            stages,
         });
     }
     cfssl.stop().await?;
@@ -255,7 +260,12 @@ pub fn table(rows: &[Versus]) -> String {
     md
 }
 
-/// Runs `mailid-bench versus` and prints the table.
+/// The stages table of one level ([`crate::stages::table`]).
+pub fn stages_table(r: &Versus) -> String {
+    crate::stages::table(&r.stages, &r.ours, &r.cfssl)
+}
+
+/// Runs `mailid-bench versus` and prints the tables.
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let levels: Vec<usize> = opts
         .concurrency
@@ -267,5 +277,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let jobs = Arc::new(crate::enroll::make_jobs(&env.accounts, "p256", opts.requests).await?);
     let rows = compare(&env, &jobs, &levels, opts.runs).await?;
     print!("{}", table(&rows));
+    for r in &rows {
+        println!("\nc{}:\n{}", r.concurrency, stages_table(r));
+    }
     Env::shutdown(env).await
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mailid_shared::authsig::Credential;
-use mailid_shared::protocol::{TotpResponse, ValidateResponse};
+use mailid_shared::protocol::{TotpResponse, ValidateBatchResponse, ValidateResponse};
 use mailid_shared::timefmt::now_unix;
 use mailid_shared::KeyId;
 
@@ -36,6 +36,11 @@ pub struct Opts {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Codes per request: 1 sends `POST /v1/validate`, more send them in
+    /// groups through `POST /v1/validate/batch` (at most 64), the form
+    /// the CA uses when enrollments overlap.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Timed rounds (each validates accounts × keys codes).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
@@ -129,45 +134,61 @@ async fn validate_all(
     cred: Arc<Credential>,
     codes: Arc<Vec<Code>>,
     concurrency: usize,
+    batch: usize,
 ) -> anyhow::Result<Round> {
+    let batch = batch.max(1);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (codes, next, client, cred) =
             (codes.clone(), next.clone(), client.clone(), cred.clone());
-        let url = format!("{url}/v1/validate");
+        let path = if batch > 1 {
+            "/v1/validate/batch"
+        } else {
+            "/v1/validate"
+        };
+        let url = format!("{url}{path}");
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut results: BTreeMap<String, usize> = BTreeMap::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(code) = codes.get(i) else { break };
+                let i = next.fetch_add(batch, Ordering::Relaxed);
+                let Some(group) = codes.get(i..(i + batch).min(codes.len())) else {
+                    break;
+                };
+                if group.is_empty() {
+                    break;
+                }
+                let body = request_body(group, batch);
                 let t0 = Instant::now();
                 let ts = now_unix();
-                let sig = cred.sign("POST", "/v1/validate", ts, &code.body);
+                let sig = cred.sign("POST", path, ts, &body);
                 let resp = client
                     .post(&url)
                     .header("content-type", "application/json")
                     .header("x-mailid-ca", "bench")
                     .header("x-mailid-timestamp", ts.to_string())
                     .header("x-mailid-signature", sig)
-                    .body(code.body.clone())
+                    .body(body)
                     .send()
                     .await?;
-                anyhow::ensure!(
-                    resp.status().is_success(),
-                    "POST /v1/validate: {}",
-                    resp.status()
-                );
-                let v: ValidateResponse = resp.json().await?;
-                lat.push(t0.elapsed().as_micros() as u64);
-                let key = match v.reason {
-                    None if v.valid => "valid".to_string(),
-                    Some(r) => r.as_str().to_string(),
-                    None => "unknown".to_string(),
+                anyhow::ensure!(resp.status().is_success(), "POST {path}: {}", resp.status());
+                let verdicts = if batch > 1 {
+                    resp.json::<ValidateBatchResponse>().await?.results
+                } else {
+                    vec![resp.json::<ValidateResponse>().await?]
                 };
-                *results.entry(key).or_default() += 1;
+                anyhow::ensure!(verdicts.len() == group.len(), "POST {path}: wrong count");
+                lat.push(t0.elapsed().as_micros() as u64);
+                for v in verdicts {
+                    let key = match v.reason {
+                        None if v.valid => "valid".to_string(),
+                        Some(r) => r.as_str().to_string(),
+                        None => "unknown".to_string(),
+                    };
+                    *results.entry(key).or_default() += 1;
+                }
             }
             Ok::<_, anyhow::Error>((lat, results))
         }));
@@ -189,6 +210,23 @@ async fn validate_all(
         results,
         latencies_us,
     })
+}
+
+/// The body of one request: a code's own body, or `{"items": [...]}`
+/// around a group of them for the batch form.
+fn request_body(group: &[Code], batch: usize) -> Vec<u8> {
+    if batch == 1 {
+        return group[0].body.clone();
+    }
+    let mut body = b"{\"items\":[".to_vec();
+    for (i, c) in group.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&c.body);
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 fn default_bin() -> anyhow::Result<PathBuf> {
@@ -215,6 +253,10 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
         opts.accounts > 0 && opts.keys > 0 && opts.concurrency > 0,
         "sizes must be positive"
     );
+    anyhow::ensure!(
+        (1..=64).contains(&opts.batch),
+        "--batch must be 1 to 64 (the MTA takes at most 64 items)"
+    );
     let bin = match &opts.bin {
         Some(b) => b.clone(),
         None => default_bin()?,
@@ -223,8 +265,8 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
     let data = tmp.path().join("mta");
     println!("binary: {}", bin.display());
     println!(
-        "set-up: {} accounts x {} keys, concurrency {}, {} rounds",
-        opts.accounts, opts.keys, opts.concurrency, opts.rounds
+        "set-up: {} accounts x {} keys, concurrency {}, {} codes per request, {} rounds",
+        opts.accounts, opts.keys, opts.concurrency, opts.batch, opts.rounds
     );
     operator(&bin, &data, &["init"], None).await?;
     let accounts: Vec<String> = (0..opts.accounts)
@@ -303,6 +345,7 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
             cred.clone(),
             codes.clone(),
             opts.concurrency,
+            opts.batch,
         )
         .await?;
         let srv_cpu = svc.cpu_seconds().zip(srv0).map(|(a, b)| a - b);
@@ -320,6 +363,7 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
             cred.clone(),
             Arc::new(sample),
             opts.concurrency,
+            opts.batch,
         )
         .await?;
         svc.stop().await?;
@@ -329,7 +373,7 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
                 .unwrap_or_else(|| "unknown".into())
         };
         println!(
-            "round {}: issued {} codes in {:.2} s (HTTPS, client certificates); validated {} in {:.3} s = {:.0} validations/s; latency p50 {} us, p90 {} us, p99 {} us, max {} us; CPU per validation: server {}, bench client {}; results {:?}; replay sample {:?}",
+            "round {}: issued {} codes in {:.2} s (HTTPS, client certificates); validated {} in {:.3} s = {:.0} validations/s; request latency p50 {} us, p90 {} us, p99 {} us, max {} us; CPU per validation: server {}, bench client {}; results {:?}; replay sample {:?}",
             r + 1,
             codes.len(),
             issue_time.as_secs_f64(),

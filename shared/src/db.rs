@@ -15,7 +15,9 @@
 //!   are waiting into one commit (group commit: one fsync for many requests).
 //!   A job's answer is released only after its batch is durable; a job that
 //!   fails rolls back its savepoint and leaves the others untouched.
-//! * Reads run on the blocking pool with pooled read connections.
+//! * Reads run on the blocking pool with pooled read connections, except a
+//!   read of a few rows by key ([`Db::read_short`]), which runs where it is
+//!   asked when a pooled connection is idle: the hop would cost more.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -346,6 +348,37 @@ impl Db {
         res
     }
 
+    /// Runs a read-only `f` that takes microseconds (a row or two by key,
+    /// on small tables that stay in the page cache) on the caller's own
+    /// thread when a pooled connection is idle: the round trip through the
+    /// blocking pool (two thread wake-ups) costs more than such a read.
+    /// With no idle connection it waits its turn as [`Db::read`] does.
+    pub async fn read_short<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let idle = match self.inner.read_slots.try_acquire() {
+            Ok(slot) => self
+                .inner
+                .readers
+                .lock()
+                .ok()
+                .and_then(|mut v| v.pop())
+                .map(|conn| (slot, conn)),
+            Err(_) => None,
+        };
+        match idle {
+            Some((_slot, conn)) => {
+                let res = f(&conn);
+                self.put_reader(conn);
+                res
+            }
+            None => self.read(f).await,
+        }
+    }
+
     /// Runs a read-only `f` on the blocking pool with a pooled connection,
     /// at most [`MAX_IDLE_READERS`] at once (the others wait their turn).
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
@@ -449,108 +482,5 @@ impl FailingConn {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIGRATIONS: &[&str] = &["CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);"];
-
-    #[derive(Debug, thiserror::Error)]
-    enum E {
-        #[error(transparent)]
-        Db(#[from] DbError),
-        #[error("refused")]
-        Refused,
-    }
-
-    impl From<rusqlite::Error> for E {
-        fn from(e: rusqlite::Error) -> Self {
-            E::Db(DbError::Sqlite(e))
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn failed_job_changes_nothing_and_others_commit() {
-        let dir = tempfile_dir();
-        let path = dir.join("t.sqlite");
-        let db = Db::open(&path, MIGRATIONS, OpenMode::Create).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let mut handles = Vec::new();
-        for i in 0..50i64 {
-            let db = db.clone();
-            handles.push(tokio::spawn(async move {
-                db.write(move |c| -> Result<(), E> {
-                    c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (format!("k{i}"), i))?;
-                    if i % 2 == 1 {
-                        return Err(E::Refused);
-                    }
-                    Ok(())
-                })
-                .await
-            }));
-        }
-        let mut ok = 0;
-        for h in handles {
-            if h.await.unwrap().is_ok() {
-                ok += 1;
-            }
-        }
-        assert_eq!(ok, 25);
-        let n: i64 = db
-            .read(|c| -> Result<i64, E> {
-                Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(n, 25);
-        // Reopening applies no migration twice.
-        drop(db);
-        let db = Db::open(&path, MIGRATIONS, OpenMode::Existing).unwrap();
-        let v: i64 = db
-            .read_blocking(|c| -> Result<i64, E> {
-                Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
-            })
-            .unwrap();
-        assert_eq!(v, 1);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn existing_mode_creates_nothing() {
-        let dir = tempfile_dir();
-        let path = dir.join("t.sqlite");
-        // Missing: refused, and no file appears.
-        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing)
-            .err()
-            .unwrap();
-        assert!(matches!(e, DbError::Missing { .. }), "{e}");
-        assert!(e.to_string().contains("only 'init' creates it"), "{e}");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        // Empty (truncated): refused and left empty.
-        std::fs::write(&path, b"").unwrap();
-        let e = Db::open(&path, MIGRATIONS, OpenMode::Existing)
-            .err()
-            .unwrap();
-        assert!(matches!(e, DbError::Missing { .. }), "{e}");
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        // A reader connection never creates the file either.
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(connect(&path), Err(DbError::Missing { .. })));
-        assert!(!path.exists());
-        // Created by `Create`, then opened by `Existing`.
-        drop(Db::open(&path, MIGRATIONS, OpenMode::Create).unwrap());
-        drop(Db::open(&path, MIGRATIONS, OpenMode::Existing).unwrap());
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "mailid-db-test-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-}
+#[path = "db_tests.rs"]
+mod tests;

@@ -184,7 +184,7 @@ impl Backend for Sqlite {
     async fn get(&self, serial: &Serial) -> Result<Option<CertRow>, StoreError> {
         let s = serial.as_str().to_string();
         self.db
-            .read(move |c| {
+            .read_short(move |c| {
                 let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1");
                 Ok(query_certs(c, &sql, &[&s])?.into_iter().next())
             })
@@ -247,7 +247,7 @@ impl Backend for Sqlite {
         let d = domain.to_ascii_lowercase();
         let k = key_id.to_string();
         self.db
-            .read(move |c| {
+            .read_short(move |c| {
                 let key_compromised = txn::is_compromised(c, &k)?;
                 let mut stmt = c.prepare_cached(
                     "SELECT domain, url, ca_name, credential FROM mta_routes WHERE domain = ?1",

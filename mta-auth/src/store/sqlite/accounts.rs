@@ -117,7 +117,7 @@ pub(super) async fn login_info(
 
 pub(super) async fn is_enabled(db: &Db, address: &Address) -> Result<bool, StoreError> {
     let addr = address.as_str().to_string();
-    db.read(move |c| -> Result<bool, StoreError> {
+    db.read_short(move |c| -> Result<bool, StoreError> {
         Ok(c.query_row(
             "SELECT enabled FROM accounts WHERE address = ?1",
             [&addr],

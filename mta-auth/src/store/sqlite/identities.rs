@@ -125,7 +125,7 @@ pub(super) async fn withdraw(
 /// Two primary-key lookups joined to the identity's.
 pub(super) async fn get(db: &Db, address: &Address) -> Result<Option<IdentityRow>, StoreError> {
     let addr = address.clone();
-    db.read(move |c| -> Result<Option<IdentityRow>, StoreError> {
+    db.read_short(move |c| -> Result<Option<IdentityRow>, StoreError> {
         Ok(c.prepare_cached(
             "SELECT i.certificate, i.chain, i.key_id, i.serial, i.not_after, i.ca_name
              FROM identities i

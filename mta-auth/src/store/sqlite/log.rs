@@ -138,7 +138,7 @@ pub(super) async fn bind(
 
 /// The recorded log key (origin, vkey), if any.
 pub(super) async fn bound(db: &Db) -> Result<Option<(String, String)>, StoreError> {
-    db.read(move |c| -> Result<Option<(String, String)>, StoreError> {
+    db.read_short(move |c| -> Result<Option<(String, String)>, StoreError> {
         Ok(c.query_row(
             "SELECT origin, vkey FROM log_config WHERE id = 1 AND vkey IS NOT NULL",
             [],
@@ -246,7 +246,7 @@ pub(super) async fn has_work(db: &Db) -> Result<bool, StoreError> {
 
 /// The newest signed checkpoint.
 pub(super) async fn checkpoint(db: &Db) -> Result<Option<CheckpointRow>, StoreError> {
-    db.read(move |c| -> Result<Option<CheckpointRow>, StoreError> {
+    db.read_short(move |c| -> Result<Option<CheckpointRow>, StoreError> {
         c.prepare_cached(
             "SELECT size, root, note, signed_at FROM log_checkpoints ORDER BY size DESC LIMIT 1",
         )?
@@ -264,7 +264,7 @@ pub(super) async fn history(
     key: Arc<Zeroizing<Vec<u8>>>,
     address: String,
 ) -> Result<([u8; 32], Vec<LogEntryRow>), StoreError> {
-    db.read(
+    db.read_short(
         move |c| -> Result<([u8; 32], Vec<LogEntryRow>), StoreError> {
             let blind = log::blind(&key, &address);
             let mut st = c.prepare_cached(
@@ -285,7 +285,7 @@ pub(super) async fn history(
 
 /// The stored hashes at `indexes` (missing ones left out).
 pub(super) async fn hashes(db: &Db, indexes: Vec<u64>) -> Result<HashMap<u64, Hash>, StoreError> {
-    db.read(move |c| -> Result<HashMap<u64, Hash>, StoreError> {
+    db.read_short(move |c| -> Result<HashMap<u64, Hash>, StoreError> {
         let mut out = HashMap::new();
         let mut st = c.prepare_cached("SELECT hash FROM log_hashes WHERE idx = ?1")?;
         for idx in indexes {
