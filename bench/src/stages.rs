@@ -5,9 +5,9 @@
 //!
 //! 1. HTTP alone: `POST /v1/certificates` whose body does not decode (rate
 //!    limit, routing, body read, JSON error, a problem document);
-//! 2. + the CSR: a real CSR with a malformed code (parse, key policy, proof
+//! 2. and the CSR: a real CSR with a malformed code (parse, key policy, proof
 //!    of possession, then the 400 for the code's form);
-//! 3. + route, draft and lint: `POST /v1/certificates/check` (the route and
+//! 3. and route, draft and lint: `POST /v1/certificates/check` (the route and
 //!    compromised-key read, rcgen's draft, the pre-sign lint; no code used);
 //! 4. the enrollment itself (the MTA check, the signature, the durable
 //!    commit), from [`crate::peer::compare`].

@@ -109,25 +109,28 @@ pub fn live_since(params: &TotpParams, now: i64) -> i64 {
 }
 
 /// The verdict on `presented` given the rows of `snapshot` (loaded with
-/// [`live_since`] of its time), and the write to make to the key's row.
+/// [`live_since`] of its time), and the write to make to the key's row;
+/// `None` when the verdict depends on the account's other keys and the
+/// snapshot has not loaded them (only a code that is not the key's own:
+/// it may be another key's, `key_mismatch`).
 pub fn decide(
     presented: &Presented,
     params: &TotpParams,
     policy: &LockoutPolicy,
     snapshot: CodeSnapshot,
-) -> (Validation, Option<KeyWrite>) {
+) -> Option<(Validation, Option<KeyWrite>)> {
     let now = presented.now;
     let same = snapshot
         .ca_secret
         .is_some_and(|s| bool::from(s.ct_eq(&presented.ca_secret)));
     if !same {
-        return (Validation::CaGone, None);
+        return Some((Validation::CaGone, None));
     }
     let Some(acct) = snapshot.account else {
-        return (rejected(ValidateReason::UnknownAccount), None);
+        return Some((rejected(ValidateReason::UnknownAccount), None));
     };
     if !acct.enabled {
-        return (rejected(ValidateReason::Invalid), None);
+        return Some((rejected(ValidateReason::Invalid), None));
     }
     let target = snapshot.target;
     if let Some(secs) = target.as_ref().and_then(|t| t.lock.locked_for(now)) {
@@ -136,7 +139,7 @@ pub fn decide(
             retry_after: Some(secs.max(1)),
             lockout_started: false,
         };
-        return (locked, None);
+        return Some((locked, None));
     }
     let key = presented.key_id.as_bytes();
     let outcome = totp::classify(
@@ -146,24 +149,27 @@ pub fn decide(
         &presented.code,
         key,
         target.as_ref().map(|t| &t.state),
-        &snapshot.others,
+        snapshot.others.as_deref().unwrap_or_default(),
     );
+    if outcome == Outcome::Invalid && snapshot.others.is_none() {
+        return None;
+    }
     let reason = match outcome {
-        Outcome::Valid => return (Validation::Valid, Some(KeyWrite::ConsumeCode)),
-        Outcome::Replayed => return (rejected(ValidateReason::Replayed), None),
+        Outcome::Valid => return Some((Validation::Valid, Some(KeyWrite::ConsumeCode))),
+        Outcome::Replayed => return Some((rejected(ValidateReason::Replayed), None)),
         Outcome::Expired => ValidateReason::Expired,
         Outcome::KeyMismatch => ValidateReason::KeyMismatch,
         Outcome::Invalid => ValidateReason::Invalid,
     };
     // Only a key with a live code can be guessed: count there.
     let Some(KeyRow { state, mut lock }) = target else {
-        return (rejected(reason), None);
+        return Some((rejected(reason), None));
     };
     let live = state
         .issued_at
         .is_some_and(|at| at >= live_since(params, now));
     if !live {
-        return (rejected(reason), None);
+        return Some((rejected(reason), None));
     }
     let lockout_started = lock.fail(policy, now);
     let verdict = Validation::Rejected {
@@ -171,7 +177,7 @@ pub fn decide(
         retry_after: None,
         lockout_started,
     };
-    (verdict, Some(KeyWrite::SaveLock(lock)))
+    Some((verdict, Some(KeyWrite::SaveLock(lock))))
 }
 
 #[cfg(test)]
@@ -214,10 +220,12 @@ mod tests {
                 enabled: true,
             }),
             target,
-            others,
+            others: Some(others),
         }
     }
 
+    /// As the stores run it: first without the other keys, then, if the
+    /// decision asks, with them.
     fn run(k: &KeyId, code: &str, snap: CodeSnapshot) -> (Validation, Option<KeyWrite>) {
         let presented = Presented {
             ca_secret: Zeroizing::new(CA.to_vec()),
@@ -226,7 +234,14 @@ mod tests {
             now: NOW,
         };
         let policy = LockoutPolicy::default();
-        decide(&presented, &TotpParams::default(), &policy, snap)
+        let lazy = CodeSnapshot {
+            others: None,
+            ..snap.clone()
+        };
+        let params = TotpParams::default();
+        decide(&presented, &params, &policy, lazy)
+            .or_else(|| decide(&presented, &params, &policy, snap))
+            .expect("a snapshot with the other keys is always decided")
     }
 
     fn counted(reason: ValidateReason, failures: u32) -> (Validation, Option<KeyWrite>) {
@@ -286,6 +301,39 @@ mod tests {
         );
         let got = run(&k, &code(&k, 4, NOW), stale);
         assert_eq!(got, (rejected(ValidateReason::Expired), None));
+    }
+
+    #[test]
+    fn only_a_code_that_is_not_the_keys_own_needs_the_other_keys() {
+        let (k1, k2) = (key(1), key(2));
+        let presented = |k: &KeyId, c: String| Presented {
+            ca_secret: Zeroizing::new(CA.to_vec()),
+            key_id: k.clone(),
+            code: Zeroizing::new(c),
+            now: NOW,
+        };
+        let (params, policy) = (TotpParams::default(), LockoutPolicy::default());
+        let lazy = |target| CodeSnapshot {
+            others: None,
+            ..snapshot(target, vec![])
+        };
+        let live = || Some(row(state(&k2, 0, Some(NOW)), LockState::default()));
+        // The key's own code: decided from its row alone.
+        let own = decide(
+            &presented(&k2, code(&k2, 0, NOW)),
+            &params,
+            &policy,
+            lazy(live()),
+        );
+        assert_eq!(own, Some((Validation::Valid, Some(KeyWrite::ConsumeCode))));
+        // Another key's code: undecided until the other keys are loaded.
+        let theirs = presented(&k2, code(&k1, 0, NOW));
+        assert_eq!(decide(&theirs, &params, &policy, lazy(live())), None);
+        let full = snapshot(live(), vec![state(&k1, 0, Some(NOW))]);
+        assert_eq!(
+            decide(&theirs, &params, &policy, full),
+            Some(counted(ValidateReason::KeyMismatch, 1))
+        );
     }
 
     #[test]

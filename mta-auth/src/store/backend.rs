@@ -66,10 +66,11 @@ pub(crate) trait Backend {
         key_id: &KeyId,
         now: i64,
     ) -> Result<IssueRow, StoreError>;
-    /// Loads the snapshot of (CA, account, key) with the other keys issued
-    /// at or after `live_since`, runs `decide`, applies its write, all in
-    /// one transaction serialised per account. `decide` may run more than
-    /// once when the backend retries the transaction.
+    /// Loads the snapshot of (CA, account, key), runs `decide`, applies its
+    /// write, all in one transaction serialised per account. The other keys
+    /// issued at or after `live_since` may be left unloaded: when `decide`
+    /// answers `None` it runs again on a snapshot that has them. `decide`
+    /// may also run again when the backend retries the transaction.
     async fn validate_code<V, F>(
         &self,
         ca_name: &str,
@@ -80,7 +81,7 @@ pub(crate) trait Backend {
     ) -> Result<V, StoreError>
     where
         V: Send + 'static,
-        F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static;
+        F: Fn(CodeSnapshot) -> Option<(V, Option<KeyWrite>)> + Send + Sync + 'static;
 
     /// Publishes (or replaces) an account's identity.
     async fn put_identity(&self, row: IdentityRow, now: i64) -> Result<(), StoreError>;

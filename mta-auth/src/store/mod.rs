@@ -47,6 +47,10 @@ pub enum StoreError {
     /// A corrupt or inconsistent identity log row, or a refused log key.
     #[error("identity log: {0}")]
     Log(String),
+    /// A caller broke a storage contract (a validation decision that asked
+    /// for the other keys when it had them): a bug, answered 500.
+    #[error("internal: {0}")]
+    Contract(&'static str),
 }
 
 impl StoreError {
@@ -246,9 +250,11 @@ impl Store {
     }
 
     /// Validates a code in one transaction: loads the [`CodeSnapshot`] of
-    /// (CA, account, key) with the other keys issued at or after
-    /// `live_since`, lets `decide` judge it, and applies the [`KeyWrite`]
-    /// it returns to the key's row before answering its verdict.
+    /// (CA, account, key), lets `decide` judge it, and applies the
+    /// [`KeyWrite`] it returns to the key's row before answering its
+    /// verdict. The account's other keys issued at or after `live_since`
+    /// are loaded only for a `decide` that asks for them (answers `None`):
+    /// a valid code costs the same however many devices the account has.
     /// Serialised with every other validation of the account (SQLite: the
     /// one writer; PostgreSQL: a lock on the account's row), so single use
     /// and the lockout counters are race-free across replicas. `decide` is
@@ -263,7 +269,7 @@ impl Store {
     ) -> Result<V, StoreError>
     where
         V: Send + 'static,
-        F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+        F: Fn(CodeSnapshot) -> Option<(V, Option<KeyWrite>)> + Send + Sync + 'static,
     {
         dispatch!(self, b => b.validate_code(ca_name, address, key_id, live_since, decide).await)
     }

@@ -38,6 +38,7 @@ pub struct KeyRow {
 
 /// An account's TOTP secret and whether it is enabled (no `Debug`: it
 /// holds the secret).
+#[derive(Clone)]
 pub struct AccountCodes {
     pub secret: Zeroizing<Vec<u8>>,
     pub enabled: bool,
@@ -52,6 +53,7 @@ pub struct IssueRow {
 
 /// Everything a validation reads, loaded inside its write transaction
 /// (no `Debug`: it holds secrets).
+#[derive(Clone)]
 pub struct CodeSnapshot {
     /// The CA's registered secret; `None`: the CA is not registered.
     pub ca_secret: Option<Zeroizing<Vec<u8>>>,
@@ -60,8 +62,9 @@ pub struct CodeSnapshot {
     /// The presented key's row, if a code was ever issued for it.
     pub target: Option<KeyRow>,
     /// The account's other keys with a code issued at or after the
-    /// `live_since` the snapshot was loaded for.
-    pub others: Vec<KeyState>,
+    /// `live_since` the snapshot was loaded for; `None`: not loaded (a
+    /// decision that needs them says so, and gets a snapshot with them).
+    pub others: Option<Vec<KeyState>>,
 }
 
 /// A write to the presented key's row, made in the same transaction as

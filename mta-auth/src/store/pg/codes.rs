@@ -23,8 +23,10 @@ use crate::store::{
 const LOCK_ACCOUNT: &str =
     "SELECT totp_secret, enabled FROM accounts WHERE address = $1 FOR NO KEY UPDATE";
 const CA_SECRET: &str = "SELECT secret FROM cas WHERE name = $1";
-const LOAD_KEYS: &str = "SELECT key_id, generation, issued_at, failures, lockouts, locked_until
-     FROM totp_keys WHERE address = $1 AND (key_id = $2 OR issued_at >= $3)";
+const LOAD_TARGET: &str = "SELECT key_id, generation, issued_at, failures, lockouts, locked_until
+     FROM totp_keys WHERE address = $1 AND key_id = $2";
+const LOAD_OTHERS: &str = "SELECT key_id, generation, issued_at, failures, lockouts, locked_until
+     FROM totp_keys WHERE address = $1 AND issued_at >= $2 AND key_id <> $3";
 
 /// Locks the account's row for the rest of the transaction and reads its
 /// secret and state; `None`: no such account. `FOR NO KEY UPDATE`: as
@@ -46,37 +48,45 @@ fn counter(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
-/// The target key's row (if a code was ever issued for it), and the other
-/// keys with a code issued at or after `live_since`.
-async fn load_keys(
+fn key_row(r: &tokio_postgres::Row) -> KeyRow {
+    KeyRow {
+        state: KeyState {
+            key_id: r.get(0),
+            generation: r.get::<_, i64>(1) as u64,
+            issued_at: r.get(2),
+        },
+        lock: LockState {
+            failures: counter(r.get(3)),
+            lockouts: counter(r.get(4)),
+            locked_until: r.get(5),
+        },
+    }
+}
+
+/// The target key's row, if a code was ever issued for it.
+async fn load_target(
+    tx: &Transaction<'_>,
+    addr: &str,
+    key: &[u8],
+) -> Result<Option<KeyRow>, StoreError> {
+    let st = tx.prepare_cached(LOAD_TARGET).await?;
+    Ok(tx
+        .query_opt(&st, &[&addr, &key])
+        .await?
+        .as_ref()
+        .map(key_row))
+}
+
+/// The account's other keys with a code issued at or after `live_since`.
+async fn load_others(
     tx: &Transaction<'_>,
     addr: &str,
     key: &[u8],
     live_since: i64,
-) -> Result<(Option<KeyRow>, Vec<KeyState>), StoreError> {
-    let st = tx.prepare_cached(LOAD_KEYS).await?;
-    let mut target = None;
-    let mut others = Vec::new();
-    for r in tx.query(&st, &[&addr, &key, &live_since]).await? {
-        let row = KeyRow {
-            state: KeyState {
-                key_id: r.get(0),
-                generation: r.get::<_, i64>(1) as u64,
-                issued_at: r.get(2),
-            },
-            lock: LockState {
-                failures: counter(r.get(3)),
-                lockouts: counter(r.get(4)),
-                locked_until: r.get(5),
-            },
-        };
-        if row.state.key_id == key {
-            target = Some(row);
-        } else {
-            others.push(row.state);
-        }
-    }
-    Ok((target, others))
+) -> Result<Vec<KeyState>, StoreError> {
+    let st = tx.prepare_cached(LOAD_OTHERS).await?;
+    let rows = tx.query(&st, &[&addr, &live_since, &key]).await?;
+    Ok(rows.iter().map(|r| key_row(r).state).collect())
 }
 
 async fn apply(
@@ -158,7 +168,7 @@ pub(super) async fn validate<V, F>(
 ) -> Result<V, StoreError>
 where
     V: Send + 'static,
-    F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+    F: Fn(CodeSnapshot) -> Option<(V, Option<KeyWrite>)> + Send + Sync + 'static,
 {
     let ca = ca_name.to_string();
     let addr = address.as_str().to_string();
@@ -176,7 +186,7 @@ where
             try_join3(
                 tx.prepare_cached(LOCK_ACCOUNT),
                 tx.prepare_cached(CA_SECRET),
-                tx.prepare_cached(LOAD_KEYS),
+                tx.prepare_cached(LOAD_TARGET),
             )
             .await?;
             let ca_secret = async {
@@ -187,24 +197,39 @@ where
                         .map(|r| Zeroizing::new(r.get::<_, Vec<u8>>(0))),
                 )
             };
-            let (account, ca_secret, keys) = try_join3(
+            let (account, ca_secret, target) = try_join3(
                 lock_account(tx, &addr),
                 ca_secret,
-                load_keys(tx, &addr, &key, live_since),
+                load_target(tx, &addr, &key),
             )
             .await?;
             // No account: no keys either (they belong to an account).
-            let (target, others) = match account {
-                Some(_) => keys,
-                None => (None, Vec::new()),
-            };
+            let target = target.filter(|_| account.is_some());
             let snapshot = CodeSnapshot {
                 ca_secret,
                 account,
                 target,
-                others,
+                others: None,
             };
-            let (verdict, write) = decide(snapshot);
+            // The other keys only for a decision that needs them (a code
+            // that is not the key's own): a second round trip, never taken
+            // by a valid code.
+            let (verdict, write) = match decide(snapshot.clone()) {
+                Some(d) => d,
+                None => {
+                    let others = match snapshot.account {
+                        Some(_) => load_others(tx, &addr, &key, live_since).await?,
+                        None => Vec::new(),
+                    };
+                    decide(CodeSnapshot {
+                        others: Some(others),
+                        ..snapshot
+                    })
+                    .ok_or(StoreError::Contract(
+                        "the decision asked for keys it was given",
+                    ))?
+                }
+            };
             if let Some(write) = write {
                 apply(tx, &addr, &key, &write).await?;
             }

@@ -255,7 +255,7 @@ impl Backend for PgStore {
     ) -> Result<V, StoreError>
     where
         V: Send + 'static,
-        F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+        F: Fn(CodeSnapshot) -> Option<(V, Option<KeyWrite>)> + Send + Sync + 'static,
     {
         codes::validate(&self.db, ca_name, address, key_id, live_since, decide).await
     }

@@ -25,65 +25,64 @@ fn load_account(c: &Connection, addr: &str) -> rusqlite::Result<Option<AccountCo
         .optional()
 }
 
-/// The target key's row (if a code was ever issued for it), and the other
-/// keys with a code issued at or after `live_since`.
-fn load_keys(
+/// The target key's row, if a code was ever issued for it.
+fn load_target(c: &Connection, addr: &str, key: &[u8]) -> rusqlite::Result<Option<KeyRow>> {
+    c.prepare_cached(
+        "SELECT key_id, generation, issued_at, failures, lockouts, locked_until FROM totp_keys
+         WHERE address = ?1 AND key_id = ?2",
+    )?
+    .query_row((addr, key), key_row)
+    .optional()
+}
+
+/// The account's other keys with a code issued at or after `live_since`.
+fn load_others(
     c: &Connection,
     addr: &str,
     key: &[u8],
     live_since: i64,
-) -> rusqlite::Result<(Option<KeyRow>, Vec<KeyState>)> {
+) -> rusqlite::Result<Vec<KeyState>> {
     let mut st = c.prepare_cached(
         "SELECT key_id, generation, issued_at, failures, lockouts, locked_until FROM totp_keys
-         WHERE address = ?1 AND (key_id = ?2 OR issued_at >= ?3)",
+         WHERE address = ?1 AND issued_at >= ?2 AND key_id != ?3",
     )?;
-    let rows = st.query_map((addr, key, live_since), |r| {
-        Ok(KeyRow {
-            state: KeyState {
-                key_id: r.get(0)?,
-                generation: r.get::<_, i64>(1)? as u64,
-                issued_at: r.get(2)?,
-            },
-            lock: LockState {
-                failures: r.get(3)?,
-                lockouts: r.get(4)?,
-                locked_until: r.get(5)?,
-            },
-        })
-    })?;
-    let mut target = None;
-    let mut others = Vec::new();
-    for row in rows {
-        let row = row?;
-        if row.state.key_id == key {
-            target = Some(row);
-        } else {
-            others.push(row.state);
-        }
-    }
-    Ok((target, others))
+    let rows = st.query_map((addr, live_since, key), key_row)?;
+    rows.map(|r| r.map(|row| row.state)).collect()
 }
 
-/// Everything a validation of (ca, addr, key) reads.
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        state: KeyState {
+            key_id: r.get(0)?,
+            generation: r.get::<_, i64>(1)? as u64,
+            issued_at: r.get(2)?,
+        },
+        lock: LockState {
+            failures: r.get(3)?,
+            lockouts: r.get(4)?,
+            locked_until: r.get(5)?,
+        },
+    })
+}
+
+/// What a validation of (ca, addr, key) reads first: the CA's secret, the
+/// account and the key's own row (the other keys are left unloaded).
 fn load_snapshot(
     c: &Connection,
     ca: &str,
     addr: &str,
     key: &[u8],
-    live_since: i64,
 ) -> rusqlite::Result<CodeSnapshot> {
     let ca_secret = c
         .prepare_cached("SELECT secret FROM cas WHERE name = ?1")?
         .query_row([ca], |r| r.get(0))
         .optional()?
         .map(Zeroizing::new);
-    let account = load_account(c, addr)?;
-    let (target, others) = load_keys(c, addr, key, live_since)?;
     Ok(CodeSnapshot {
         ca_secret,
-        account,
-        target,
-        others,
+        account: load_account(c, addr)?,
+        target: load_target(c, addr, key)?,
+        others: None,
     })
 }
 
@@ -146,14 +145,25 @@ pub(super) async fn validate<V, F>(
 ) -> Result<V, StoreError>
 where
     V: Send + 'static,
-    F: Fn(CodeSnapshot) -> (V, Option<KeyWrite>) + Send + Sync + 'static,
+    F: Fn(CodeSnapshot) -> Option<(V, Option<KeyWrite>)> + Send + Sync + 'static,
 {
     let ca = ca_name.to_string();
     let addr = address.as_str().to_string();
     let key = key_id.as_bytes().to_vec();
     db.write(move |c| -> Result<V, StoreError> {
-        let snapshot = load_snapshot(c, &ca, &addr, &key, live_since)?;
-        let (verdict, write) = decide(snapshot);
+        let snapshot = load_snapshot(c, &ca, &addr, &key)?;
+        // The other keys only for a decision that needs them (a code that
+        // is not the key's own): a valid code reads one key row.
+        let (verdict, write) = match decide(snapshot.clone()) {
+            Some(d) => d,
+            None => decide(CodeSnapshot {
+                others: Some(load_others(c, &addr, &key, live_since)?),
+                ..snapshot
+            })
+            .ok_or(StoreError::Contract(
+                "the decision asked for keys it was given",
+            ))?,
+        };
         if let Some(write) = write {
             apply(c, &addr, &key, &write)?;
         }
