@@ -411,13 +411,8 @@ impl Env {
             .context("starting the CA")?;
         let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
         let tls_clients = client_ca.login_clients(&root, &names)?;
-        let password_client = reqwest::Client::builder()
-            .tls_certs_only([root])
-            .pool_max_idle_per_host(256)
-            .build()?;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?;
+        let password_client = crate::server::client().tls_certs_only([root]).build()?;
+        let http = crate::server::client().build()?;
         Ok(Env {
             _tmp: tmp,
             _hsm: hsm,

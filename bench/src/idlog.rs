@@ -194,10 +194,7 @@ impl Setup {
         } = crate::pki::MtaTls::new(tmp.path())?;
         let root = reqwest::Certificate::from_pem(server_ca.pem.as_bytes())?;
         let clients = client_ca.login_clients(&root, &all)?;
-        let https = reqwest::Client::builder()
-            .tls_certs_only([root])
-            .pool_max_idle_per_host(256)
-            .build()?;
+        let https = crate::server::client().tls_certs_only([root]).build()?;
         Ok(Setup {
             tmp,
             mta_bin: mta_bin.to_path_buf(),

@@ -86,9 +86,7 @@ impl Cfssl {
         let cfssl = Cfssl {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .build()?,
+            http: crate::server::client().build()?,
             _dir: dir,
         };
         for _ in 0..100 {

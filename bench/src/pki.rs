@@ -112,7 +112,7 @@ impl BenchCa {
                 let id = reqwest::Identity::from_pem(
                     format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes(),
                 )?;
-                Ok(reqwest::Client::builder()
+                Ok(crate::server::client()
                     .tls_certs_only([server_root.clone()])
                     .identity(id)
                     .build()?)

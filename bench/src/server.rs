@@ -148,3 +148,13 @@ pub fn cpu_seconds(stat_path: &str) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
 }
+
+/// A load-generator client: many idle connections per host, each dropped
+/// after 5 s idle, before the services close it (`HEADER_TIMEOUT`, 10 s);
+/// reusing a connection as the server closes it fails the request
+/// ("connection closed before message completed").
+pub fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+}

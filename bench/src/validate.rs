@@ -325,9 +325,7 @@ pub async fn measure(opts: Opts) -> anyhow::Result<Vec<f64>> {
                 .collect()
         })
         .collect();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(opts.concurrency)
-        .build()?;
+    let http = crate::server::client().build()?;
 
     let mut rounds = Vec::new();
     for r in 0..opts.rounds {

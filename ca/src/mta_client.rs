@@ -129,7 +129,10 @@ impl MtaClient {
         let http = reqwest::Client::builder()
             .timeout(MTA_TIMEOUT)
             .connect_timeout(MTA_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Idle connections go well before the MTA closes them
+            // (HEADER_TIMEOUT): a validation sent on a connection as it is
+            // closed is lost, and is not safe to send again.
+            .pool_idle_timeout(mailid_shared::http::HEADER_TIMEOUT / 2)
             .pool_max_idle_per_host(64)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;

@@ -139,6 +139,10 @@ impl Http {
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
+            // mailid's services close a connection idle for 10 s; one kept
+            // longer (across a passphrase prompt) could be reused as it
+            // closes, losing the request.
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(concat!("mailid/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &tls.ca_bundle {

@@ -35,7 +35,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DRAIN_MAX_BYTES: u64 = 4 * 1024 * 1024;
 /// Time allowed for reading and dropping an oversized body.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
-/// Time allowed to send the request head.
+/// Time allowed to send the request head; also how long a keep-alive
+/// connection may sit idle before the server closes it (hyper starts the
+/// head's timer as soon as the previous answer is sent). A client that
+/// keeps idle connections longer races that close and may lose a request
+/// it already sent; ours drop them after half of this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a whole request, head to answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
