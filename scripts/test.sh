@@ -35,6 +35,22 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+# One pkilint REST server for the lint tests (tests/ca_lint.rs and the
+# pkilint_rest test of the CA), started now in the background: making its
+# virtualenv and importing pkilint take a minute, most of it CPU, which
+# then overlaps the builds instead of adding to the tests' time.
+mkdir -p target
+pkilint_venv=${MAILID_PKILINT_VENV:-target/pkilint-rest-venv}
+pkilint_port=target/pkilint-port
+: >"$pkilint_port"
+setsid nice -n 10 bash -c '
+  venv=$1
+  "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in (\"pkilint\", \"fastapi\", \"uvicorn\")))" 2>/dev/null ||
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check -r tests/pkilint-requirements.txt; } || exit 1
+  exec "$venv/bin/python" tests/pkilint_serve.py' _ "$pkilint_venv" >"$pkilint_port" 2>target/pkilint-serve.log &
+pkilint_pid=$!
+trap 'kill -- "-$pkilint_pid" 2>/dev/null || true' EXIT # replaced below by pg_cleanup, which stops it too
+
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
 
@@ -67,6 +83,7 @@ log "a throwaway PostgreSQL cluster for the tests (scripts/pg-cluster.sh)"
 pg_dir=$(mktemp -d /tmp/mailid-pg.XXXXXX)
 pg_cleanup() {
   if kill -0 "$fuzz_pid" 2>/dev/null; then kill -- "-$fuzz_pid" 2>/dev/null || true; fi
+  if kill -0 "$pkilint_pid" 2>/dev/null; then kill -- "-$pkilint_pid" 2>/dev/null || true; fi
   scripts/pg-cluster.sh stop "$pg_dir" || true
   rm -rf "$pg_dir"
 }
@@ -76,6 +93,19 @@ trap 'exit 143' TERM
 MAILID_TEST_PG_URL=$(scripts/pg-cluster.sh start "$pg_dir")
 export MAILID_TEST_PG_URL
 echo "PostgreSQL for the tests: $MAILID_TEST_PG_URL"
+
+# The shared pkilint server's URL, once it has printed its port (the tests
+# wait for it to answer); without one, each lint test starts its own.
+for _ in $(seq 1 120); do
+  if [ -s "$pkilint_port" ] || ! kill -0 "$pkilint_pid" 2>/dev/null; then break; fi
+  sleep 1
+done
+if [ -s "$pkilint_port" ]; then
+  export MAILID_PKILINT_URL="http://127.0.0.1:$(head -n 1 "$pkilint_port")"
+  echo "pkilint REST server for the tests: $MAILID_PKILINT_URL"
+else
+  echo "note: the shared pkilint server did not start (target/pkilint-serve.log); each lint test starts its own"
+fi
 
 log "cargo test"
 mkdir -p target

@@ -1,32 +1,43 @@
 //! A real pkilint REST server for the tests that check mailid against
-//! pkilint's S/MIME and PKIX lints (`serve --lint-url`, SPEC §9): pinned
-//! pkilint and uvicorn in a virtualenv (`$MAILID_PKILINT_VENV`, by default
-//! `target/pkilint-rest-venv`, made from PyPI the first time), served on a
-//! kernel-picked loopback port and stopped on drop.
+//! pkilint's S/MIME and PKIX lints (`serve --lint-url`, SPEC §9): the
+//! pinned pkilint and uvicorn of `tests/pkilint-requirements.txt` in a
+//! virtualenv (`$MAILID_PKILINT_VENV`, by default
+//! `target/pkilint-rest-venv`, made from PyPI the first time), served by
+//! `tests/pkilint_serve.py` on a kernel-picked loopback port and stopped on
+//! drop. With `$MAILID_PKILINT_URL` set (scripts/test.sh starts one server
+//! in the background early: importing pkilint costs half a minute of CPU)
+//! the tests use that server instead of starting their own.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The pkilint release the tests pin (as scripts/interop.sh does), so a
-/// new release's lints cannot change a verdict unnoticed.
-pub const PKILINT: &str = "pkilint[rest]==0.13.3";
-/// The ASGI server pkilint's REST app runs in.
-pub const UVICORN: &str = "uvicorn==0.38.0";
+/// Exits 0 when the virtualenv holds pkilint's REST app and uvicorn.
+const INSTALLED: &str = "import importlib.util as u, sys; \
+    sys.exit(not all(u.find_spec(m) for m in ('pkilint', 'fastapi', 'uvicorn')))";
 
-/// A running pkilint REST server.
+/// Names a running pkilint REST server for the tests to use.
+pub const URL_VAR: &str = "MAILID_PKILINT_URL";
+
+/// A pkilint REST server: one this process started, or the shared one.
 pub struct Pkilint {
-    child: Child,
+    child: Option<Child>,
     /// Its base URL (`http://127.0.0.1:PORT`), what `--lint-url` takes.
     pub url: String,
 }
 
 impl Drop for Pkilint {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+fn here() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The virtualenv holding pkilint.
@@ -34,17 +45,25 @@ pub fn venv() -> PathBuf {
     if let Some(v) = std::env::var_os("MAILID_PKILINT_VENV") {
         return v.into();
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pkilint-rest-venv")
+    here().join("../target/pkilint-rest-venv")
 }
 
-/// Makes the virtualenv when pkilint is not in it yet (needs python3 and
+/// The shared server of [`URL_VAR`], or else a server of this process:
+/// makes the virtualenv when pkilint is not in it yet (needs python3 and
 /// PyPI), starts the server and waits until it answers (importing pkilint
 /// takes seconds, half a minute on a busy machine).
 pub fn start() -> Pkilint {
+    if let Ok(url) = std::env::var(URL_VAR) {
+        let shared = Pkilint { child: None, url };
+        shared.wait_ready();
+        return shared;
+    }
     let venv = venv();
     let python = venv.join("bin/python");
+    // Whether the packages are there, without importing pkilint (that
+    // alone takes half a minute).
     let ready = Command::new(&python)
-        .args(["-c", "import pkilint.rest, uvicorn"])
+        .args(["-c", INSTALLED])
         .status()
         .is_ok_and(|s| s.success());
     if !ready {
@@ -55,26 +74,14 @@ pub fn start() -> Pkilint {
             .is_ok_and(|s| s.success());
         assert!(ok, "python3 -m venv {} failed", venv.display());
         let ok = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                PKILINT,
-                UVICORN,
-            ])
+            .args(["install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(here().join("pkilint-requirements.txt"))
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "installing pkilint into {} failed", venv.display());
     }
-    // The socket is bound before uvicorn starts, so the port is known and
-    // connections made before the app is ready wait in the backlog.
-    let script = "import socket, uvicorn\n\
-        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(64)\n\
-        print(s.getsockname()[1], flush=True)\n\
-        from pkilint.rest import app\n\
-        uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[s])\n";
     let mut child = Command::new(&python)
-        .args(["-c", script])
+        .arg(here().join("pkilint_serve.py"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting pkilint's REST server");
@@ -87,7 +94,7 @@ pub fn start() -> Pkilint {
         .parse()
         .expect("pkilint launcher printed its port");
     let server = Pkilint {
-        child,
+        child: Some(child),
         url: format!("http://127.0.0.1:{port}"),
     };
     server.wait_ready();
