@@ -35,10 +35,20 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# One pkilint REST server for the lint tests (tests/ca_lint.rs and the
-# pkilint_rest test of the CA), started now in the background: making its
-# virtualenv and importing pkilint take a minute, most of it CPU, which
-# then overlaps the builds instead of adding to the tests' time.
+if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "a pkilint REST server for the lint tests, started in the background"
+# One server for tests/ca_lint.rs and the CA's pkilint_rest test, started
+# after clippy: making its virtualenv and importing pkilint take about a
+# minute, most of it CPU, which the build below absorbs instead of each
+# lint test paying it.
 mkdir -p target
 pkilint_venv=${MAILID_PKILINT_VENV:-target/pkilint-rest-venv}
 pkilint_port=target/pkilint-port
@@ -50,15 +60,6 @@ setsid nice -n 10 bash -c '
   exec "$venv/bin/python" tests/pkilint_serve.py' _ "$pkilint_venv" >"$pkilint_port" 2>target/pkilint-serve.log &
 pkilint_pid=$!
 trap 'kill -- "-$pkilint_pid" 2>/dev/null || true' EXIT # replaced below by pg_cleanup, which stops it too
-
-if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
-if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
-
-log "cargo fmt --check"
-cargo fmt --all -- --check
-
-log "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
 
 log "the client compiles no server plumbing (mailid-shared without its server feature)"
 # tower-http itself stays: reqwest uses its client-side follow-redirect layer.
